@@ -1,0 +1,4 @@
+"""Placeholder: the batching handler is being written."""
+
+class NATTelemetryHandler:
+    pass
