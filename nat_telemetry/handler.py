@@ -1,4 +1,629 @@
-"""Placeholder: the batching handler is being written."""
+"""The handler: accepts events from any thread, sends them from one worker.
+
+``enqueue`` only puts ``(event, time)`` on a bounded :class:`queue.Queue` and
+returns; it never blocks, never raises and never does I/O.  One daemon worker
+thread per handler takes batches off that queue and POSTs them:
+
+* every ``flush_interval_seconds``, and as soon as ``max_queue_size`` events
+  are waiting;
+* at most ``max_batch_size`` events per POST, events that failed before (the
+  dead-letter queue) first;
+* after a transient failure (408, 429, 5xx, no answer) the batch goes to the
+  dead-letter queue and nothing is POSTed before the retry policy's backoff
+  deadline; an event is dropped after ``max_retries`` failed retries;
+* a 413 splits the batch in halves; other 4xx answers drop it.
+
+Every accepted event is, at any instant, counted exactly once in ``stats()``:
+sent, skipped, pending, in the dead-letter queue, or dropped for a named
+reason.  Stopping (explicitly, or at interpreter exit for every started
+handler at once) gives the final flush a bounded amount of time and then
+counts whatever is left as ``dropped_shutdown``.
+"""
+
+from __future__ import annotations
+
+import atexit
+import collections
+import json
+import logging
+import os
+import queue
+import sys
+import threading
+import time
+import weakref
+from datetime import datetime, timezone
+from typing import Any, Callable, Deque, Dict, List, Optional, Tuple, TypeVar
+
+from . import config
+from .events import TelemetryEvent
+from .payload import QueuedEvent, build_payload
+from .retry import Outcome, RetryPolicy, classify_status
+from .transport import RequestsTransport, TransportError
+
+__all__ = [
+    "DEFAULT_FLUSH_INTERVAL_SECONDS",
+    "DEFAULT_MAX_QUEUE_SIZE",
+    "DEFAULT_MAX_RETRIES",
+    "DEFAULT_REQUEST_TIMEOUT_SECONDS",
+    "DEFAULT_SHUTDOWN_TIMEOUT_SECONDS",
+    "NATTelemetryHandler",
+]
+
+logger = logging.getLogger("nat_telemetry")
+
+DEFAULT_FLUSH_INTERVAL_SECONDS: float = 120.0
+DEFAULT_MAX_QUEUE_SIZE: int = 50
+DEFAULT_MAX_RETRIES: int = 3
+DEFAULT_REQUEST_TIMEOUT_SECONDS: float = 2.0
+DEFAULT_SHUTDOWN_TIMEOUT_SECONDS: float = 2.0
+DEFAULT_MAX_BUFFER_SIZE: int = 10_000
+DEFAULT_MAX_DLQ_SIZE: int = 1_000
+DEFAULT_MAX_BATCH_SIZE: int = 500
+
+# A POST made with less time than this left before a deadline cannot finish.
+_MIN_REQUEST_TIMEOUT = 0.05
+
+_COUNTERS = (
+    "sent",
+    "skipped",
+    "retries",
+    "dropped_disabled",
+    "dropped_invalid",
+    "dropped_buffer_full",
+    "dropped_rejected",
+    "dropped_too_large",
+    "dropped_retries_exhausted",
+    "dropped_dlq_full",
+    "dropped_shutdown",
+)
+
+_NEW, _RUNNING, _STOPPING, _STOPPED = "new", "running", "stopping", "stopped"
+
+_T = TypeVar("_T")
+
+
+def __getattr__(name: str) -> Any:
+    # Looking up the installed version imports importlib.metadata and scans
+    # sys.path: done on first use, not on `import nat_telemetry`.
+    if name == "CLIENT_VERSION":
+        globals()["CLIENT_VERSION"] = _installed_version()
+        return globals()["CLIENT_VERSION"]
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
+def _installed_version() -> str:
+    try:
+        from importlib.metadata import PackageNotFoundError, version
+    except ImportError:  # pragma: no cover - every supported Python has it
+        return "unknown"
+    try:
+        return version("nat-telemetry")
+    except PackageNotFoundError:
+        return "unknown"
+
+
+class _EventQueue(queue.Queue):  # type: ignore[type-arg]
+    """A ``Queue`` that counts what went in and wakes the worker at a threshold.
+
+    Both happen in ``_put``, which the queue runs under its own mutex: the count
+    is exact without another lock on the producers' path, and exactly one
+    producer sees the length reach the threshold.
+    """
+
+    def __init__(self, maxsize: int, threshold: int, wake: threading.Event) -> None:
+        super().__init__(maxsize)
+        self.total_put = 0
+        self._threshold = threshold
+        self._wake = wake
+
+    def _put(self, item: Any) -> None:
+        self.queue.append(item)
+        self.total_put += 1
+        if len(self.queue) == self._threshold:
+            self._wake.set()
+
+    def take(self, limit: int) -> List[Any]:
+        """Remove and return up to ``limit`` items, oldest first."""
+        with self.mutex:
+            items = self.queue
+            taken = [items.popleft() for _ in range(min(limit, len(items)))]
+            if taken:
+                self.not_full.notify(len(taken))
+            return taken
+
+    def snapshot(self) -> Tuple[int, int]:
+        """``(total_put, currently queued)``, read together."""
+        with self.mutex:
+            return self.total_put, len(self.queue)
+
 
 class NATTelemetryHandler:
-    pass
+    """Batches events and sends them from a daemon worker thread.
+
+    ``endpoint=None`` reads ``config.NAT_TELEMETRY_ENDPOINT`` at send time:
+    ``""`` builds payloads and sends nothing (counted ``skipped``), ``"stdout"``
+    writes each payload as a JSON line to stderr, anything else is the URL to
+    POST to.  Telemetry disabled (the live ``config.TELEMETRY_ENABLED``) makes
+    ``enqueue`` drop events; every other method stays safe to call.
+    """
+
+    def __init__(
+        self,
+        flush_interval_seconds: float = DEFAULT_FLUSH_INTERVAL_SECONDS,
+        max_queue_size: int = DEFAULT_MAX_QUEUE_SIZE,
+        max_retries: int = DEFAULT_MAX_RETRIES,
+        request_timeout_seconds: float = DEFAULT_REQUEST_TIMEOUT_SECONDS,
+        source_client_version: Optional[str] = None,
+        session_id: str = "undefined",
+        *,
+        endpoint: Optional[str] = None,
+        shutdown_timeout_seconds: float = DEFAULT_SHUTDOWN_TIMEOUT_SECONDS,
+        max_buffer_size: int = DEFAULT_MAX_BUFFER_SIZE,
+        max_dlq_size: int = DEFAULT_MAX_DLQ_SIZE,
+        max_batch_size: int = DEFAULT_MAX_BATCH_SIZE,
+        retry_policy: Optional[RetryPolicy] = None,
+    ) -> None:
+        _require(flush_interval_seconds > 0, "flush_interval_seconds", flush_interval_seconds)
+        _require(max_queue_size >= 1, "max_queue_size", max_queue_size)
+        _require(max_retries >= 0, "max_retries", max_retries)
+        _require(request_timeout_seconds > 0, "request_timeout_seconds", request_timeout_seconds)
+        _require(shutdown_timeout_seconds >= 0, "shutdown_timeout_seconds",
+                 shutdown_timeout_seconds)
+        _require(max_buffer_size >= 1, "max_buffer_size", max_buffer_size)
+        _require(max_dlq_size >= 0, "max_dlq_size", max_dlq_size)
+        _require(max_batch_size >= 1, "max_batch_size", max_batch_size)
+
+        self.flush_interval_seconds = float(flush_interval_seconds)
+        self.max_queue_size = max_queue_size
+        self.request_timeout_seconds = float(request_timeout_seconds)
+        self.shutdown_timeout_seconds = float(shutdown_timeout_seconds)
+        self.max_buffer_size = max_buffer_size
+        self.max_dlq_size = max_dlq_size
+        self.max_batch_size = max_batch_size
+        self.endpoint = endpoint
+        self.source_client_version = (
+            source_client_version if source_client_version is not None
+            else __getattr__("CLIENT_VERSION")
+        )
+        prefix = config.SESSION_PREFIX
+        self.session_id = f"{prefix}{session_id}" if prefix else session_id
+        self.retry_policy = retry_policy if retry_policy is not None else RetryPolicy(max_retries)
+        self._reset_state(_NEW)
+        _live_handlers.add(self)
+
+    @property
+    def max_retries(self) -> int:
+        return self.retry_policy.max_retries
+
+    def _reset_state(self, state: str) -> None:
+        """Fresh locks, queues and counters (construction, and a forked child)."""
+        self._lock = threading.Lock()
+        self._flushed = threading.Condition(self._lock)
+        self._wake = threading.Event()
+        self._queue = _EventQueue(self.max_buffer_size, self.max_queue_size, self._wake)
+        self._dlq: Deque[QueuedEvent] = collections.deque()
+        self._counts: Dict[str, int] = dict.fromkeys(_COUNTERS, 0)
+        self._refused_at_enqueue = 0  # accepted, but dropped before reaching the queue
+        self._in_flight = 0
+        self._state = state
+        self._accepting = False  # True only while _RUNNING: the enqueue fast path
+        self._worker: Optional[threading.Thread] = None
+        self._stop_deadline: Optional[float] = None
+        self._flush_requested = 0
+        self._flush_completed = 0
+        self._failures = 0  # consecutive transient failures
+        self._backoff_until = 0.0
+        self._transport = RequestsTransport()
+
+    # ------------------------------------------------------------ producers
+
+    def enqueue(self, event: TelemetryEvent) -> None:
+        """Accept ``event`` for sending; never blocks, never raises."""
+        if not config.TELEMETRY_ENABLED:
+            self._drop_unaccepted("dropped_disabled")
+            return
+        if not isinstance(event, TelemetryEvent):
+            self._drop_unaccepted("dropped_invalid")
+            return
+        if not self._accepting and not self._accept_slowly():
+            return
+        try:
+            self._queue.put_nowait((event, time.time()))
+        except queue.Full:
+            self._refuse("dropped_buffer_full")
+            return
+        if self._state is _STOPPED:
+            self._discard_queued_after_stop()
+
+    def _accept_slowly(self) -> bool:
+        """The handler is not running: start it, or count the event as dropped."""
+        try:
+            self.start()
+        except Exception:  # noqa: BLE001 - e.g. no threads left; telemetry must not crash
+            logger.debug("could not start the telemetry worker", exc_info=True)
+        if self._state is _RUNNING:
+            return True
+        self._refuse("dropped_shutdown")
+        return False
+
+    def _drop_unaccepted(self, reason: str) -> None:
+        with self._lock:
+            self._counts[reason] += 1
+        logger.debug("telemetry event dropped: %s", reason)
+
+    def _refuse(self, reason: str) -> None:
+        with self._lock:
+            self._refused_at_enqueue += 1
+            self._counts[reason] += 1
+        logger.debug("telemetry event dropped: %s", reason)
+
+    def _discard_queued_after_stop(self) -> None:
+        # A producer that passed the running check just before stop() finished
+        # put its event into a queue nobody will read again.
+        with self._lock:
+            stranded = len(self._queue.take(self.max_buffer_size))
+            self._counts["dropped_shutdown"] += stranded
+        if stranded:
+            logger.debug("%d telemetry event(s) dropped: dropped_shutdown", stranded)
+
+    # ------------------------------------------------------------ lifecycle
+
+    def start(self) -> None:
+        """Start the worker thread; idempotent, and a stopped handler stays stopped."""
+        with self._lock:
+            if self._state is not _NEW:
+                return
+            worker = threading.Thread(target=self._run, name="nat-telemetry-worker", daemon=True)
+            worker.start()
+            self._worker = worker
+            self._state = _RUNNING
+            self._accepting = True
+        _started_handlers.add(self)
+
+    def flush(self, timeout: Optional[float] = None) -> bool:
+        """Send everything pending and the dead-letter queue now, ignoring backoff.
+
+        Waits up to ``timeout`` seconds (None: until the attempt is over) and
+        returns True when nothing is left pending or in the dead-letter queue.
+        """
+        deadline = None if timeout is None else time.monotonic() + timeout
+        with self._lock:
+            if self._state is not _RUNNING or threading.current_thread() is self._worker:
+                return self._nothing_left()
+            self._flush_requested += 1
+            ticket = self._flush_requested
+        self._wake.set()
+        with self._lock:
+            while self._flush_completed < ticket and self._state is _RUNNING:
+                remaining = None if deadline is None else deadline - time.monotonic()
+                if remaining is not None and remaining <= 0:
+                    break
+                self._flushed.wait(remaining)
+            return self._nothing_left()
+
+    def stop(self, timeout: Optional[float] = None) -> None:
+        """Stop accepting, give the final flush ``timeout`` seconds, join the worker.
+
+        ``timeout`` defaults to ``shutdown_timeout_seconds``.  Whatever is still
+        pending or in the dead-letter queue afterwards is ``dropped_shutdown``.
+        Idempotent.
+        """
+        budget = self.shutdown_timeout_seconds if timeout is None else max(0.0, timeout)
+        deadline = time.monotonic() + budget
+        self._begin_stop(deadline)
+        self._finish_stop(deadline)
+
+    def _begin_stop(self, deadline: float) -> None:
+        with self._lock:
+            self._accepting = False
+            if self._state is _NEW:
+                self._state = _STOPPED
+            elif self._state is _RUNNING:
+                self._state = _STOPPING
+                self._stop_deadline = deadline
+        self._wake.set()
+
+    def _finish_stop(self, deadline: float) -> None:
+        worker = self._worker
+        if worker is not None and worker is not threading.current_thread():
+            worker.join(max(0.0, deadline - time.monotonic()))
+        with self._lock:
+            if self._state is not _STOPPED:
+                self._state = _STOPPED
+                left = self._queue.take(self.max_buffer_size)
+                count = len(left) + len(self._dlq)
+                self._dlq.clear()
+                self._counts["dropped_shutdown"] += count
+                if count:
+                    logger.debug("%d telemetry event(s) dropped: dropped_shutdown", count)
+            self._flushed.notify_all()
+        _started_handlers.discard(self)
+        if worker is None or not worker.is_alive():
+            self._transport.close()
+
+    def __enter__(self) -> "NATTelemetryHandler":
+        self.start()
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.stop()
+
+    # ------------------------------------------------- async compatibility
+
+    async def astart(self) -> None:
+        """``start()`` in the event loop's default executor."""
+        await _in_executor(self.start)
+
+    async def aflush(self, timeout: Optional[float] = None) -> bool:
+        """``flush()`` in the event loop's default executor."""
+        return await _in_executor(self.flush, timeout)
+
+    async def astop(self, timeout: Optional[float] = None) -> None:
+        """``stop()`` in the event loop's default executor."""
+        await _in_executor(self.stop, timeout)
+
+    async def __aenter__(self) -> "NATTelemetryHandler":
+        await self.astart()
+        return self
+
+    async def __aexit__(self, *exc_info: object) -> None:
+        await self.astop()
+
+    # ---------------------------------------------------------------- stats
+
+    def stats(self) -> Dict[str, int]:
+        """A consistent snapshot of the counters (see the module docstring)."""
+        with self._lock:
+            total_put, queued = self._queue.snapshot()
+            snapshot = dict(self._counts)
+            snapshot["enqueued"] = total_put + self._refused_at_enqueue
+            snapshot["pending"] = queued + self._in_flight
+            snapshot["dlq"] = len(self._dlq)
+        return snapshot
+
+    def _nothing_left(self) -> bool:
+        return len(self._queue.queue) == 0 and self._in_flight == 0 and not self._dlq
+
+    # --------------------------------------------------------------- worker
+
+    def _run(self) -> None:
+        next_timed_flush = time.monotonic() + self.flush_interval_seconds
+        while True:
+            self._wake.clear()
+            with self._lock:
+                state, flush_ticket = self._state, self._flush_requested
+            if state is not _RUNNING:
+                self._guarded(self._final_flush)
+                return
+            now = time.monotonic()
+            if flush_ticket > self._flush_completed:
+                self._guarded(self._send_all, None)
+                with self._lock:
+                    self._flush_completed = flush_ticket
+                    self._flushed.notify_all()
+            elif now >= self._backoff_until and (
+                now >= next_timed_flush or self._dlq
+                or len(self._queue.queue) >= self.max_queue_size
+            ):
+                self._guarded(self._send_all, None)
+                if now >= next_timed_flush:
+                    next_timed_flush = time.monotonic() + self.flush_interval_seconds
+            wake_at = next_timed_flush
+            if self._backoff_until > time.monotonic() and (
+                self._dlq or len(self._queue.queue) >= self.max_queue_size
+            ):
+                wake_at = min(wake_at, self._backoff_until)
+            self._wake.wait(max(0.0, wake_at - time.monotonic()))
+
+    def _guarded(self, step: Callable[..., _T], *args: Any) -> Optional[_T]:
+        # The worker must outlive any bug or surprise in one round of sending.
+        try:
+            return step(*args)
+        except Exception:  # noqa: BLE001
+            logger.debug("telemetry worker step failed", exc_info=True)
+            return None
+
+    def _final_flush(self) -> None:
+        deadline = self._stop_deadline
+        assert deadline is not None
+        while time.monotonic() < deadline:
+            if self._send_all(deadline):
+                return
+            with self._lock:
+                if self._nothing_left():
+                    return
+            wait = self._backoff_until - time.monotonic()
+            if wait >= deadline - time.monotonic():
+                return  # the next retry would come too late: stop() will count the rest
+            time.sleep(max(0.0, wait))
+
+    def _send_all(self, deadline: Optional[float]) -> bool:
+        """Send what is pending now, in batches; False after a transient failure.
+
+        Bounded by what was pending when it began, so producers that keep
+        enqueuing cannot keep one flush going forever.
+        """
+        with self._lock:
+            budget = len(self._dlq) + len(self._queue.queue)
+        while budget > 0:
+            if deadline is not None and time.monotonic() >= deadline:
+                return False
+            batch = self._take_batch(min(budget, self.max_batch_size))
+            if not batch:
+                break
+            budget -= len(batch)
+            if not self._deliver(batch, deadline):
+                return False
+        return True
+
+    def _take_batch(self, limit: int) -> List[QueuedEvent]:
+        with self._lock:
+            if self._state is _STOPPED:
+                return []
+            batch: List[QueuedEvent] = []
+            while self._dlq and len(batch) < limit:
+                batch.append(self._dlq.popleft())
+            for event, accepted_at in self._queue.take(limit - len(batch)):
+                stamp = datetime.fromtimestamp(accepted_at, timezone.utc)
+                batch.append(QueuedEvent(event, stamp))
+            self._in_flight += len(batch)
+            return batch
+
+    def _deliver(self, batch: List[QueuedEvent], deadline: Optional[float]) -> bool:
+        """Send one batch (splitting on 413) and settle every event in it.
+
+        Returns False after a transient failure, once the failed part and the
+        parts not yet tried are back in the dead-letter queue.
+        """
+        endpoint = self.endpoint if self.endpoint is not None else config.NAT_TELEMETRY_ENDPOINT
+        parts = [batch]
+        while parts:
+            part = parts.pop()
+            try:
+                payload = build_payload(part, source_client_version=self.source_client_version,
+                                        session_id=self.session_id)
+                body = json.dumps(payload, separators=(",", ":")).encode("utf-8")
+            except Exception:  # noqa: BLE001 - a broken custom event must not stop the worker
+                logger.debug("could not build a telemetry payload", exc_info=True)
+                self._settle(part, "dropped_rejected")
+                continue
+            if not endpoint:
+                self._settle(part, "skipped")
+            elif endpoint == config.STDOUT_ENDPOINT_SENTINEL:
+                self._settle(part, "sent" if _write_line(body) else "dropped_rejected")
+            elif config.NAT_TELEMETRY_DRY_RUN:
+                logger.debug("dry run: would POST %d event(s) to %s", len(part), endpoint)
+                self._settle(part, "skipped")
+            else:
+                outcome, retry_after = self._post(endpoint, body, deadline)
+                if outcome is Outcome.SENT:
+                    self._failures = 0
+                    self._settle(part, "sent")
+                elif outcome is Outcome.REJECTED:
+                    self._settle(part, "dropped_rejected")
+                elif outcome is Outcome.TOO_LARGE:
+                    if len(part) == 1:
+                        self._settle(part, "dropped_too_large")
+                    else:
+                        middle = len(part) // 2
+                        parts += [part[middle:], part[:middle]]  # first half goes first
+                else:
+                    untried = [queued for rest in reversed(parts) for queued in rest]
+                    self._retry_later(part, untried, retry_after)
+                    return False
+        return True
+
+    def _post(self, endpoint: str, body: bytes,
+              deadline: Optional[float]) -> Tuple[Outcome, Optional[str]]:
+        timeout = self.request_timeout_seconds
+        if deadline is not None:
+            timeout = max(_MIN_REQUEST_TIMEOUT, min(timeout, deadline - time.monotonic()))
+        try:
+            response = self._transport.post(endpoint, body, timeout)
+        except TransportError as exc:
+            logger.debug("telemetry POST failed: %s", exc)
+            return Outcome.TRANSIENT, None
+        logger.debug("telemetry POST answered %d", response.status)
+        return classify_status(response.status), response.retry_after
+
+    def _settle(self, part: List[QueuedEvent], outcome: str) -> None:
+        with self._lock:
+            self._in_flight -= len(part)
+            self._counts[outcome] += len(part)
+        if outcome.startswith("dropped_"):
+            logger.debug("%d telemetry event(s) dropped: %s", len(part), outcome)
+
+    def _retry_later(self, failed: List[QueuedEvent], untried: List[QueuedEvent],
+                     retry_after: Optional[str]) -> None:
+        self._failures += 1
+        delay = self.retry_policy.delay(self._failures, retry_after)
+        self._backoff_until = time.monotonic() + delay
+        exhausted = 0
+        requeue: List[QueuedEvent] = []
+        for queued in failed:
+            queued.retry_count += 1
+            if self.retry_policy.exhausted(queued.retry_count):
+                exhausted += 1
+            else:
+                requeue.append(queued)
+        requeue += untried
+        with self._lock:
+            self._in_flight -= len(failed) + len(untried)
+            self._counts["dropped_retries_exhausted"] += exhausted
+            if self._state is _STOPPED:
+                self._counts["dropped_shutdown"] += len(requeue)
+                overflow = 0
+            else:
+                self._counts["retries"] += len(failed) - exhausted
+                # The failed events are the oldest there are: they go first.
+                self._dlq.extendleft(reversed(requeue))
+                overflow = max(0, len(self._dlq) - self.max_dlq_size)
+                for _ in range(overflow):
+                    self._dlq.popleft()
+                self._counts["dropped_dlq_full"] += overflow
+        logger.debug("telemetry batch failed; retry in %.2fs (%d gave up, %d over DLQ cap)",
+                     delay, exhausted, overflow)
+
+    # ----------------------------------------------------------------- fork
+
+    def _after_fork_in_child(self) -> None:
+        # The parent's pending events are the parent's to send; the child starts
+        # empty, and starts a worker again on its first event.
+        state = _STOPPED if self._state in (_STOPPING, _STOPPED) else _NEW
+        self._reset_state(state)
+
+
+def _require(ok: bool, name: str, value: object) -> None:
+    if not ok:
+        raise ValueError(f"{name} out of range: {value!r}")
+
+
+def _write_line(body: bytes) -> bool:
+    stream = sys.stderr
+    if stream is None:
+        return False
+    try:
+        stream.write(body.decode("utf-8") + "\n")
+        stream.flush()
+    except (OSError, ValueError):
+        return False
+    return True
+
+
+async def _in_executor(function: Callable[..., _T], *args: Any) -> _T:
+    import asyncio  # only code written for the async API pays for asyncio
+
+    loop = asyncio.get_running_loop()
+    return await loop.run_in_executor(None, function, *args)
+
+
+# Every handler, for fork; and the started ones, for the exit flush.
+_live_handlers: "weakref.WeakSet[NATTelemetryHandler]" = weakref.WeakSet()
+_started_handlers: "weakref.WeakSet[NATTelemetryHandler]" = weakref.WeakSet()
+
+
+def _stop_all_at_exit() -> None:
+    """Stop every started handler together, within one shared time budget."""
+    handlers = list(_started_handlers)
+    if not handlers:
+        return
+    deadline = time.monotonic() + max(h.shutdown_timeout_seconds for h in handlers)
+    for handler in handlers:
+        handler._begin_stop(deadline)
+    for handler in handlers:
+        try:
+            handler._finish_stop(deadline)
+        except Exception:  # noqa: BLE001 - nothing may print at exit
+            logger.debug("telemetry shutdown failed", exc_info=True)
+
+
+def _reinit_after_fork() -> None:
+    for handler in list(_live_handlers):
+        handler._after_fork_in_child()
+    _started_handlers.clear()
+
+
+atexit.register(_stop_all_at_exit)
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_reinit_after_fork)

@@ -1,0 +1,110 @@
+"""When to retry a POST, and how long to wait first.
+
+The policy knows nothing about sockets or threads: the handler asks it what a
+status code means and how long the next attempt must wait, and obeys.
+"""
+
+from __future__ import annotations
+
+import enum
+import time
+from typing import Callable, Optional
+
+__all__ = ["Outcome", "RetryPolicy", "classify_status", "parse_retry_after"]
+
+
+class Outcome(enum.Enum):
+    """What a POST's answer means for the events it carried."""
+
+    SENT = "sent"
+    REJECTED = "rejected"  # the endpoint will never take these events
+    TOO_LARGE = "too_large"  # take them in smaller batches
+    TRANSIENT = "transient"  # try again later
+
+
+def classify_status(status: int) -> Outcome:
+    """2xx sent; 413 too large; 408, 429 and 5xx transient; anything else rejected.
+
+    Redirects are not followed (a telemetry payload goes only where it was
+    configured to go), so a 3xx counts as a rejection too.
+    """
+    if 200 <= status < 300:
+        return Outcome.SENT
+    if status == 413:
+        return Outcome.TOO_LARGE
+    if status in (408, 429) or 500 <= status < 600:
+        return Outcome.TRANSIENT
+    return Outcome.REJECTED
+
+
+def parse_retry_after(value: Optional[str], now: Optional[float] = None) -> Optional[float]:
+    """Seconds a ``Retry-After`` header asks for, or None when absent or unreadable.
+
+    Accepts delay-seconds (``"120"``) and an HTTP date; a date in the past
+    means "now" (0).
+    """
+    if value is None:
+        return None
+    text = value.strip()
+    if not text:
+        return None
+    if text.isdigit():
+        return float(text)
+    from email.utils import parsedate_to_datetime  # only needed for the rare date form
+
+    try:
+        when = parsedate_to_datetime(text)
+    except (TypeError, ValueError, IndexError, OverflowError):
+        return None
+    if when is None or when.tzinfo is None:
+        return None  # RFC 9110 dates are always GMT; a zoneless one is not one
+    current = time.time() if now is None else now
+    return max(0.0, when.timestamp() - current)
+
+
+class RetryPolicy:
+    """Exponential backoff with jitter, never sooner than ``Retry-After`` asks.
+
+    The n-th consecutive failure waits a random time in ``[d/2, d]`` where
+    ``d = min(backoff_max, backoff_base * 2 ** (n - 1))``.  The jitter keeps
+    many clients that failed together from retrying together.  A
+    ``Retry-After`` longer than that wins, up to ``retry_after_max``, so a
+    confused or hostile endpoint cannot park the client for days.
+    """
+
+    def __init__(
+        self,
+        max_retries: int = 3,
+        *,
+        backoff_base: float = 0.5,
+        backoff_max: float = 30.0,
+        retry_after_max: float = 300.0,
+        rng: Optional[Callable[[float, float], float]] = None,
+    ) -> None:
+        if max_retries < 0:
+            raise ValueError(f"max_retries must be >= 0, got {max_retries}")
+        if backoff_base <= 0 or backoff_max < backoff_base:
+            raise ValueError("need 0 < backoff_base <= backoff_max")
+        self.max_retries = max_retries
+        self.backoff_base = backoff_base
+        self.backoff_max = backoff_max
+        self.retry_after_max = retry_after_max
+        if rng is None:
+            import random  # kept out of `import nat_telemetry`
+
+            rng = random.uniform
+        self._rng = rng
+
+    def exhausted(self, retry_count: int) -> bool:
+        """Whether an event that has failed ``retry_count`` times is given up."""
+        return retry_count > self.max_retries
+
+    def delay(self, failures: int, retry_after: Optional[str] = None,
+              now: Optional[float] = None) -> float:
+        """Seconds to wait after the ``failures``-th consecutive transient failure."""
+        ceiling = min(self.backoff_max, self.backoff_base * 2.0 ** max(0, failures - 1))
+        wait = self._rng(ceiling / 2.0, ceiling)
+        asked = parse_retry_after(retry_after, now)
+        if asked is not None:
+            wait = max(wait, min(asked, self.retry_after_max))
+        return wait
