@@ -146,7 +146,8 @@ def _enum_checker(enum_type: "type[enum.Enum]") -> Checker:
             return value  # type: ignore[no-any-return]
         member = by_value.get(value) if isinstance(value, str) else None
         if member is None:
-            raise _Invalid(f"must be one of {allowed}, got {value!r}")
+            # The rejected value is not repeated: it may be exactly what must not leak.
+            raise _Invalid(f"must be one of {allowed}")
         return member
 
     return check
@@ -166,7 +167,7 @@ def _field_specs(cls: type) -> Tuple[_FieldSpec, ...]:
     for f in dataclasses.fields(cls):
         meta = f.metadata
         kind = hints[f.name]
-        if isinstance(kind, type) and issubclass(kind, enum.Enum):
+        if isinstance(kind, type) and issubclass(kind, str) and issubclass(kind, enum.Enum):
             check, is_enum = _enum_checker(kind), True
         elif kind is int:
             check, is_enum = _int_checker(meta.get("ge")), False
@@ -178,7 +179,10 @@ def _field_specs(cls: type) -> Tuple[_FieldSpec, ...]:
                             "(use str, int or a str enum)")
         default = f.default
         if default is not _MISSING:
-            default = check(default)
+            try:
+                default = check(default)
+            except _Invalid as exc:
+                raise TypeError(f"{cls.__name__}.{f.name}: invalid default: {exc}") from None
         specs.append(_FieldSpec(f.name, meta.get("alias") or f.name, default, check, is_enum))
     return tuple(specs)
 
