@@ -1,10 +1,338 @@
-"""Placeholder: consent is being written."""
+"""Asking for, remembering and honouring the user's telemetry decision.
+
+Telemetry is opt-in, so everything here leans towards "off": a consent file
+that is missing, damaged or written by an unknown version never turns
+telemetry on; a "no" recorded under older prompt wording is kept, while a
+"yes" given to older wording is asked again, because the user agreed to a
+text they may no longer be shown.
+
+The prompt is only shown when a person is plainly at a terminal (stdin,
+stdout and stderr are all TTYs), so scripts, pipes and CI never block on it,
+and it is written to stderr so it never mixes with a command's real output.
+
+The decision is stored as a small TOML file, replaced atomically so that a
+crash or a concurrent writer can never leave half a file behind, and kept
+private (0600) because it is the user's own setting.  Nothing here may break
+the command that uses it: reading never raises, writing reports failure by
+returning ``False``, and the prompt swallows its own errors.
+
+TOML libraries are imported only when the file is actually read or written,
+keeping ``import nat_telemetry`` cheap for commands that never need them.
+"""
+
+from __future__ import annotations
+
+import contextlib
 import enum
+import logging
+import os
+import stat
+import sys
+import tempfile
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+from . import config
+
+__all__ = [
+    "CONSENT_FILE_ENV_VAR",
+    "PROMPT_VERSION",
+    "TELEMETRY_ENV_VAR",
+    "ConsentState",
+    "consent_file_path",
+    "is_interactive_session",
+    "maybe_prompt_for_consent",
+    "prompt_user",
+    "read_persisted_consent",
+    "render_prompt",
+    "resolve_env_consent",
+    "resolve_initial_consent",
+    "write_persisted_consent",
+]
+
+TELEMETRY_ENV_VAR = "NAT_TELEMETRY_ENABLED"
+CONSENT_FILE_ENV_VAR = "NAT_TELEMETRY_CONSENT_FILE"
+# Bump whenever the prompt text changes what the user is agreeing to: earlier
+# "enabled" answers are then asked again (see read_persisted_consent).
+PROMPT_VERSION = "1.0"
+
+# The real file is a few hundred bytes; anything far larger is not ours, and
+# reading it whole could cost the command real time and memory.
+_MAX_CONSENT_FILE_BYTES = 64 * 1024
+
+_FILE_HEADER = (
+    "# Anonymous usage telemetry consent for the NeMo Agent Toolkit CLI.\n"
+    "# Change it with `nat-telemetry enable` or `nat-telemetry disable`\n"
+    "# (see `nat-telemetry status`); the NAT_TELEMETRY_ENABLED environment\n"
+    "# variable (true/false), when set, overrides what this file says.\n"
+    "\n"
+)
+
+_logger = logging.getLogger("nat_telemetry")
+
+
 class ConsentState(str, enum.Enum):
+    """The user's recorded telemetry decision."""
+
     ENABLED = "enabled"
     DISABLED = "disabled"
     NEVER_ASKED = "never_asked"
+
+
+def consent_file_path() -> Path:
+    """Where the consent decision lives.
+
+    ``NAT_TELEMETRY_CONSENT_FILE`` wins when set and non-empty; otherwise
+    ``$XDG_CONFIG_HOME/nat/telemetry.toml`` with the XDG default of
+    ``~/.config``.  May raise ``RuntimeError`` when no home folder can be
+    determined; the readers and writers below treat that as any other failure.
+    """
+    override = os.environ.get(CONSENT_FILE_ENV_VAR)
+    if override:
+        return Path(override).expanduser()
+    xdg = os.environ.get("XDG_CONFIG_HOME", "")
+    # The XDG spec says relative values are invalid and must be ignored; using
+    # one would scatter consent files over whatever the current folder is.
+    base = Path(xdg) if xdg and os.path.isabs(xdg) else Path.home() / ".config"
+    return base / "nat" / "telemetry.toml"
+
+
+def resolve_env_consent() -> bool | None:
+    """The environment's verdict, or ``None`` when the variable is unset.
+
+    A set-but-empty variable counts as "off": the user touched the switch, and
+    an opt-in system must not read an ambiguous answer as a yes.
+    """
+    value = os.environ.get(TELEMETRY_ENV_VAR)
+    if value is None:
+        return None
+    return config.is_truthy(value)
+
+
+def _load_toml(text: str) -> dict[str, Any]:
+    # Kept apart so a stdlib-only fallback parser can slot in here for vendored
+    # copies that lack tomli on Python < 3.11.
+    if sys.version_info >= (3, 11):
+        import tomllib
+    else:
+        import tomli as tomllib
+    document: dict[str, Any] = tomllib.loads(text)
+    return document
+
+
+def _read_consent_text(path: Path) -> str | None:
+    # O_NONBLOCK keeps a FIFO planted at the path from hanging the command on
+    # open(); fstat on the opened descriptor then rejects anything that is not
+    # a regular file without a check-then-open race.
+    flags = os.O_RDONLY | getattr(os, "O_NONBLOCK", 0) | getattr(os, "O_BINARY", 0)
+    fd = os.open(path, flags)
+    with os.fdopen(fd, "rb") as fh:
+        if not stat.S_ISREG(os.fstat(fh.fileno()).st_mode):
+            return None
+        data = fh.read(_MAX_CONSENT_FILE_BYTES + 1)
+    if len(data) > _MAX_CONSENT_FILE_BYTES:
+        return None
+    return data.decode("utf-8")
+
+
+def read_persisted_consent() -> ConsentState:
+    """The decision stored on disk; ``NEVER_ASKED`` whenever it is unusable.
+
+    Never raises: a broken file must cost the user at most one more prompt.
+    """
+    try:
+        path = consent_file_path()
+        text = _read_consent_text(path)
+        if text is None:
+            return ConsentState.NEVER_ASKED
+        table = _load_toml(text).get("telemetry")
+        if not isinstance(table, dict):
+            return ConsentState.NEVER_ASKED
+        consent = table.get("consent")
+        current = table.get("prompt_version") == PROMPT_VERSION
+    except FileNotFoundError:
+        return ConsentState.NEVER_ASKED
+    except Exception as exc:  # unreadable, binary, malformed: all mean "ask"
+        _logger.debug("nat_telemetry: ignoring unreadable consent file: %r", exc)
+        return ConsentState.NEVER_ASKED
+
+    if consent == ConsentState.DISABLED.value:
+        # A "no" stands whatever wording it answered; it is never upgraded.
+        return ConsentState.DISABLED
+    if consent == ConsentState.ENABLED.value and current:
+        return ConsentState.ENABLED
+    # A "yes" to other wording, or a value we do not know: ask again.
+    return ConsentState.NEVER_ASKED
+
+
+def _render_consent_file(state: ConsentState) -> str:
+    import tomli_w
+
+    document = {
+        "telemetry": {
+            "consent": state.value,
+            "consented_at": datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ"),
+            "prompt_version": PROMPT_VERSION,
+        }
+    }
+    # tomli-w cannot emit comments, so the explanatory header is prepended.
+    return _FILE_HEADER + tomli_w.dumps(document)
+
+
+def _make_private_dirs(folder: Path) -> None:
+    # Path.mkdir(parents=True) applies the mode to the last folder only; each
+    # folder we create (e.g. a missing ~/.config) should be private too, as
+    # the XDG spec asks.
+    missing = []
+    current = folder
+    while not current.exists() and current.parent != current:
+        missing.append(current)
+        current = current.parent
+    for path in reversed(missing):
+        # Another process may create it first; that is fine.
+        with contextlib.suppress(FileExistsError):
+            path.mkdir(mode=0o700)
+
+
+def _fsync_folder(folder: Path) -> None:
+    # Makes the rename itself durable; not every platform can open a folder,
+    # and the data is already safe, so failure here is not an error.
+    try:
+        fd = os.open(folder, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)
+
+
+def write_persisted_consent(state: ConsentState | str) -> bool:
+    """Store ``state``; ``True`` when it reached the disk, ``False`` otherwise.
+
+    ``NEVER_ASKED`` is not a decision, so nothing is written for it.  Failures
+    are logged at debug level and never raised: a read-only home folder must
+    not break the command, it only means the user may be asked again.
+    """
+    tmp_name: str | None = None
+    try:
+        state = ConsentState(state)
+        if state is ConsentState.NEVER_ASKED:
+            return False
+        content = _render_consent_file(state).encode("utf-8")
+        path = consent_file_path()
+        folder = path.parent
+        _make_private_dirs(folder)
+        # Same folder as the target so os.replace is a rename within one
+        # filesystem, which is what makes it atomic.
+        fd, tmp_name = tempfile.mkstemp(prefix=".telemetry-", suffix=".tmp", dir=folder)
+        with os.fdopen(fd, "wb") as fh:
+            os.chmod(tmp_name, 0o600)
+            fh.write(content)
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.replace(tmp_name, path)
+        tmp_name = None
+        _fsync_folder(folder)
+        return True
+    except Exception as exc:
+        _logger.debug("nat_telemetry: could not save telemetry consent: %r", exc)
+        return False
+    finally:
+        if tmp_name is not None:
+            with contextlib.suppress(OSError):
+                os.unlink(tmp_name)
+
+
+def is_interactive_session() -> bool:
+    """True only when stdin, stdout and stderr are all terminals.
+
+    All three, because a command whose output is piped or whose input is
+    scripted has no person ready to answer, and a prompt would hang it.
+    """
+    try:
+        streams = (sys.stdin, sys.stdout, sys.stderr)
+        return all(s is not None and s.isatty() is True for s in streams)
+    except Exception:  # closed or exotic stream objects: assume no person
+        return False
+
+
+def render_prompt() -> str:
+    """The consent question, ending where the user types the answer."""
+    return (
+        "\n"
+        "The NeMo Agent Toolkit command line can send anonymous usage telemetry\n"
+        "to help its developers learn which commands are used and how they fail.\n"
+        "\n"
+        "If you allow it, each command reports only:\n"
+        "  - the command and subcommand names;\n"
+        "  - the outcome (success, failure or interrupted), duration and exit code;\n"
+        "  - the class name of an exception, without its message;\n"
+        "  - the Python version, package version and CPU architecture.\n"
+        "\n"
+        "It never includes arguments, option values, file paths, messages,\n"
+        "configuration contents, hostnames, user names, IP addresses or any\n"
+        "other input of yours.\n"
+        "\n"
+        "You can change your mind at any time with `nat-telemetry enable` or\n"
+        "`nat-telemetry disable` (check with `nat-telemetry status`), or set\n"
+        "NAT_TELEMETRY_ENABLED=true|false, which overrides the saved choice.\n"
+        "\n"
+        "Allow anonymous usage telemetry? [Y/n]: "
+    )
+
+
+def prompt_user() -> ConsentState:
+    """Ask once on the terminal and turn the answer into a decision.
+
+    Only a plain Enter or an explicit yes counts as consent; Ctrl-C or a
+    closed input means the user did not agree.
+    """
+    sys.stderr.write(render_prompt())
+    sys.stderr.flush()
+    try:
+        answer = input()
+    except (EOFError, KeyboardInterrupt):
+        # Leave the cursor on a fresh line for whatever the command prints next.
+        sys.stderr.write("\n")
+        sys.stderr.flush()
+        return ConsentState.DISABLED
+    if answer.strip().lower() in ("", "y", "yes"):
+        return ConsentState.ENABLED
+    return ConsentState.DISABLED
+
+
 def resolve_initial_consent() -> bool:
-    return False
+    """Whether telemetry starts enabled: environment first, then the file."""
+    from_env = resolve_env_consent()
+    if from_env is not None:
+        return from_env
+    return read_persisted_consent() is ConsentState.ENABLED
+
+
 def maybe_prompt_for_consent() -> None:
-    pass
+    """Ask the user, once, if nobody has decided yet and someone can answer.
+
+    Does nothing when the environment already decides, when a decision is
+    stored, or when there is no terminal.  The answer is saved and applied to
+    this process at once through ``config.TELEMETRY_ENABLED``.  Never raises:
+    consent handling must not break the command it is attached to.
+    """
+    try:
+        if os.environ.get(TELEMETRY_ENV_VAR) is not None:
+            return
+        # Cheap check before touching the disk: most non-interactive runs
+        # (CI, pipes) stop here.
+        if not is_interactive_session():
+            return
+        if read_persisted_consent() is not ConsentState.NEVER_ASKED:
+            return
+        state = prompt_user()
+        # Apply first: a failed save still honours the answer for this run.
+        config.TELEMETRY_ENABLED = state is ConsentState.ENABLED
+        write_persisted_consent(state)
+    except Exception as exc:
+        _logger.debug("nat_telemetry: consent prompt failed: %r", exc)
