@@ -105,10 +105,26 @@ class _Invalid(Exception):
 
 Checker = Callable[[Any], Any]
 
+# What an acceptor returns instead of raising: the fast path never builds an
+# exception, and a rejection is explained afterwards by the raising checker.
+_REJECT: Any = object()
 
-def _str_checker(pattern: Optional[str], max_length: Optional[int], rule: Optional[str]) -> Checker:
+# Per string field, values already known to be valid.  A CLI records a handful
+# of command names over and over; the bound keeps a hostile caller from
+# growing it without limit.
+_KNOWN_VALUES_MAX = 256
+
+
+class _Kind(typing.NamedTuple):
+    check: Checker  # returns the value to store, or raises _Invalid with the reason
+    accept: Checker  # returns the value to store, or _REJECT; never raises
+    is_enum: bool
+
+
+def _str_kind(pattern: Optional[str], max_length: Optional[int], rule: Optional[str]) -> _Kind:
     compiled: Optional[Pattern[str]] = re.compile(pattern) if pattern is not None else None
     wording = rule or (f"must match {pattern!r}" if pattern else "")
+    known: set[str] = set()
 
     def check(value: Any) -> str:
         if not isinstance(value, str) or isinstance(value, enum.Enum):
@@ -121,10 +137,23 @@ def _str_checker(pattern: Optional[str], max_length: Optional[int], rule: Option
             raise _Invalid(wording)
         return value
 
-    return check
+    def accept(value: Any) -> Any:
+        if value.__class__ is str and value in known:
+            return value
+        try:
+            value = check(value)
+        except _Invalid:
+            return _REJECT
+        if len(known) < _KNOWN_VALUES_MAX:
+            known.add(value)
+        return value
+
+    return _Kind(check, accept, False)
 
 
-def _int_checker(ge: Optional[int]) -> Checker:
+def _int_kind(ge: Optional[int]) -> _Kind:
+    floor = ge if ge is not None else -(2**63)
+
     def check(value: Any) -> int:
         if type(value) is not int:
             if isinstance(value, bool) or not isinstance(value, int):
@@ -134,31 +163,43 @@ def _int_checker(ge: Optional[int]) -> Checker:
             raise _Invalid(f"must be >= {ge}, got {value}")
         return value
 
-    return check
+    def accept(value: Any) -> Any:
+        if value.__class__ is int and value >= floor:
+            return value
+        try:
+            return check(value)
+        except _Invalid:
+            return _REJECT
+
+    return _Kind(check, accept, False)
 
 
-def _enum_checker(enum_type: "type[enum.Enum]") -> Checker:
-    by_value = {member.value: member for member in enum_type}
+def _enum_kind(enum_type: "type[enum.Enum]") -> _Kind:
+    # A str enum member hashes and compares like its value, so one dict serves
+    # both the members and their string values.
+    by_value: Dict[Any, enum.Enum] = {member.value: member for member in enum_type}
     allowed = ", ".join(repr(v) for v in by_value)
 
     def check(value: Any) -> enum.Enum:
-        if type(value) is enum_type:
-            return value  # type: ignore[no-any-return]
         member = by_value.get(value) if isinstance(value, str) else None
         if member is None:
             # The rejected value is not repeated: it may be exactly what must not leak.
             raise _Invalid(f"must be one of {allowed}")
         return member
 
-    return check
+    def accept(value: Any) -> Any:
+        if isinstance(value, str):
+            return by_value.get(value, _REJECT)
+        return _REJECT
+
+    return _Kind(check, accept, True)
 
 
 class _FieldSpec(typing.NamedTuple):
     name: str
     alias: str
     default: Any
-    check: Checker
-    is_enum: bool
+    kind: _Kind
 
 
 def _field_specs(cls: type) -> Tuple[_FieldSpec, ...]:
@@ -166,29 +207,104 @@ def _field_specs(cls: type) -> Tuple[_FieldSpec, ...]:
     specs = []
     for f in dataclasses.fields(cls):
         meta = f.metadata
-        kind = hints[f.name]
-        if isinstance(kind, type) and issubclass(kind, str) and issubclass(kind, enum.Enum):
-            check, is_enum = _enum_checker(kind), True
-        elif kind is int:
-            check, is_enum = _int_checker(meta.get("ge")), False
-        elif kind is str:
-            check = _str_checker(meta.get("pattern"), meta.get("max_length"), meta.get("rule"))
-            is_enum = False
+        annotation = hints[f.name]
+        if (isinstance(annotation, type) and issubclass(annotation, str)
+                and issubclass(annotation, enum.Enum)):
+            kind = _enum_kind(annotation)
+        elif annotation is int:
+            kind = _int_kind(meta.get("ge"))
+        elif annotation is str:
+            kind = _str_kind(meta.get("pattern"), meta.get("max_length"), meta.get("rule"))
         else:
-            raise TypeError(f"{cls.__name__}.{f.name}: unsupported field type {kind!r} "
+            raise TypeError(f"{cls.__name__}.{f.name}: unsupported field type {annotation!r} "
                             "(use str, int or a str enum)")
         default = f.default
         if default is not _MISSING:
             try:
-                default = check(default)
+                default = kind.check(default)
             except _Invalid as exc:
                 raise TypeError(f"{cls.__name__}.{f.name}: invalid default: {exc}") from None
-        specs.append(_FieldSpec(f.name, meta.get("alias") or f.name, default, check, is_enum))
+        specs.append(_FieldSpec(f.name, meta.get("alias") or f.name, default, kind))
     return tuple(specs)
 
 
+def _validate(cls: type, data: Dict[str, Any]) -> Dict[str, Any]:
+    """Check ``data`` against ``cls``'s fields; every problem goes in one ValidationError."""
+    specs: Tuple[_FieldSpec, ...] = cls.__fields_spec__  # type: ignore[attr-defined]
+    values: Dict[str, Any] = {}
+    errors: List[Tuple[str, str]] = []
+    for spec in specs:
+        name, alias = spec.name, spec.alias
+        if name in data and alias != name and alias in data:
+            errors.append((name, f"given both as {name!r} and as {alias!r}"))
+        elif name in data or alias in data:
+            try:
+                values[name] = spec.kind.check(data[name] if name in data else data[alias])
+            except _Invalid as exc:
+                errors.append((name, str(exc)))
+        elif spec.default is not _MISSING:
+            values[name] = spec.default
+        else:
+            errors.append((name, "field required"))
+    known = {spec.name for spec in specs} | {spec.alias for spec in specs}
+    errors += [(key, "unknown field") for key in data if key not in known]
+    if errors:
+        raise ValidationError(cls.__name__, errors)
+    return values
+
+
+def _compile_init(cls: type, specs: Tuple[_FieldSpec, ...]) -> Callable[..., None]:
+    """A keyword-only ``__init__`` written out for ``cls``'s fields.
+
+    Binding arguments by name and checking each field in straight-line code is
+    what keeps construction near a microsecond (dataclasses generate their
+    ``__init__`` the same way).  Anything unusual - an unknown, missing or
+    doubled key, a rejected value - is handed to :func:`_validate`, which
+    reports every problem at once.
+    """
+    names = [spec.name for spec in specs]
+    aliases = [spec.alias for spec in specs if spec.alias != spec.name]
+    params = ", ".join(f"{p}=_MISSING" for p in names + aliases)
+    lines = [f"def __init__(self, *, {params}, **_unknown):"]
+    for i, spec in enumerate(specs):
+        name, alias = spec.name, spec.alias
+        value = name
+        if alias != name:
+            value = f"({name} if {alias} is _MISSING else {alias} if {name} is _MISSING else _REJECT)"
+        if spec.default is _MISSING:
+            lines.append(f"    v{i} = _REJECT if {value} is _MISSING else accept{i}({value})")
+        else:
+            lines.append(f"    v{i} = {value}")
+            lines.append(f"    v{i} = default{i} if v{i} is _MISSING else accept{i}(v{i})")
+    rejected = " or ".join(f"v{i} is _REJECT" for i in range(len(specs)))
+    arguments = ", ".join(f"{p!r}: {p}" for p in names + aliases)
+    lines.append(f"    if _unknown or {rejected}:")
+    lines.append(f"        _reject(self, {{{arguments}}}, _unknown)")
+    assigned = ", ".join(f"{name}=v{i}" for i, name in enumerate(names))
+    lines.append(f"    self.__dict__.update({assigned})")
+    namespace: Dict[str, Any] = {"_MISSING": _MISSING, "_REJECT": _REJECT, "_reject": _reject}
+    for i, spec in enumerate(specs):
+        namespace[f"accept{i}"] = spec.kind.accept
+        namespace[f"default{i}"] = spec.default
+    exec("\n".join(lines), namespace)  # noqa: S102 - source built above from field names only
+    init: Callable[..., None] = namespace["__init__"]
+    init.__qualname__ = f"{cls.__qualname__}.__init__"
+    return init
+
+
+def _reject(self: "TelemetryEvent", given: Dict[str, Any], unknown: Dict[str, Any]) -> None:
+    data = {key: value for key, value in given.items() if value is not _MISSING}
+    _validate(type(self), {**data, **unknown})
+    raise AssertionError("an acceptor rejected a value its checker accepts")  # pragma: no cover
+
+
 class TelemetryEvent:
-    """Base of every event; a subclass must define ``_event_name``."""
+    """Base of every event; a subclass must define ``_event_name``.
+
+    Fields are declared as annotated class attributes (``str``, ``int`` or a
+    ``str`` enum, optionally ``= Field(...)``); the subclass becomes a frozen
+    dataclass whose keyword-only constructor validates every field.
+    """
 
     _event_name: ClassVar[str]
     _schema_version: ClassVar[str] = "1.5"
@@ -200,34 +316,7 @@ class TelemetryEvent:
             raise TypeError(f"{cls.__name__} must define '_event_name' class variable")
         dataclasses.dataclass(init=False, frozen=True)(cls)
         cls.__fields_spec__ = _field_specs(cls)
-
-    def __init__(self, **data: Any) -> None:
-        errors: List[Tuple[str, str]] = []
-        set_attr = object.__setattr__
-        for spec in self.__fields_spec__:
-            name, alias = spec.name, spec.alias
-            if name in data:
-                value = data.pop(name)
-                if alias != name and alias in data:
-                    data.pop(alias)
-                    errors.append((name, f"given both as {name!r} and as {alias!r}"))
-                    continue
-            elif alias in data:
-                value = data.pop(alias)
-            elif spec.default is not _MISSING:
-                set_attr(self, name, spec.default)
-                continue
-            else:
-                errors.append((name, "field required"))
-                continue
-            try:
-                set_attr(self, name, spec.check(value))
-            except _Invalid as exc:
-                errors.append((name, str(exc)))
-        for key in data:
-            errors.append((key, "unknown field"))
-        if errors:
-            raise ValidationError(type(self).__name__, errors)
+        cls.__init__ = _compile_init(cls, cls.__fields_spec__)  # type: ignore[method-assign]
 
     @classmethod
     def model_validate(cls, data: Mapping[str, Any]) -> "TelemetryEvent":
@@ -243,11 +332,17 @@ class TelemetryEvent:
 
     def model_dump(self, by_alias: bool = False) -> Dict[str, Any]:
         """The event as plain JSON-ready values (enums as their string value)."""
-        out: Dict[str, Any] = {}
-        for spec in self.__fields_spec__:
-            value = getattr(self, spec.name)
-            out[spec.alias if by_alias else spec.name] = value.value if spec.is_enum else value
-        return out
+        # The instance is immutable, so each form is built once and copied out.
+        key = "_dump_by_alias" if by_alias else "_dump_by_name"
+        cached: Optional[Dict[str, Any]] = self.__dict__.get(key)
+        if cached is None:
+            cached = {}
+            for spec in self.__fields_spec__:
+                value = self.__dict__[spec.name]
+                cached[spec.alias if by_alias else spec.name] = (
+                    value.value if spec.kind.is_enum else value)
+            self.__dict__[key] = cached
+        return cached.copy()
 
 
 _TOKEN = r"[A-Za-z0-9_.:-]{1,64}"
