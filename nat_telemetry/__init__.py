@@ -25,6 +25,8 @@ from .events import (
 )
 from .handler import NATTelemetryHandler
 from .payload import QueuedEvent, build_payload
+from .subcommand import resolve_subcommand
+from .track import track_command
 
 __version__ = "0.1.0"
 
@@ -41,6 +43,8 @@ __all__ = [
     "__version__",
     "build_payload",
     "maybe_prompt_for_consent",
+    "resolve_subcommand",
+    "track_command",
 ]
 
 

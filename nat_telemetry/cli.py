@@ -1,33 +1,365 @@
-"""The ``nat-telemetry`` command line (also ``python -m nat_telemetry``)."""
+"""The ``nat-telemetry`` command line (also ``python -m nat_telemetry``).
+
+Two jobs.  ``status``, ``enable`` and ``disable`` let a person see and change
+their telemetry decision without editing a file, and say plainly where the
+effective answer comes from: an environment variable silently overriding a
+saved "no" is exactly the surprise an opt-in system must not spring.
+``run -- CMD`` instruments any program, shell pipelines included, with one
+event naming the program (never its arguments), while staying out of its
+way: the program keeps the terminal, and ``run`` exits with its exit code.
+
+Every failure of this command is one readable line on stderr and a non-zero
+exit status, never a traceback; argparse only, so there is nothing to install.
+"""
 
 from __future__ import annotations
 
 import argparse
+import contextlib
+import logging
+import os
+import re
+import signal
+import subprocess
 import sys
-from typing import List, Optional
+import threading
+import time
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
 
 from . import collector_cli
+from .consent import (
+    PROMPT_VERSION,
+    TELEMETRY_ENV_VAR,
+    ConsentState,
+    consent_file_path,
+    maybe_prompt_for_consent,
+    read_persisted_consent,
+    resolve_env_consent,
+    write_persisted_consent,
+)
+from .events import CliCommandEvent, TaskStatusEnum, ValidationError
+from .handler import NATTelemetryHandler
+from .track import EXIT_CODE_INTERRUPTED, python_version
 
 __all__ = ["build_parser", "main"]
 
+logger = logging.getLogger("nat_telemetry")
+
+PROG = "nat-telemetry"
+
+# Exit statuses of `run` when the program cannot be started, as in a shell.
+EXIT_CANNOT_EXECUTE = 126
+EXIT_NOT_FOUND = 127
+EXIT_USAGE = 2
+
+_MAX_NAME_LENGTH = 64
+_NOT_A_NAME_CHARACTER = re.compile(r"[^A-Za-z0-9_.:-]")
+# Far larger than any real consent file; see _peek_consent_file.
+_MAX_CONSENT_FILE_BYTES = 64 * 1024
+
+
+def _err(message: str) -> None:
+    """One line on stderr, prefixed with the program name."""
+    print(f"{PROG}: {' '.join(message.split())}", file=sys.stderr)
+
+
+def _word(enabled: bool | None) -> str:
+    return "enabled" if enabled else "disabled"
+
+
+# ----------------------------------------------------------------- parser
+
 
 def build_parser() -> argparse.ArgumentParser:
+    from . import __version__  # at call time: the package may still be importing us
+
     parser = argparse.ArgumentParser(
-        prog="nat-telemetry",
-        description="Manage and exercise anonymous, opt-in usage telemetry.",
+        prog=PROG,
+        description="Manage and exercise anonymous, opt-in usage telemetry. "
+        "Without a command, shows the current telemetry status.",
     )
+    parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
     commands = parser.add_subparsers(dest="command", metavar="COMMAND")
+
+    status = commands.add_parser(
+        "status",
+        help="show whether telemetry is enabled and why (the default)",
+        description="Show whether anonymous usage telemetry is enabled, and what decides it: "
+        f"the {TELEMETRY_ENV_VAR} environment variable, the saved decision in the "
+        "consent file, or the default (disabled, never asked).",
+    )
+    status.set_defaults(func=_cmd_status)
+
+    enable = commands.add_parser(
+        "enable",
+        help="allow anonymous usage telemetry and save that decision",
+        description="Allow anonymous usage telemetry: save the decision in the consent file "
+        f"and check that it was saved. {TELEMETRY_ENV_VAR}, when set, still overrides it.",
+    )
+    enable.set_defaults(func=_cmd_enable)
+
+    disable = commands.add_parser(
+        "disable",
+        help="turn anonymous usage telemetry off and save that decision",
+        description="Turn anonymous usage telemetry off: save the decision in the consent file "
+        f"and check that it was saved. {TELEMETRY_ENV_VAR}, when set, still overrides it.",
+    )
+    disable.set_defaults(func=_cmd_disable)
+
+    run = commands.add_parser(
+        "run",
+        help="run a command and record one anonymous event about it",
+        usage=f"{PROG} run [-h] [--name NAME] -- CMD [ARGS ...]",
+        description="Run CMD with ARGS, with this terminal's input and output, and exit with "
+        "its exit status (128+N when signal N killed it, 127 when CMD is not found, 126 when "
+        "it cannot be executed). If telemetry is enabled, one event is recorded: the command "
+        "name (NAME, or the file name of CMD), the outcome, the duration and the exit status. "
+        "ARGS are never recorded. Asks for consent first if nobody has decided yet and this "
+        "is an interactive terminal.",
+    )
+    run.add_argument(
+        "--name",
+        metavar="NAME",
+        help="the command name to record instead of CMD's file name: 1 to 64 letters, "
+        "digits, '-', '_', '.' or ':'",
+    )
+    run.add_argument("cmd", nargs=argparse.REMAINDER, metavar="CMD", help=argparse.SUPPRESS)
+    run.set_defaults(func=_cmd_run)
+
     collector_cli.register(commands)
     return parser
 
 
-def main(argv: Optional[List[str]] = None) -> int:
-    parser = build_parser()
-    args = parser.parse_args(argv)
-    if getattr(args, "func", None) is None:
-        parser.print_help()
+def main(argv: list[str] | None = None) -> int:
+    """Run the command line; returns the exit status."""
+    try:
+        parser = build_parser()
+        args = parser.parse_args(argv)  # --help and usage errors exit here (0 / 2)
+        func = getattr(args, "func", None) or _cmd_status
+        result = func(args)
+        return 0 if result is None else int(result)
+    except KeyboardInterrupt:
+        print(file=sys.stderr)
+        return EXIT_CODE_INTERRUPTED
+    except Exception as exc:  # one line, never a traceback
+        logger.debug("%s failed", PROG, exc_info=True)
+        _err(f"error: {exc}" if str(exc) else f"error: {type(exc).__name__}")
+        return 1
+
+
+# --------------------------------------------------------- status / enable
+
+
+def _consent_path() -> tuple[Path | None, str]:
+    """The consent file and how to show it; no path when none can be found."""
+    try:
+        path = consent_file_path()
+    except Exception as exc:  # e.g. no home folder
+        return None, f"(no consent file location: {exc})"
+    return path, str(path)
+
+
+def _load_toml(text: str) -> dict[str, Any]:
+    if sys.version_info >= (3, 11):
+        import tomllib
+    else:
+        import tomli as tomllib
+    document: dict[str, Any] = tomllib.loads(text)
+    return document
+
+
+def _peek_consent_file(path: Path) -> dict[str, Any] | None:
+    """The file's ``[telemetry]`` table, for explaining it; None when there is no file.
+
+    Only used to *describe* a decision that ``read_persisted_consent`` did not
+    accept (an old prompt version, a damaged file); deciding stays its job.
+    An empty dict means "there is a file, but it says nothing we understand".
+    """
+    try:
+        if not path.exists():
+            return None
+        if not path.is_file() or path.stat().st_size > _MAX_CONSENT_FILE_BYTES:
+            return {}
+        table = _load_toml(path.read_text(encoding="utf-8")).get("telemetry")
+    except Exception:  # unreadable or malformed: nothing to explain
+        return {}
+    return table if isinstance(table, dict) else {}
+
+
+def _describe_file(path: Path | None, path_text: str, persisted: ConsentState) -> str:
+    """What the consent file says, in words, including why it may not count."""
+    if path is None:
+        return path_text
+    if persisted is ConsentState.ENABLED:
+        return f"{path_text} (saved: enabled)"
+    table = _peek_consent_file(path)
+    version = table.get("prompt_version") if table else None
+    stale = table is not None and version != PROMPT_VERSION
+    if persisted is ConsentState.DISABLED:
+        if stale:
+            return (f"{path_text} (saved: disabled, under prompt version {version!r}; "
+                    "a 'no' stays valid across prompt versions)")
+        return f"{path_text} (saved: disabled)"
+    if table is None:
+        return f"{path_text} (no decision saved)"
+    if table.get("consent") == ConsentState.ENABLED.value and stale:
+        return (f"{path_text} (saved: enabled, but under prompt version {version!r}, not the "
+                f"current {PROMPT_VERSION!r}: that 'yes' no longer counts and you will be "
+                "asked again)")
+    return f"{path_text} (not understood, ignored: treated as never asked)"
+
+
+def _cmd_status(args: argparse.Namespace) -> int:
+    path, path_text = _consent_path()
+    persisted = read_persisted_consent()
+    described = _describe_file(path, path_text, persisted)
+    env_value = os.environ.get(TELEMETRY_ENV_VAR)
+    if env_value is not None:
+        print(f"Telemetry is {_word(resolve_env_consent())}.")
+        print(f"Source: environment variable {TELEMETRY_ENV_VAR}={env_value!r}")
+        print(f"Consent file: {described}; not used while {TELEMETRY_ENV_VAR} is set.")
         return 0
-    return int(args.func(args))
+    if persisted is not ConsentState.NEVER_ASKED:
+        print(f"Telemetry is {_word(persisted is ConsentState.ENABLED)}.")
+        print(f"Source: consent file {described}")
+        return 0
+    print("Telemetry is disabled.")
+    print("Source: default (never asked)")
+    print(f"Consent file: {described}")
+    print(f"Record a decision with `{PROG} enable` or `{PROG} disable`; "
+          f"an interactive `{PROG} run` asks.")
+    return 0
+
+
+def _save_decision(state: ConsentState) -> int:
+    _, path_text = _consent_path()
+    saved = write_persisted_consent(state)
+    if not saved or read_persisted_consent() is not state:
+        _err(f"could not save the decision to {path_text}; check that its folder is writable "
+             "and the disk is not full (the previous decision is unchanged)")
+        return 1
+    print(f"Telemetry {state.value}. Decision saved to {path_text}.")
+    env_value = os.environ.get(TELEMETRY_ENV_VAR)
+    if env_value is not None:
+        from_env = resolve_env_consent()
+        if from_env != (state is ConsentState.ENABLED):
+            _err(f"warning: {TELEMETRY_ENV_VAR}={env_value!r} is set and overrides this "
+                 f"decision: telemetry stays {_word(from_env)} until you unset it")
+        else:
+            _err(f"note: {TELEMETRY_ENV_VAR}={env_value!r} is set and takes precedence over "
+                 "the saved decision until you unset it")
+    return 0
+
+
+def _cmd_enable(args: argparse.Namespace) -> int:
+    return _save_decision(ConsentState.ENABLED)
+
+
+def _cmd_disable(args: argparse.Namespace) -> int:
+    return _save_decision(ConsentState.DISABLED)
+
+
+# -------------------------------------------------------------------- run
+
+
+def command_name(program: str) -> str:
+    """The name recorded for ``program``: its file name as a short token.
+
+    Folders are dropped (``/home/alice/bin/tool`` → ``tool``), as is a Windows
+    ``.exe`` suffix so ``tool`` and ``tool.exe`` count as one; every character
+    outside ``A-Z a-z 0-9 _ . : -`` becomes ``-``; at most 64 characters.
+    """
+    base = re.split(r"[/\\]", program)[-1]
+    if base.lower().endswith(".exe") and len(base) > 4:
+        base = base[:-4]
+    name = _NOT_A_NAME_CHARACTER.sub("-", base)[:_MAX_NAME_LENGTH]
+    return name or "unknown"
+
+
+def _event(name: str, status: TaskStatusEnum, exit_code: int, error_class: str,
+           duration_ms: int) -> CliCommandEvent:
+    return CliCommandEvent(command=name, task_status=status, duration_ms=duration_ms,
+                           exit_code=exit_code, error_class=error_class,
+                           python_version=python_version())
+
+
+@contextlib.contextmanager
+def _parent_ignores_sigint() -> Iterator[None]:
+    """While the child runs, Ctrl-C is the child's business, as in a shell.
+
+    The terminal sends SIGINT to the child and to us; we must outlive it to
+    report the outcome and return the child's exit status (the final flush
+    that follows is bounded, so a second Ctrl-C need not cut it short).  A
+    do-nothing Python handler, not SIG_IGN: an ignored signal stays ignored
+    across exec, so the child could not be interrupted, while a handled one
+    is reset to the default in the child.
+    """
+    if threading.current_thread() is not threading.main_thread():
+        yield  # only the main thread may install signal handlers
+        return
+    previous = signal.signal(signal.SIGINT, lambda signum, frame: None)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGINT, previous)
+
+
+def _run_child(cmd: list[str]) -> tuple[int, TaskStatusEnum, str]:
+    """Run ``cmd``; ``(exit status, task status, error class)``."""
+    program = cmd[0]
+    try:
+        returncode = subprocess.Popen(cmd).wait()
+    except (FileNotFoundError, NotADirectoryError) as exc:
+        _err(f"run: {program}: command not found")
+        return EXIT_NOT_FOUND, TaskStatusEnum.FAILURE, type(exc).__name__
+    except PermissionError as exc:
+        _err(f"run: {program}: permission denied (not executable)")
+        return EXIT_CANNOT_EXECUTE, TaskStatusEnum.FAILURE, type(exc).__name__
+    except OSError as exc:
+        _err(f"run: {program}: cannot execute: {exc.strerror or type(exc).__name__}")
+        return EXIT_CANNOT_EXECUTE, TaskStatusEnum.FAILURE, type(exc).__name__
+    if returncode < 0:  # killed by signal -returncode
+        signum = -returncode
+        status = (TaskStatusEnum.INTERRUPTED if signum == signal.SIGINT
+                  else TaskStatusEnum.FAILURE)
+        return 128 + signum, status, "undefined"
+    if returncode == 0:
+        return 0, TaskStatusEnum.SUCCESS, "undefined"
+    if returncode == EXIT_CODE_INTERRUPTED:
+        return returncode, TaskStatusEnum.INTERRUPTED, "undefined"
+    return returncode, TaskStatusEnum.FAILURE, "undefined"
+
+
+def _cmd_run(args: argparse.Namespace) -> int:
+    cmd = list(args.cmd)
+    if cmd and cmd[0] == "--":
+        cmd = cmd[1:]
+    if not cmd:
+        _err(f"run: no command given (usage: {PROG} run [--name NAME] -- CMD [ARGS ...])")
+        return EXIT_USAGE
+    name = args.name if args.name is not None else command_name(cmd[0])
+    try:
+        _event(name, TaskStatusEnum.SUCCESS, 0, "undefined", -1)
+    except ValidationError as exc:
+        reason = "; ".join(why for field, why in exc.errors if field == "command") or str(exc)
+        _err(f"run: invalid --name {name!r}: {reason}")
+        return EXIT_USAGE
+
+    maybe_prompt_for_consent()
+    handler = NATTelemetryHandler(session_id=uuid.uuid4().hex)
+    with _parent_ignores_sigint():
+        start = time.perf_counter()
+        exit_code, status, error_class = _run_child(cmd)
+        duration_ms = max(0, int((time.perf_counter() - start) * 1000))
+        try:
+            handler.enqueue(_event(name, status, exit_code, error_class, duration_ms))
+            handler.stop()  # final flush, bounded by shutdown_timeout_seconds
+        except Exception:  # telemetry must not change the exit status
+            logger.debug("could not record the run of %r", name, exc_info=True)
+    return exit_code
 
 
 if __name__ == "__main__":  # pragma: no cover

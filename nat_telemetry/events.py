@@ -129,13 +129,12 @@ def _str_kind(pattern: Optional[str], max_length: Optional[int], rule: Optional[
     def check(value: Any) -> str:
         if not isinstance(value, str) or isinstance(value, enum.Enum):
             raise _Invalid(f"must be a string, got {type(value).__name__}")
-        if type(value) is not str:
-            value = str.__str__(value)
-        if max_length is not None and len(value) > max_length:
-            raise _Invalid(f"must be at most {max_length} characters, got {len(value)}")
-        if compiled is not None and compiled.fullmatch(value) is None:
+        text: str = value if type(value) is str else str.__str__(value)
+        if max_length is not None and len(text) > max_length:
+            raise _Invalid(f"must be at most {max_length} characters, got {len(text)}")
+        if compiled is not None and compiled.fullmatch(text) is None:
             raise _Invalid(wording)
-        return value
+        return text
 
     def accept(value: Any) -> Any:
         if value.__class__ is str and value in known:
@@ -155,13 +154,12 @@ def _int_kind(ge: Optional[int]) -> _Kind:
     floor = ge if ge is not None else -(2**63)
 
     def check(value: Any) -> int:
-        if type(value) is not int:
-            if isinstance(value, bool) or not isinstance(value, int):
-                raise _Invalid(f"must be an integer, got {type(value).__name__}")
-            value = int(value)
-        if ge is not None and value < ge:
-            raise _Invalid(f"must be >= {ge}, got {value}")
-        return value
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise _Invalid(f"must be an integer, got {type(value).__name__}")
+        number = int(value)
+        if ge is not None and number < ge:
+            raise _Invalid(f"must be >= {ge}, got {number}")
+        return number
 
     def accept(value: Any) -> Any:
         if value.__class__ is int and value >= floor:
@@ -309,6 +307,9 @@ class TelemetryEvent:
     _event_name: ClassVar[str]
     _schema_version: ClassVar[str] = "1.5"
     __fields_spec__: ClassVar[Tuple[_FieldSpec, ...]] = ()
+
+    if typing.TYPE_CHECKING:  # the real one is generated per subclass
+        def __init__(self, **data: Any) -> None: ...
 
     def __init_subclass__(cls, **kwargs: Any) -> None:
         super().__init_subclass__(**kwargs)

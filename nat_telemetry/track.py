@@ -1,0 +1,271 @@
+"""``track_command``: one telemetry event per command, without writing a handler.
+
+A plain script or a small command line wants to say "this is the ``convert``
+command" and nothing more; the outcome, the duration and the exit code follow
+from how the block ends.  So :func:`track_command` is both a context manager
+and a decorator, and everything it sends comes from two places only: the
+names the caller passed (validated as short tokens when the tracker is
+created, so a typo or a path is a bug the developer sees at once) and the
+*class* of the exception that ended the block.  Arguments, messages and paths
+never reach it.
+
+Telemetry must never change the program it measures: the exception that ended
+the block is re-raised untouched, and anything going wrong while recording is
+logged at debug level and swallowed.
+
+Without an explicit handler the events go to one handler shared by the whole
+process, created on first use with a random session id.  The handler module
+stops (and so flushes) every started handler at interpreter exit, within its
+shutdown bound; a forked child gets a new shared handler with a new session
+id, so parent and child never report under the same session.
+"""
+
+from __future__ import annotations
+
+import functools
+import inspect
+import logging
+import os
+import sys
+import threading
+import time
+from types import TracebackType
+from typing import Any, Callable, Literal, TypeVar, cast
+
+from . import config
+from .events import CliCommandEvent, TaskStatusEnum, ValidationError
+from .handler import NATTelemetryHandler
+
+__all__ = ["track_command"]
+
+logger = logging.getLogger("nat_telemetry")
+
+_F = TypeVar("_F", bound=Callable[..., Any])
+
+# Exit code a shell reports for a command ended by Ctrl-C (128 + SIGINT).
+EXIT_CODE_INTERRUPTED = 130
+_MAX_ERROR_CLASS_LENGTH = 128
+
+_RELEASE_LEVELS = {"alpha": "a", "beta": "b", "candidate": "rc"}
+
+
+def python_version() -> str:
+    """The running Python's version, spelled like ``platform.python_version()``.
+
+    ``3.11.7`` for a final release, ``3.13.0rc1`` for a pre-release.  Built
+    from ``sys.version_info`` because ``platform`` is slow to import and its
+    answer can carry a ``+`` suffix on development builds.
+    """
+    info = sys.version_info
+    version = f"{info.major}.{info.minor}.{info.micro}"
+    level = _RELEASE_LEVELS.get(info.releaselevel)
+    if level is not None:
+        version += f"{level}{info.serial}"
+    return version
+
+
+# ------------------------------------------------------------ shared handlers
+
+# Handlers owned by this module, keyed by the session id the caller asked for
+# (None: the process's own random id).  Almost always just the None entry.
+_handlers: dict[str | None, NATTelemetryHandler] = {}
+_handlers_lock = threading.Lock()
+
+
+def _shared_handler(session_id: str | None) -> NATTelemetryHandler:
+    """The module's handler for ``session_id``, created once, thread-safely."""
+    handler = _handlers.get(session_id)
+    if handler is not None:
+        return handler
+    with _handlers_lock:
+        handler = _handlers.get(session_id)
+        if handler is None:
+            if session_id is None:
+                import uuid  # on first use: keeps `import nat_telemetry` cheap
+
+                session_id_to_use = uuid.uuid4().hex
+            else:
+                session_id_to_use = session_id
+            # NATTelemetryHandler applies NAT_SESSION_PREFIX itself.
+            handler = NATTelemetryHandler(session_id=session_id_to_use)
+            _handlers[session_id] = handler
+        return handler
+
+
+def _forget_handlers_after_fork() -> None:
+    # The child is another process: it must not report under the parent's
+    # random session id.  The next event creates fresh handlers (and so a new
+    # random id); the lock is replaced because another thread may have held
+    # it at the moment of the fork.
+    global _handlers_lock
+    _handlers_lock = threading.Lock()
+    _handlers.clear()
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_forget_handlers_after_fork)
+
+
+# ------------------------------------------------------------------ outcomes
+
+
+def _error_class(exc: BaseException) -> str:
+    name = type(exc).__name__
+    # A class made with type("some text", ...) can have any name at all; such
+    # a name is not sent.
+    if name.isascii() and name.isidentifier() and len(name) <= _MAX_ERROR_CLASS_LENGTH:
+        return name
+    return "undefined"
+
+
+def outcome_of(exc: BaseException | None) -> tuple[TaskStatusEnum, int, str]:
+    """``(task_status, exit_code, error_class)`` for a block ended by ``exc``.
+
+    ``SystemExit`` with code 0 or None is a success; with another int code it
+    is a failure with that exit code; with any other code (a message) it is a
+    failure with exit code 1, and the message is not kept.
+    """
+    if exc is None:
+        return TaskStatusEnum.SUCCESS, 0, "undefined"
+    if isinstance(exc, SystemExit):
+        code = exc.code
+        if code is None or (isinstance(code, int) and code == 0):
+            return TaskStatusEnum.SUCCESS, 0, "undefined"
+        exit_code = int(code) if isinstance(code, int) else 1
+        return TaskStatusEnum.FAILURE, exit_code, _error_class(exc)
+    if isinstance(exc, KeyboardInterrupt):
+        return TaskStatusEnum.INTERRUPTED, EXIT_CODE_INTERRUPTED, _error_class(exc)
+    return TaskStatusEnum.FAILURE, 1, _error_class(exc)
+
+
+# ------------------------------------------------------------------- tracker
+
+
+class track_command:  # used like a function: `with track_command("x"):`
+    """Record one ``CliCommandEvent`` per use, as a context manager or a decorator.
+
+    ``command`` and ``subcommand`` are validated here, at construction, with
+    the event's own rules: a name that is not a short token (a path, a
+    sentence, an argument) raises :class:`~nat_telemetry.ValidationError` at
+    the call site instead of silently never being recorded.
+
+    ``handler`` receives the events; without one they go to a handler shared
+    by the process.  ``session_id`` picks the session of that shared handler
+    (one shared handler per distinct id, created on first use); it cannot be
+    combined with ``handler``, whose session id is its own.
+
+    Every ``with`` block and every call of a decorated function is timed on
+    its own, so one tracker may be nested, reused, and shared by threads.
+    """
+
+    def __init__(
+        self,
+        command: str,
+        subcommand: str | None = None,
+        *,
+        handler: NATTelemetryHandler | None = None,
+        session_id: str | None = None,
+    ) -> None:
+        if handler is not None and session_id is not None:
+            raise ValueError(
+                "track_command: pass either handler= or session_id=, not both "
+                "(a handler reports under its own session id)"
+            )
+        if session_id is not None and not isinstance(session_id, str):
+            raise TypeError(f"session_id must be a string, got {type(session_id).__name__}")
+        self.command = command
+        self.subcommand = "undefined" if subcommand is None else subcommand
+        self.handler = handler
+        self.session_id = session_id
+        self._local = threading.local()
+        # The same validation the event applies at exit, done now, so a bad
+        # name fails loudly where it is written.  Only the caller's names
+        # count here: the interpreter's version is nothing the caller can fix.
+        try:
+            self._build_event(None, -1)
+        except ValidationError as exc:
+            if any(field in ("command", "subcommand") for field, _ in exc.errors):
+                raise
+            logger.debug("track_command(%r): events will not validate: %s", command, exc)
+
+    # ----------------------------------------------------- context manager
+
+    def __enter__(self) -> track_command:
+        stack: list[float] | None = getattr(self._local, "starts", None)
+        if stack is None:
+            stack = self._local.starts = []
+        stack.append(time.perf_counter())
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        traceback: TracebackType | None,
+    ) -> Literal[False]:
+        stack: list[float] | None = getattr(self._local, "starts", None)
+        start = stack.pop() if stack else None
+        self._record(start, exc)
+        return False  # never swallow the block's exception
+
+    # ----------------------------------------------------------- decorator
+
+    def __call__(self, func: _F) -> _F:
+        if inspect.iscoroutinefunction(func):
+
+            @functools.wraps(func)
+            async def async_wrapper(*args: Any, **kwargs: Any) -> Any:
+                start = time.perf_counter()
+                try:
+                    result = await func(*args, **kwargs)
+                except BaseException as exc:
+                    self._record(start, exc)
+                    raise
+                self._record(start, None)
+                return result
+
+            return cast(_F, async_wrapper)
+
+        @functools.wraps(func)
+        def wrapper(*args: Any, **kwargs: Any) -> Any:
+            start = time.perf_counter()
+            try:
+                result = func(*args, **kwargs)
+            except BaseException as exc:
+                self._record(start, exc)
+                raise
+            self._record(start, None)
+            return result
+
+        return cast(_F, wrapper)
+
+    # -------------------------------------------------------------- record
+
+    def _build_event(self, exc: BaseException | None, duration_ms: int) -> CliCommandEvent:
+        task_status, exit_code, error_class = outcome_of(exc)
+        return CliCommandEvent(
+            command=self.command,
+            subcommand=self.subcommand,
+            task_status=task_status,
+            duration_ms=duration_ms,
+            exit_code=exit_code,
+            error_class=error_class,
+            python_version=python_version(),
+        )
+
+    def _record(self, start: float | None, exc: BaseException | None) -> None:
+        """Build and enqueue the event; never raises."""
+        try:
+            duration_ms = -1 if start is None else max(0, int((time.perf_counter() - start) * 1000))
+            event = self._build_event(exc, duration_ms)
+            handler = self.handler
+            if handler is None:
+                if not config.TELEMETRY_ENABLED:
+                    return  # no thread, no handler, for a user who said no
+                handler = _shared_handler(self.session_id)
+            handler.enqueue(event)
+        except Exception:  # telemetry must not break the command
+            logger.debug("could not record the %r command", self.command, exc_info=True)
+
+    def __repr__(self) -> str:
+        return f"track_command({self.command!r}, {self.subcommand!r})"
