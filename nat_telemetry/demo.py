@@ -1,0 +1,210 @@
+"""``nat-telemetry demo``: the whole pipeline, on one machine, in a few seconds.
+
+Reading about a telemetry client tells you less than watching it work.  The
+demo starts an in-process :class:`~.collector.Collector` on a free loopback
+port with a SQLite file in a fresh temporary folder, runs a small instrumented
+workload (a few simulated commands with a mix of successes, failures and
+interruptions) from several threads through one real
+:class:`~.handler.NATTelemetryHandler`, flushes, and prints the report, the
+database's path and the handler's counters.
+
+Consent: the demo turns telemetry on for this process only, by assigning the
+live ``config.TELEMETRY_ENABLED`` before anything reads it.  Because that flag
+is resolved lazily on first read, the assignment means the user's consent file
+is never read, and nothing here prompts or writes one.  The previous state
+(including "not resolved yet") is put back afterwards, so calling
+:func:`run_demo` inside a longer-lived process changes nothing for it.  The
+events never leave the machine: the endpoint is the loopback collector, and
+proxy settings are bypassed for it.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import random
+import sys
+import tempfile
+import threading
+import time
+import uuid
+from collections.abc import Iterator
+from typing import Any, Callable, TextIO
+
+from . import config
+from .collector import Collector
+from .events import CliCommandEvent, TaskStatusEnum
+from .handler import NATTelemetryHandler
+from .report import build_report, render_table
+
+__all__ = ["DEFAULT_EVENTS_PER_THREAD", "DEFAULT_THREADS", "run_demo"]
+
+DEFAULT_THREADS = 4
+DEFAULT_EVENTS_PER_THREAD = 25
+_FLUSH_TIMEOUT_SECONDS = 10.0
+_EXIT_CODE_INTERRUPTED = 130  # what a shell reports for Ctrl-C (128 + SIGINT)
+
+# (command, subcommand, weight, typical milliseconds of simulated work)
+_COMMANDS = (
+    ("run", "undefined", 5, 6),
+    ("info", "list-components", 3, 1),
+    ("eval", "undefined", 2, 10),
+    ("workflow", "create", 1, 3),
+)
+_ERRORS: tuple[type[Exception], ...] = (
+    ValueError, FileNotFoundError, TimeoutError, ConnectionError,
+)
+
+_UNSET: Any = object()
+
+
+def run_demo(
+    *,
+    threads: int = DEFAULT_THREADS,
+    events_per_thread: int = DEFAULT_EVENTS_PER_THREAD,
+    out: TextIO | None = None,
+) -> int:
+    """Run the demo, print what happened to ``out``; 0 when every event arrived."""
+    if threads < 1 or events_per_thread < 1:
+        raise ValueError("threads and events_per_thread must be at least 1")
+    stream = sys.stdout if out is None else out
+    total = threads * events_per_thread
+    folder = tempfile.mkdtemp(prefix="nat-telemetry-demo-")
+    db_path = os.path.join(folder, "telemetry.db")
+
+    with _telemetry_on_for_this_process(), _loopback_without_proxy(), \
+            Collector(db_path) as collector:
+        print(f"nat-telemetry demo: {threads} threads x {events_per_thread} commands "
+              f"-> {collector.url}", file=stream)
+        handler = NATTelemetryHandler(endpoint=collector.url, session_id=uuid.uuid4().hex)
+        try:
+            workers = [
+                threading.Thread(target=_workload, args=(handler, index, events_per_thread),
+                                 name=f"nat-telemetry-demo-{index}")
+                for index in range(threads)
+            ]
+            for worker in workers:
+                worker.start()
+            for worker in workers:
+                worker.join()
+            handler.flush(timeout=_FLUSH_TIMEOUT_SECONDS)
+        finally:
+            handler.stop()
+        stats = handler.stats()
+
+    report = build_report(db_path)
+    print("", file=stream)
+    print(render_table(report), file=stream)
+    print("", file=stream)
+    print(f"database: {db_path}", file=stream)
+    print(f"  (kept; look again with: nat-telemetry report --db {db_path})", file=stream)
+    shown = ("enqueued", "sent", "skipped", "pending", "dlq", "retries")
+    dropped = sum(value for key, value in stats.items() if key.startswith("dropped_"))
+    print("handler stats: " + " ".join(f"{key}={stats[key]}" for key in shown)
+          + f" dropped={dropped}", file=stream)
+    if stats["sent"] != total or report["events"] != total:
+        print(f"warning: {report['events']} of {total} events reached the collector",
+              file=stream)
+        return 1
+    return 0
+
+
+def _workload(handler: NATTelemetryHandler, index: int, count: int) -> None:
+    """One thread's share: ``count`` simulated commands, each reported as one event."""
+    rng = random.Random(1000 + index)  # the same mix of outcomes on every run
+    names = [(command, subcommand, work_ms) for command, subcommand, _, work_ms in _COMMANDS]
+    weights = [weight for _, _, weight, _ in _COMMANDS]
+    for _ in range(count):
+        command, subcommand, work_ms = rng.choices(names, weights)[0]
+        _instrumented(handler, command, subcommand, _simulated_work(rng, work_ms))
+
+
+def _simulated_work(rng: random.Random, work_ms: int) -> Callable[[], None]:
+    seconds = rng.uniform(0.2, 1.5) * work_ms / 1000.0
+    roll = rng.random()
+
+    def work() -> None:
+        time.sleep(seconds)
+        if roll < 0.06:
+            # Stands in for the user's Ctrl-C; caught by _instrumented.
+            raise KeyboardInterrupt
+        if roll < 0.25:
+            raise _ERRORS[int(roll * 100) % len(_ERRORS)]("simulated failure")
+
+    return work
+
+
+def _instrumented(handler: NATTelemetryHandler, command: str, subcommand: str,
+                  work: Callable[[], None]) -> None:
+    """Run ``work`` the way a command line would, and report how it ended."""
+    status, exit_code, error_class = TaskStatusEnum.SUCCESS, 0, "undefined"
+    started = time.perf_counter()
+    try:
+        work()
+    except KeyboardInterrupt:
+        status, exit_code, error_class = (TaskStatusEnum.INTERRUPTED, _EXIT_CODE_INTERRUPTED,
+                                          "KeyboardInterrupt")
+    except Exception as exc:  # a command's failure is what we report
+        status, exit_code, error_class = TaskStatusEnum.FAILURE, 1, type(exc).__name__
+    duration_ms = int((time.perf_counter() - started) * 1000)
+    handler.enqueue(CliCommandEvent(
+        command=command,
+        subcommand=subcommand,
+        task_status=status,
+        duration_ms=duration_ms,
+        exit_code=exit_code,
+        error_class=error_class,
+        python_version="{}.{}.{}".format(*sys.version_info[:3]),
+    ))
+
+
+@contextlib.contextmanager
+def _telemetry_on_for_this_process() -> Iterator[None]:
+    """Telemetry on (and no dry run) while the demo runs; the previous state after.
+
+    Assigning the attribute is what keeps the consent file unread:
+    ``config`` only resolves ``TELEMETRY_ENABLED`` (reading the file) when it
+    is read while unset.  ``vars()`` looks without triggering that.
+    """
+    settings = vars(config)
+    previous_enabled = settings.get("TELEMETRY_ENABLED", _UNSET)
+    previous_dry_run = config.NAT_TELEMETRY_DRY_RUN
+    config.TELEMETRY_ENABLED = True
+    config.NAT_TELEMETRY_DRY_RUN = False  # the demo posts to loopback only
+    try:
+        yield
+    finally:
+        config.NAT_TELEMETRY_DRY_RUN = previous_dry_run
+        if previous_enabled is _UNSET:
+            settings.pop("TELEMETRY_ENABLED", None)  # back to "resolve on first read"
+        else:
+            config.TELEMETRY_ENABLED = previous_enabled
+
+
+@contextlib.contextmanager
+def _loopback_without_proxy() -> Iterator[None]:
+    """Keep an HTTP(S)_PROXY setting from routing the demo's POSTs away.
+
+    ``requests`` sends even loopback URLs through a configured proxy unless
+    ``NO_PROXY`` lists them, and a demo that fails on a laptop behind a
+    corporate proxy teaches nothing.  Adds the loopback names while the demo
+    runs, restores the variables after.
+    """
+    if not any(os.environ.get(name) for name in
+               ("HTTP_PROXY", "http_proxy", "HTTPS_PROXY", "https_proxy",
+                "ALL_PROXY", "all_proxy")):
+        yield
+        return
+    saved = {name: os.environ.get(name) for name in ("NO_PROXY", "no_proxy")}
+    for name, current in saved.items():
+        entries = [entry.strip() for entry in (current or "").split(",") if entry.strip()]
+        entries += [host for host in ("127.0.0.1", "localhost", "::1") if host not in entries]
+        os.environ[name] = ",".join(entries)
+    try:
+        yield
+    finally:
+        for name, value in saved.items():
+            if value is None:
+                os.environ.pop(name, None)
+            else:
+                os.environ[name] = value

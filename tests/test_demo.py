@@ -1,0 +1,109 @@
+"""``nat-telemetry demo``: end to end in a subprocess, and consent left untouched."""
+
+from __future__ import annotations
+
+import io
+import os
+import re
+import sqlite3
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from nat_telemetry import config, consent
+from nat_telemetry.cli import main
+from nat_telemetry.demo import run_demo
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
+_UNSET: Any = object()
+
+
+def _stored(db_path: str) -> int:
+    with sqlite3.connect(db_path) as db:
+        return int(db.execute("SELECT COUNT(*) FROM events").fetchone()[0])
+
+
+def test_demo_end_to_end_in_a_subprocess(tmp_path: Path) -> None:
+    home, xdg, temp = tmp_path / "home", tmp_path / "xdg", tmp_path / "tmp"
+    for folder in (home, xdg, temp):
+        folder.mkdir()
+    consent_file = tmp_path / "consent" / "telemetry.toml"
+    env = {key: value for key, value in os.environ.items()
+           if not key.startswith("NAT_") and "proxy" not in key.lower()}
+    env.update(HOME=str(home), XDG_CONFIG_HOME=str(xdg), TMPDIR=str(temp),
+               NAT_TELEMETRY_CONSENT_FILE=str(consent_file),
+               PYTHONPATH=os.pathsep.join(filter(None, [str(REPO_ROOT),
+                                                        os.environ.get("PYTHONPATH")])))
+    started = time.monotonic()
+    result = subprocess.run([sys.executable, "-m", "nat_telemetry", "demo"],
+                            capture_output=True, text=True, timeout=20, env=env,
+                            cwd=str(tmp_path))
+    elapsed = time.monotonic() - started
+
+    assert result.returncode == 0, result.stderr
+    assert elapsed < 20
+    out = result.stdout
+    assert "4 threads x 25 commands" in out
+    assert re.search(r"^100 events from 1 session,", out, re.M), out
+    assert "handler stats: enqueued=100 sent=100 " in out
+    assert re.search(r"^COMMAND\s+SUBCOMMAND\s+EVENTS", out, re.M)
+    assert "Traceback" not in result.stderr
+    db_path = re.search(r"^database: (.+)$", out, re.M)
+    assert db_path, out
+    assert db_path.group(1).startswith(str(temp))  # a fresh temporary folder
+    assert _stored(db_path.group(1)) == 100
+    # No consent decision was written anywhere.
+    assert not consent_file.exists() and not consent_file.parent.exists()
+    assert not (xdg / "nat").exists() and not (home / ".config").exists()
+    assert not (tmp_path / "nat-telemetry.db").exists()
+
+
+@pytest.fixture
+def unresolved_consent() -> Iterator[None]:
+    """``config.TELEMETRY_ENABLED`` as in a fresh process: not resolved yet."""
+    settings = vars(config)
+    before = settings.pop("TELEMETRY_ENABLED", _UNSET)
+    yield
+    settings.pop("TELEMETRY_ENABLED", None)
+    if before is not _UNSET:
+        settings["TELEMETRY_ENABLED"] = before
+
+
+def test_demo_never_touches_consent_and_restores_the_process(
+    unresolved_consent: None, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    touched: list[str] = []
+    for name in ("resolve_initial_consent", "read_persisted_consent",
+                 "write_persisted_consent", "maybe_prompt_for_consent", "prompt_user"):
+        monkeypatch.setattr(consent, name,
+                            lambda *args, _name=name, **kwargs: touched.append(_name))
+    monkeypatch.setattr(config, "NAT_TELEMETRY_DRY_RUN", True)
+    # A proxy that does not exist: the demo must still reach its loopback collector.
+    monkeypatch.setenv("HTTP_PROXY", "http://127.0.0.1:9")
+    monkeypatch.delenv("NO_PROXY", raising=False)
+    monkeypatch.delenv("no_proxy", raising=False)
+    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path))
+
+    out = io.StringIO()
+    assert run_demo(threads=3, events_per_thread=7, out=out) == 0
+
+    assert touched == []
+    assert "TELEMETRY_ENABLED" not in vars(config)  # still "resolve on first read"
+    assert config.NAT_TELEMETRY_DRY_RUN is True
+    assert "NO_PROXY" not in os.environ and "no_proxy" not in os.environ
+    text = out.getvalue()
+    assert "21 events from 1 session" in text
+    assert "handler stats: enqueued=21 sent=21 " in text
+
+
+def test_demo_options_are_checked(capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit) as exited:
+        main(["demo", "--threads", "0"])
+    assert exited.value.code == 2
+    assert "error: argument --threads" in capsys.readouterr().err
