@@ -223,7 +223,8 @@ class NATTelemetryHandler:
         if not config.TELEMETRY_ENABLED:
             self._drop_unaccepted("dropped_disabled")
             return
-        if not isinstance(event, TelemetryEvent):
+        candidate: object = event  # the annotation is a promise callers may not keep
+        if not isinstance(candidate, TelemetryEvent):
             self._drop_unaccepted("dropped_invalid")
             return
         if not self._accepting and not self._accept_slowly():
@@ -409,11 +410,12 @@ class NATTelemetryHandler:
                 self._guarded(self._send_all, None)
                 if now >= next_timed_flush:
                     next_timed_flush = time.monotonic() + self.flush_interval_seconds
-            wake_at = next_timed_flush
-            if self._backoff_until > time.monotonic() and (
-                self._dlq or len(self._queue.queue) >= self.max_queue_size
-            ):
-                wake_at = min(wake_at, self._backoff_until)
+            # Work that is due (a DLQ to retry, a full queue, an overdue timed
+            # flush) waits for the backoff deadline only, even one already past;
+            # nothing else is due before the next timed flush.
+            due = bool(self._dlq) or len(self._queue.queue) >= self.max_queue_size \
+                or next_timed_flush <= time.monotonic()
+            wake_at = self._backoff_until if due else next_timed_flush
             self._wake.wait(max(0.0, wake_at - time.monotonic()))
 
     def _guarded(self, step: Callable[..., _T], *args: Any) -> Optional[_T]:

@@ -9,6 +9,8 @@ handler's and the retry policy's business.
 from __future__ import annotations
 
 import logging
+import os
+import threading
 from typing import Any, NamedTuple, Optional
 
 __all__ = ["MAX_RESPONSE_BYTES", "RequestsTransport", "Response", "TransportError"]
@@ -20,6 +22,37 @@ logger = logging.getLogger("nat_telemetry")
 MAX_RESPONSE_BYTES = 64 * 1024
 
 _HEADERS = {"Content-Type": "application/json", "Accept": "application/json"}
+
+# `import requests` runs on a worker thread, the first time something is sent,
+# and takes a while.  A fork in the middle of it would leave the child a
+# half-initialised `requests` in sys.modules (the importing thread does not
+# exist there) that no later import can repair; so a fork waits for it.
+_import_lock = threading.Lock()
+_FORK_WAIT_SECONDS = 5.0
+_held_for_fork = False
+
+
+def _import_requests() -> Any:
+    with _import_lock:
+        import requests  # lazily: `import nat_telemetry` must stay cheap
+    return requests
+
+
+def _before_fork() -> None:
+    global _held_for_fork
+    _held_for_fork = _import_lock.acquire(timeout=_FORK_WAIT_SECONDS)
+
+
+def _after_fork() -> None:
+    global _held_for_fork
+    if _held_for_fork:
+        _held_for_fork = False
+        _import_lock.release()
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(before=_before_fork, after_in_parent=_after_fork,
+                        after_in_child=_after_fork)
 
 
 class TransportError(Exception):
@@ -38,8 +71,7 @@ class RequestsTransport:
         self._session: Any = None
 
     def post(self, url: str, body: bytes, timeout: float) -> Response:
-        import requests  # lazily: `import nat_telemetry` must stay cheap
-
+        requests = _import_requests()
         if self._session is None:
             self._session = requests.Session()
         try:
