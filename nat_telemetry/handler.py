@@ -106,9 +106,12 @@ def _installed_version() -> str:
 class _EventQueue(queue.Queue):  # type: ignore[type-arg]
     """A ``Queue`` that counts what went in and wakes the worker at a threshold.
 
-    Both happen in ``_put``, which the queue runs under its own mutex: the count
-    is exact without another lock on the producers' path, and exactly one
-    producer sees the length reach the threshold.
+    Producers use :meth:`offer`, a ``put_nowait`` for a queue whose consumer
+    never blocks in ``get()``: the worker sleeps on ``wake`` instead, so there
+    is nobody to notify per item, and a full queue answers False rather than
+    raising.  The count and the threshold test run under the queue's own
+    mutex: the count is exact without another lock on the producers' path, and
+    exactly one producer sees the length reach the threshold.
     """
 
     def __init__(self, maxsize: int, threshold: int, wake: threading.Event) -> None:
@@ -117,7 +120,16 @@ class _EventQueue(queue.Queue):  # type: ignore[type-arg]
         self._threshold = threshold
         self._wake = wake
 
+    def offer(self, item: Any) -> bool:
+        """Append ``item`` unless the queue is full; never blocks."""
+        with self.mutex:
+            if len(self.queue) >= self.maxsize:
+                return False
+            self._put(item)
+        return True
+
     def _put(self, item: Any) -> None:
+        # Every addition comes through here, from offer() or a plain put().
         self.queue.append(item)
         self.total_put += 1
         if len(self.queue) == self._threshold:
@@ -229,9 +241,7 @@ class NATTelemetryHandler:
             return
         if not self._accepting and not self._accept_slowly():
             return
-        try:
-            self._queue.put_nowait((event, time.time()))
-        except queue.Full:
+        if not self._queue.offer((event, time.time())):
             self._refuse("dropped_buffer_full")
             return
         if self._state is _STOPPED:
@@ -395,7 +405,9 @@ class NATTelemetryHandler:
             with self._lock:
                 state, flush_ticket = self._state, self._flush_requested
             if state is not _RUNNING:
-                self._guarded(self._final_flush)
+                # One attempt, like flush(): an offline machine must not spend its
+                # whole shutdown budget on retries at every exit.
+                self._guarded(self._send_all, self._stop_deadline)
                 return
             now = time.monotonic()
             if flush_ticket > self._flush_completed:
@@ -425,20 +437,6 @@ class NATTelemetryHandler:
         except Exception:  # noqa: BLE001
             logger.debug("telemetry worker step failed", exc_info=True)
             return None
-
-    def _final_flush(self) -> None:
-        deadline = self._stop_deadline
-        assert deadline is not None
-        while time.monotonic() < deadline:
-            if self._send_all(deadline):
-                return
-            with self._lock:
-                if self._nothing_left():
-                    return
-            wait = self._backoff_until - time.monotonic()
-            if wait >= deadline - time.monotonic():
-                return  # the next retry would come too late: stop() will count the rest
-            time.sleep(max(0.0, wait))
 
     def _send_all(self, deadline: Optional[float]) -> bool:
         """Send what is pending now, in batches; False after a transient failure.
@@ -526,6 +524,9 @@ class NATTelemetryHandler:
         except TransportError as exc:
             logger.debug("telemetry POST failed: %s", exc)
             return Outcome.TRANSIENT, None
+        except Exception:  # noqa: BLE001 - a transport bug must not strand the batch
+            logger.debug("telemetry transport failed unexpectedly", exc_info=True)
+            return Outcome.TRANSIENT, None
         logger.debug("telemetry POST answered %d", response.status)
         return classify_status(response.status), response.retry_after
 
@@ -539,7 +540,11 @@ class NATTelemetryHandler:
     def _retry_later(self, failed: List[QueuedEvent], untried: List[QueuedEvent],
                      retry_after: Optional[str]) -> None:
         self._failures += 1
-        delay = self.retry_policy.delay(self._failures, retry_after)
+        try:
+            delay = self.retry_policy.delay(self._failures, retry_after)
+        except Exception:  # noqa: BLE001 - a custom policy's bug must not strand the batch
+            logger.debug("retry policy failed; using its longest backoff", exc_info=True)
+            delay = self.retry_policy.backoff_max
         self._backoff_until = time.monotonic() + delay
         exhausted = 0
         requeue: List[QueuedEvent] = []
