@@ -5,6 +5,9 @@ Telemetry envelope (:mod:`.payload`) and sent by one daemon worker thread per
 :class:`NATTelemetryHandler`.  Nothing is collected unless the user opted in
 (:mod:`.consent`); see :mod:`.config` for the environment variables.
 
+The public names below are loaded on first use, so ``import nat_telemetry``
+in a program that never records anything costs next to nothing.
+
 ``nat_telemetry.TELEMETRY_ENABLED`` reads the live flag in :mod:`.config`; a
 copy taken with ``from nat_telemetry import TELEMETRY_ENABLED`` does not follow
 later changes (the consent prompt may flip it).
@@ -12,23 +15,44 @@ later changes (the consent prompt may flip it).
 
 from __future__ import annotations
 
-from typing import Any
+import importlib
 
 from . import config
-from .consent import ConsentState, maybe_prompt_for_consent
-from .events import (
-    CliCommandEvent,
-    NemoSourceEnum,
-    TaskStatusEnum,
-    TelemetryEvent,
-    ValidationError,
-)
-from .handler import NATTelemetryHandler
-from .payload import QueuedEvent, build_payload
-from .subcommand import resolve_subcommand
-from .track import track_command
+
+TYPE_CHECKING = False  # typing.TYPE_CHECKING without importing typing at run time
+if TYPE_CHECKING:
+    from typing import Any
+
+    from .consent import ConsentState, maybe_prompt_for_consent
+    from .events import (
+        CliCommandEvent,
+        NemoSourceEnum,
+        TaskStatusEnum,
+        TelemetryEvent,
+        ValidationError,
+    )
+    from .handler import NATTelemetryHandler
+    from .payload import QueuedEvent, build_payload
+    from .subcommand import resolve_subcommand
+    from .track import track_command
 
 __version__ = "0.1.0"
+
+# public name -> the submodule that defines it
+_EXPORTS = {
+    "ConsentState": "consent",
+    "maybe_prompt_for_consent": "consent",
+    "CliCommandEvent": "events",
+    "NemoSourceEnum": "events",
+    "TaskStatusEnum": "events",
+    "TelemetryEvent": "events",
+    "ValidationError": "events",
+    "NATTelemetryHandler": "handler",
+    "QueuedEvent": "payload",
+    "build_payload": "payload",
+    "resolve_subcommand": "subcommand",
+    "track_command": "track",
+}
 
 __all__ = [
     "TELEMETRY_ENABLED",
@@ -42,6 +66,7 @@ __all__ = [
     "ValidationError",
     "__version__",
     "build_payload",
+    "config",
     "maybe_prompt_for_consent",
     "resolve_subcommand",
     "track_command",
@@ -50,5 +75,14 @@ __all__ = [
 
 def __getattr__(name: str) -> Any:
     if name == "TELEMETRY_ENABLED":
-        return config.TELEMETRY_ENABLED
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+        return config.TELEMETRY_ENABLED  # live: never cached here
+    module = _EXPORTS.get(name)
+    if module is None:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    value = getattr(importlib.import_module(f".{module}", __name__), name)
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(__all__))

@@ -27,7 +27,6 @@ Environment variables:
 from __future__ import annotations
 
 import os
-from typing import Optional
 
 CLIENT_ID = "184482118588404"
 NAT_TELEMETRY_VERSION = "nat-telemetry/1.0"
@@ -37,7 +36,7 @@ DEFAULT_NAT_TELEMETRY_ENDPOINT = ""
 _TRUTHY = frozenset({"1", "true", "yes"})
 
 
-def is_truthy(value: Optional[str]) -> bool:
+def is_truthy(value: str | None) -> bool:
     """``1``, ``true`` or ``yes``, in any case, surrounding blanks ignored."""
     return value is not None and value.strip().lower() in _TRUTHY
 
@@ -57,7 +56,7 @@ NAT_TELEMETRY_ENDPOINT: str = os.environ.get(
     "NAT_TELEMETRY_ENDPOINT", DEFAULT_NAT_TELEMETRY_ENDPOINT
 )
 NAT_TELEMETRY_DRY_RUN: bool = is_truthy(os.environ.get("NAT_TELEMETRY_DRY_RUN"))
-SESSION_PREFIX: Optional[str] = os.environ.get("NAT_SESSION_PREFIX") or None
+SESSION_PREFIX: str | None = os.environ.get("NAT_SESSION_PREFIX") or None
 
 TELEMETRY_ENABLED: bool  # resolved on first read by __getattr__ below
 
