@@ -10,8 +10,9 @@ that is a privacy decision, not a refactoring.
 from __future__ import annotations
 
 import dataclasses
+import time
 from datetime import datetime, timezone
-from typing import Any, Dict, Optional, Sequence
+from typing import Any, Dict, Optional, Sequence, Tuple
 
 from . import config
 from .events import TelemetryEvent
@@ -30,15 +31,27 @@ class QueuedEvent:
     retry_count: int = 0
 
 
+# The "YYYY-MM-DDTHH:MM:SS" part of the last second formatted: the events of a
+# batch were mostly accepted within the same second.  One tuple, replaced
+# whole, so threads never see half of an update.
+_last_second: Tuple[int, str] = (-1, "")
+
+
 def format_timestamp(moment: Optional[datetime] = None) -> str:
     """``YYYY-MM-DDTHH:MM:SS.mmmZ`` in UTC (a naive datetime is taken as UTC)."""
+    global _last_second
     if moment is None:
         moment = datetime.now(timezone.utc)
-    elif moment.tzinfo is not None:
-        moment = moment.astimezone(timezone.utc)
-    return (f"{moment.year:04d}-{moment.month:02d}-{moment.day:02d}T"
-            f"{moment.hour:02d}:{moment.minute:02d}:{moment.second:02d}."
-            f"{moment.microsecond // 1000:03d}Z")
+    elif moment.tzinfo is None:
+        moment = moment.replace(tzinfo=timezone.utc)
+    epoch_second = int(moment.timestamp() // 1)  # floor, also before 1970
+    cached_second, prefix = _last_second
+    if epoch_second != cached_second:
+        t = time.gmtime(epoch_second)
+        prefix = (f"{t.tm_year:04d}-{t.tm_mon:02d}-{t.tm_mday:02d}T"
+                  f"{t.tm_hour:02d}:{t.tm_min:02d}:{t.tm_sec:02d}")
+        _last_second = (epoch_second, prefix)
+    return f"{prefix}.{moment.microsecond // 1000:03d}Z"
 
 
 def build_payload(
