@@ -163,12 +163,9 @@ def _consent_path() -> tuple[Path | None, str]:
 
 
 def _load_toml(text: str) -> dict[str, Any]:
-    if sys.version_info >= (3, 11):
-        import tomllib
-    else:
-        import tomli as tomllib
-    document: dict[str, Any] = tomllib.loads(text)
-    return document
+    from ._toml import loads  # tomllib, tomli, or the built-in reader of vendored copies
+
+    return loads(text)
 
 
 def _peek_consent_file(path: Path) -> dict[str, Any] | None:

@@ -16,7 +16,10 @@ private (0600) because it is the user's own setting.  Nothing here may break
 the command that uses it: reading never raises, writing reports failure by
 returning ``False``, and the prompt swallows its own errors.
 
-TOML libraries are imported only when the file is actually read or written,
+TOML goes through :mod:`._toml`: ``tomllib``/``tomli`` and ``tomli-w`` when
+they are importable, a small built-in reader and writer otherwise, so a copy
+of this package vendored without its dependencies keeps the same behaviour.
+The libraries are imported only when the file is actually read or written,
 keeping ``import nat_telemetry`` cheap for commands that never need them.
 """
 
@@ -33,7 +36,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
-from . import config
+from . import _toml, config
 
 __all__ = [
     "CONSENT_FILE_ENV_VAR",
@@ -111,14 +114,9 @@ def resolve_env_consent() -> bool | None:
 
 
 def _load_toml(text: str) -> dict[str, Any]:
-    # Kept apart so a stdlib-only fallback parser can slot in here for vendored
-    # copies that lack tomli on Python < 3.11.
-    if sys.version_info >= (3, 11):
-        import tomllib
-    else:
-        import tomli as tomllib
-    document: dict[str, Any] = tomllib.loads(text)
-    return document
+    # The one place the consent file is parsed: tomllib, tomli, or the built-in
+    # reader of vendored copies that have neither (see _toml).
+    return _toml.loads(text)
 
 
 def _read_consent_text(path: Path) -> str | None:
@@ -167,8 +165,6 @@ def read_persisted_consent() -> ConsentState:
 
 
 def _render_consent_file(state: ConsentState) -> str:
-    import tomli_w
-
     document = {
         "telemetry": {
             "consent": state.value,
@@ -176,8 +172,9 @@ def _render_consent_file(state: ConsentState) -> str:
             "prompt_version": PROMPT_VERSION,
         }
     }
-    # tomli-w cannot emit comments, so the explanatory header is prepended.
-    return _FILE_HEADER + tomli_w.dumps(document)
+    # TOML writers emit no comments, so the explanatory header is prepended.
+    # tomli-w when installed, else the built-in writer: the same bytes either way.
+    return _FILE_HEADER + _toml.dumps(document)
 
 
 def _make_private_dirs(folder: Path) -> None:

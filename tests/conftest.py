@@ -441,3 +441,40 @@ def refused_url() -> str:
         sock.bind(("127.0.0.1", 0))
         port = sock.getsockname()[1]
     return f"http://127.0.0.1:{port}/ingest"
+
+
+# ------------------------------------------------------- dependency modes
+
+# The third-party modules the package can do without (see nat_telemetry._toml
+# and nat_telemetry.transport): hidden in "stdlib" mode.
+OPTIONAL_MODULES = ("requests", "tomli_w", "tomli", "tomllib")
+
+
+@pytest.fixture(params=["installed", "stdlib"])
+def dependency_mode(
+    request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch,
+    handler_registry: HandlerRegistry,
+) -> Iterator[str]:
+    """Run a test with the optional dependencies ("installed") and without ("stdlib").
+
+    "stdlib" puts None in ``sys.modules`` for ``requests``, ``tomli_w``,
+    ``tomli`` and ``tomllib`` and every submodule of theirs already imported,
+    so any import of them raises ImportError and the standard-library
+    fallbacks are really used.  The transport choice is forgotten before the
+    test (and restored after) so it is made again under the test's conditions.
+    Handlers are stopped while the mode still holds.
+    """
+    import sys
+
+    from nat_telemetry import transport
+
+    monkeypatch.setattr(transport, "_default_class", None)
+    if request.param == "stdlib":
+        prefixes = tuple(f"{name}." for name in OPTIONAL_MODULES)
+        for name in list(sys.modules):
+            if name in OPTIONAL_MODULES or name.startswith(prefixes):
+                monkeypatch.setitem(sys.modules, name, None)
+        for name in OPTIONAL_MODULES:
+            monkeypatch.setitem(sys.modules, name, None)
+    yield request.param
+    handler_registry.stop_all()

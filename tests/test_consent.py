@@ -27,6 +27,10 @@ else:
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 
+# Every test runs twice: with tomllib/tomli and tomli-w, and with the built-in
+# TOML reader and writer (those modules hidden).
+pytestmark = pytest.mark.usefixtures("dependency_mode")
+
 
 @pytest.fixture(autouse=True)
 def _isolated(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:

@@ -7,10 +7,14 @@ import threading
 import time
 from typing import Callable
 
+import pytest
 from conftest import BlackHole, Collector, Reply, assert_balanced, event, ids, wait_until
 
 from nat_telemetry.handler import NATTelemetryHandler
 from nat_telemetry.retry import RetryPolicy
+
+# Every test runs twice: with requests, and with urllib (requests hidden).
+pytestmark = pytest.mark.usefixtures("dependency_mode")
 
 MakeHandler = Callable[..., NATTelemetryHandler]
 
@@ -243,7 +247,11 @@ def test_retry_after_from_a_real_server(make_handler: MakeHandler, collector: Co
     assert_balanced(h.stats())
 
 
-def test_connections_are_reused(make_handler: MakeHandler, collector: Collector) -> None:
+def test_connections_are_reused(
+    make_handler: MakeHandler, collector: Collector, dependency_mode: str
+) -> None:
+    if dependency_mode == "stdlib":
+        pytest.skip("urllib has no connection pool: one connection per POST")
     h = make_handler(endpoint=collector.url, max_batch_size=1)
     for i in range(5):
         h.enqueue(event(duration_ms=i))
