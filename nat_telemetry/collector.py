@@ -15,9 +15,10 @@ event's parameters go through its event class's ``model_validate``.  A request
 is stored whole or not at all (one SQLite transaction), so a rejected or failed
 request never leaves half a batch behind.
 
-Fault injection (``fail_rate``, ``delay_ms``, ``drop_rate``) is decided per
-request, in the order the request bodies finish arriving, from one seeded
-``random.Random``: with a single sender a seed replays the same run.  Every
+Fault injection (``fail_rate``, ``delay_ms``, ``drop_rate``, and a mix of
+:class:`Fault` kinds given as ``faults``) is decided per request, in the order
+the request bodies finish arriving, from one seeded ``random.Random``: with a
+single sender a seed replays the same run.  Every
 request lands in exactly one bucket of :meth:`Collector.counts`, so a stress
 test can reconcile what clients believe with what was stored.
 """
@@ -35,12 +36,12 @@ import socketserver
 import sqlite3
 import threading
 import time
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterator, Mapping, Sequence
 from datetime import datetime
 from http import HTTPStatus
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from types import TracebackType
-from typing import Any, Union
+from typing import Any, NamedTuple, Union
 
 from .events import TelemetryEvent
 from .payload import format_timestamp
@@ -57,6 +58,7 @@ __all__ = [
     "REJECT_REASONS",
     "Collector",
     "EnvelopeRejected",
+    "Fault",
     "init_database",
     "known_event_types",
     "parse_envelope",
@@ -136,6 +138,8 @@ REJECT_REASONS = (
     "too_large", "length_required", "method_not_allowed",
 )
 FAULT_KINDS = ("fail", "drop", "drop_after_store", "delay")
+# What a Fault in a mix may do (see Fault).
+MIX_KINDS = ("fail", "drop", "slow")
 ERROR_KINDS = ("incomplete_body", "storage")
 
 _NEW, _RUNNING, _STOPPED = "new", "running", "stopped"
@@ -143,6 +147,25 @@ _NEW, _RUNNING, _STOPPED = "new", "running", "stopped"
 # (received_at, session_id, client_ver, cpu_architecture, schema_version, name, ts, parameters)
 Row = tuple[str, ...]
 StrPath = Union[str, "os.PathLike[str]"]
+
+
+class Fault(NamedTuple):
+    """One entry of a fault mix: ``rate`` of the requests get this fault.
+
+    ``kind`` is ``"fail"`` (answer ``status``, with ``Retry-After:
+    retry_after`` when given; nothing is stored), ``"drop"`` (close without an
+    answer once the body was read; stored first when the collector has
+    ``drop_after_store``) or ``"slow"`` (store and answer normally, ``delay_ms``
+    late).  Counted like the single-rate faults: ``faults['fail']`` (and
+    ``fail_statuses[status]``), ``faults['drop']`` or
+    ``faults['drop_after_store']``, and ``faults['delay']`` on top.
+    """
+
+    rate: float
+    kind: str
+    status: int = 503
+    retry_after: int | None = None
+    delay_ms: int = 0
 
 
 class EnvelopeRejected(Exception):
@@ -499,29 +522,30 @@ class _RequestHandler(BaseHTTPRequestHandler):
             return
         self._ingest(collector, body, collector._decide_fault())
 
-    def _ingest(self, collector: Collector, body: bytes, fault: str) -> None:
+    def _ingest(self, collector: Collector, body: bytes, decision: _Decision) -> None:
+        fault, slow = decision.action, decision.delay_ms
         if fault == "drop":
             collector._count_request("faults", "drop")
-            self._drop()
+            self._drop(slow)
             return
         if fault == "fail":
-            collector._count_request("faults", "fail")
-            status = collector.fail_status
+            status = decision.status
+            collector._count_request("faults", "fail", status=status)
             headers: dict[str, str] = {}
-            if collector.retry_after is not None:
-                headers["Retry-After"] = str(collector.retry_after)
+            if decision.retry_after is not None:
+                headers["Retry-After"] = str(decision.retry_after)
             self._answer(status, {"error": f"injected fault: {status} {_phrase(status)}"},
-                         headers=headers)
+                         headers=headers, delay_ms=slow)
             return
         try:
             rows = parse_envelope(body, collector._event_types)
         except EnvelopeRejected as exc:
             if fault == "drop_after_store":
                 collector._count_request("faults", "drop_after_store")
-                self._drop()
+                self._drop(slow)
                 return
             collector._count_request("rejected", exc.reason)
-            self._answer(400, {"error": exc.message})
+            self._answer(400, {"error": exc.message}, delay_ms=slow)
             return
         try:
             self._store(rows)
@@ -529,17 +553,17 @@ class _RequestHandler(BaseHTTPRequestHandler):
             logger.debug("collector: could not store %d event(s)", len(rows), exc_info=True)
             collector._count_request("errors", "storage")
             if fault == "drop_after_store":
-                self._drop()
+                self._drop(slow)
             else:
                 self._answer(503, {"error": f"could not store the events: {exc}"},
-                             headers={"Retry-After": "1"})
+                             headers={"Retry-After": "1"}, delay_ms=slow)
             return
         if fault == "drop_after_store":
             collector._count_request("faults", "drop_after_store", stored=len(rows))
-            self._drop()
+            self._drop(slow)
             return
         collector._count_request(None, None, stored=len(rows), accepted=len(rows))
-        self._answer(200, {"accepted": len(rows)})
+        self._answer(200, {"accepted": len(rows)}, delay_ms=slow)
 
     def _refuse_unread(self, collector: Collector, status: int, reason: str,
                        message: str) -> None:
@@ -570,8 +594,9 @@ class _RequestHandler(BaseHTTPRequestHandler):
     # ----------------------------------------------------------- answers
 
     def _answer(self, status: int, payload: dict[str, Any], *,
-                headers: Mapping[str, str] | None = None, close: bool = False) -> None:
-        self.server.collector._apply_delay()
+                headers: Mapping[str, str] | None = None, close: bool = False,
+                delay_ms: int = 0) -> None:
+        self.server.collector._apply_delay(delay_ms)
         body = json.dumps(payload).encode("utf-8")
         try:
             self.send_response(status)
@@ -590,8 +615,8 @@ class _RequestHandler(BaseHTTPRequestHandler):
         if close:
             self.close_connection = True
 
-    def _drop(self) -> None:
-        self.server.collector._apply_delay()
+    def _drop(self, delay_ms: int = 0) -> None:
+        self.server.collector._apply_delay(delay_ms)
         self.close_connection = True
         # FIN without a byte of answer: the client sees "connection closed
         # without response".  The body was read in full, so no reset either.
@@ -649,8 +674,36 @@ def _new_counts() -> dict[str, Any]:
         "stored_then_dropped_events": 0,
         "rejected": dict.fromkeys(REJECT_REASONS, 0),
         "faults": dict.fromkeys(FAULT_KINDS, 0),
+        "fail_statuses": {},
         "errors": dict.fromkeys(ERROR_KINDS, 0),
     }
+
+
+class _Decision(NamedTuple):
+    """The fault chosen for one request: ``action`` is ``""``, ``"fail"``,
+    ``"drop"`` or ``"drop_after_store"``; ``delay_ms`` is added to the answer."""
+
+    action: str = ""
+    status: int = 503
+    retry_after: int | None = None
+    delay_ms: int = 0
+
+
+_NO_FAULT = _Decision()
+
+
+def _as_faults(faults: Sequence[Fault | tuple[Any, ...]]) -> tuple[Fault, ...]:
+    mix = tuple(Fault(*fault) for fault in faults)
+    for fault in mix:
+        _check(fault.kind in MIX_KINDS, "faults kind", fault.kind)
+        _check(0.0 <= fault.rate <= 1.0, "faults rate", fault.rate)
+        _check(400 <= fault.status <= 599, "faults status", fault.status)
+        _check(fault.retry_after is None or fault.retry_after >= 0, "faults retry_after",
+               fault.retry_after)
+        _check(fault.delay_ms >= 0, "faults delay_ms", fault.delay_ms)
+    total = sum(fault.rate for fault in mix)
+    _check(total <= 1.0 + 1e-9, "faults (sum of rates)", total)
+    return mix
 
 
 class Collector:
@@ -661,7 +714,11 @@ class Collector:
     ``fail_status`` (with ``Retry-After: retry_after`` when given);
     ``drop_rate`` of them are closed without an answer after the body was
     read (stored first when ``drop_after_store``); every answer waits
-    ``delay_ms``.  ``seed`` makes the fault sequence replayable.
+    ``delay_ms``.  ``faults`` adds a mix of :class:`Fault` entries (e.g. 30 %
+    503, 5 % 429 with ``Retry-After``, 5 % drops, 2 % slow answers): one draw
+    per request picks at most one of them, and only requests that
+    ``fail_rate``/``drop_rate`` left alone get one.  ``seed`` makes the fault
+    sequence replayable.
     """
 
     def __init__(
@@ -678,6 +735,7 @@ class Collector:
         drop_rate: float = 0.0,
         drop_after_store: bool = False,
         seed: int | None = None,
+        faults: Sequence[Fault | tuple[Any, ...]] = (),
     ) -> None:
         _check(0 <= port <= 65535, "port", port)
         _check(max_body >= 1, "max_body", max_body)
@@ -695,6 +753,7 @@ class Collector:
         self.delay_ms = delay_ms
         self.drop_rate = float(drop_rate)
         self.drop_after_store = drop_after_store
+        self.faults = _as_faults(faults)
         self.seed = seed
         self._port = port
         self._event_types = known_event_types()
@@ -793,10 +852,11 @@ class Collector:
         + sum(``errors``): every request lands in exactly one of those
         (``faults['delay']`` counts delayed answers on top).
         ``stored_events`` = ``accepted_events`` + ``stored_then_dropped_events``.
+        ``fail_statuses`` splits ``faults['fail']`` by the status answered.
         """
         with self._lock:
             snapshot = dict(self._counts)
-            for key in ("rejected", "faults", "errors"):
+            for key in ("rejected", "faults", "fail_statuses", "errors"):
                 snapshot[key] = dict(self._counts[key])
         return snapshot
 
@@ -823,13 +883,15 @@ class Collector:
     # --------------------------------------------- used by the handler
 
     def _count_request(self, bucket: str | None, key: str | None, *,
-                       stored: int = 0, accepted: int = 0) -> None:
+                       stored: int = 0, accepted: int = 0, status: int | None = None) -> None:
         """Count one request in ``counts()[bucket][key]``, or as accepted (bucket None)."""
         # Counted before the answer goes out: a client that got its answer
         # already finds it in counts().
         with self._lock:
             counts = self._counts
             counts["requests"] += 1
+            if status is not None:
+                counts["fail_statuses"][status] = counts["fail_statuses"].get(status, 0) + 1
             if bucket is not None and key is not None:
                 counts[bucket][key] += 1
             else:
@@ -838,27 +900,40 @@ class Collector:
             counts["accepted_events"] += accepted
             counts["stored_then_dropped_events"] += stored - accepted
 
-    def _decide_fault(self) -> str:
-        """``""``, ``"drop"``, ``"drop_after_store"`` or ``"fail"`` for the next request.
+    def _decide_fault(self) -> _Decision:
+        """The fault (if any) for the next request.
 
         Always two draws per request, whatever the rates, so that changing one
         rate does not shift the other's sequence; a drop wins over a failure.
+        A fault mix takes one more draw per request (only when there is a mix,
+        so a seed replays the same single-rate run as before mixes existed).
         """
         with self._lock:
             drop_draw = self._rng.random()
             fail_draw = self._rng.random()
+            mix_draw = self._rng.random() if self.faults else 1.0
+        drop = "drop_after_store" if self.drop_after_store else "drop"
         if drop_draw < self.drop_rate:
-            return "drop_after_store" if self.drop_after_store else "drop"
+            return _Decision(drop)
         if fail_draw < self.fail_rate:
-            return "fail"
-        return ""
+            return _Decision("fail", self.fail_status, self.retry_after)
+        for fault in self.faults:
+            if mix_draw < fault.rate:
+                if fault.kind == "fail":
+                    return _Decision("fail", fault.status, fault.retry_after)
+                if fault.kind == "drop":
+                    return _Decision(drop)
+                return _Decision(delay_ms=fault.delay_ms)
+            mix_draw -= fault.rate
+        return _NO_FAULT
 
-    def _apply_delay(self) -> None:
-        if self.delay_ms <= 0:
+    def _apply_delay(self, extra_ms: int = 0) -> None:
+        delay_ms = self.delay_ms + extra_ms
+        if delay_ms <= 0:
             return
         with self._lock:
             self._counts["faults"]["delay"] += 1
-        self._closing.wait(self.delay_ms / 1000.0)
+        self._closing.wait(delay_ms / 1000.0)
 
     @contextlib.contextmanager
     def _busy(self) -> Iterator[None]:

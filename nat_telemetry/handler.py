@@ -39,7 +39,7 @@ from . import config
 from .events import TelemetryEvent
 from .payload import QueuedEvent, build_payload
 from .retry import Outcome, RetryPolicy, classify_status
-from .transport import RequestsTransport, TransportError
+from .transport import TransportError, default_transport
 
 __all__ = [
     "DEFAULT_FLUSH_INTERVAL_SECONDS",
@@ -63,6 +63,11 @@ DEFAULT_MAX_BATCH_SIZE: int = 500
 
 # A POST made with less time than this left before a deadline cannot finish.
 _MIN_REQUEST_TIMEOUT = 0.05
+
+# threading's waits raise OverflowError beyond the platform's limit (and for
+# inf), which a long flush interval or backoff would reach: every wait is
+# capped, and every loop around one checks its condition again.
+_MAX_WAIT_SECONDS = 3600.0
 
 _COUNTERS = (
     "sent",
@@ -226,7 +231,7 @@ class NATTelemetryHandler:
         self._flush_completed = 0
         self._failures = 0  # consecutive transient failures
         self._backoff_until = 0.0
-        self._transport = RequestsTransport()
+        self._transport = default_transport()
 
     # ------------------------------------------------------------ producers
 
@@ -310,7 +315,7 @@ class NATTelemetryHandler:
                 remaining = None if deadline is None else deadline - time.monotonic()
                 if remaining is not None and remaining <= 0:
                     break
-                self._flushed.wait(remaining)
+                self._flushed.wait(None if remaining is None else _bounded_wait(remaining))
             return self._nothing_left()
 
     def stop(self, timeout: Optional[float] = None) -> None:
@@ -338,7 +343,8 @@ class NATTelemetryHandler:
     def _finish_stop(self, deadline: float) -> None:
         worker = self._worker
         if worker is not None and worker is not threading.current_thread():
-            worker.join(max(0.0, deadline - time.monotonic()))
+            while worker.is_alive() and time.monotonic() < deadline:
+                worker.join(_bounded_wait(deadline - time.monotonic()))
         with self._lock:
             if self._state is not _STOPPED:
                 self._state = _STOPPED
@@ -428,7 +434,7 @@ class NATTelemetryHandler:
             due = bool(self._dlq) or len(self._queue.queue) >= self.max_queue_size \
                 or next_timed_flush <= time.monotonic()
             wake_at = self._backoff_until if due else next_timed_flush
-            self._wake.wait(max(0.0, wake_at - time.monotonic()))
+            self._wake.wait(_bounded_wait(wake_at - time.monotonic()))
 
     def _guarded(self, step: Callable[..., _T], *args: Any) -> Optional[_T]:
         # The worker must outlive any bug or surprise in one round of sending.
@@ -550,16 +556,19 @@ class NATTelemetryHandler:
         requeue: List[QueuedEvent] = []
         for queued in failed:
             queued.retry_count += 1
-            if self.retry_policy.exhausted(queued.retry_count):
+            if self._gives_up(queued.retry_count):
                 exhausted += 1
             else:
                 requeue.append(queued)
         requeue += untried
+        stranded = 0
         with self._lock:
             self._in_flight -= len(failed) + len(untried)
             self._counts["dropped_retries_exhausted"] += exhausted
             if self._state is _STOPPED:
-                self._counts["dropped_shutdown"] += len(requeue)
+                # stop() gave up waiting for this POST and has settled the rest.
+                stranded = len(requeue)
+                self._counts["dropped_shutdown"] += stranded
                 overflow = 0
             else:
                 self._counts["retries"] += len(failed) - exhausted
@@ -569,8 +578,17 @@ class NATTelemetryHandler:
                 for _ in range(overflow):
                     self._dlq.popleft()
                 self._counts["dropped_dlq_full"] += overflow
-        logger.debug("telemetry batch failed; retry in %.2fs (%d gave up, %d over DLQ cap)",
-                     delay, exhausted, overflow)
+        logger.debug("telemetry batch of %d failed; backing off %.2fs", len(failed), delay)
+        _log_dropped(exhausted, "dropped_retries_exhausted")
+        _log_dropped(overflow, "dropped_dlq_full")
+        _log_dropped(stranded, "dropped_shutdown")
+
+    def _gives_up(self, retry_count: int) -> bool:
+        try:
+            return bool(self.retry_policy.exhausted(retry_count))
+        except Exception:  # a custom policy's bug must not strand the event
+            logger.debug("retry policy failed; giving the event up", exc_info=True)
+            return True
 
     # ----------------------------------------------------------------- fork
 
@@ -579,6 +597,15 @@ class NATTelemetryHandler:
         # empty, and starts a worker again on its first event.
         state = _STOPPED if self._state in (_STOPPING, _STOPPED) else _NEW
         self._reset_state(state)
+
+
+def _bounded_wait(seconds: float) -> float:
+    return min(max(0.0, seconds), _MAX_WAIT_SECONDS)
+
+
+def _log_dropped(count: int, reason: str) -> None:
+    if count:
+        logger.debug("%d telemetry event(s) dropped: %s", count, reason)
 
 
 def _require(ok: bool, name: str, value: object) -> None:

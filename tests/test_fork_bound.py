@@ -1,0 +1,206 @@
+"""os.fork while producer threads enqueue and the worker waits on a slow POST.
+
+tests/test_exit_and_fork.py forks once, from a quiet process.  Here a parent
+keeps four producer threads enqueuing while its worker sends to the real
+collector (every answer 80 ms late), and forks three children, each at a
+moment the worker has a POST in flight, the first one included (its lazy
+imports are guarded: see test_first_post_imports_nothing_outside_the_fork_guard).
+Each child records its own events from two threads and exits normally.
+Afterwards the collector must hold every child's events exactly once under
+the child's session, the parent's events exactly as often as the parent
+counted them sent, and nothing of the parent's under a child's session.
+Every wait is bounded: a deadlock shows up as a killed child and a failed
+test, never as a hung suite.
+"""
+
+from __future__ import annotations
+
+import collections
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from conftest import REPO_ROOT, subprocess_env
+
+from nat_telemetry.collector import Collector
+
+CHILDREN = 3
+CHILD_EVENTS = 40  # per child, from two threads
+
+SCRIPT = """\
+import json, os, sys, threading, time
+from nat_telemetry import CliCommandEvent, NATTelemetryHandler
+
+URL, CHILDREN, CHILD_EVENTS = sys.argv[1], int(sys.argv[2]), int(sys.argv[3])
+
+def ev(command, n):
+    return CliCommandEvent(command=command, task_status="success",
+                           python_version="3.11.7", duration_ms=n)
+
+h = NATTelemetryHandler(endpoint=URL, session_id="parent", max_queue_size=20,
+                        max_batch_size=100, max_buffer_size=2_000)
+done = threading.Event()
+produced = [0] * 4
+
+def produce(p):
+    i = 0
+    while not done.is_set():
+        h.enqueue(ev("parent", p * 1_000_000 + i))
+        i += 1
+        if i % 20 == 0:
+            time.sleep(0.001)
+    produced[p] = i
+
+producers = [threading.Thread(target=produce, args=(p,)) for p in range(4)]
+for t in producers:
+    t.start()
+
+children, mid_send = [], []
+for k in range(CHILDREN):
+    deadline = time.monotonic() + 5
+    while not h._in_flight and time.monotonic() < deadline:
+        time.sleep(0.001)
+    mid_send.append(bool(h._in_flight))
+    pid = os.fork()
+    if pid == 0:
+        # Only this thread exists here; the parent's queue, batch in flight
+        # and dead-letter queue are not this process's to send.
+        inherited = h.stats()
+        h.session_id = "child%d" % k
+        def child_produce(offset):
+            for i in range(offset, CHILD_EVENTS, 2):
+                h.enqueue(ev("child%d" % k, i))
+        helpers = [threading.Thread(target=child_produce, args=(o,)) for o in (0, 1)]
+        for t in helpers:
+            t.start()
+        for t in helpers:
+            t.join(10)
+        h.stop(timeout=5)
+        print("CHILD", k, json.dumps({"inherited": inherited, "final": h.stats()}), flush=True)
+        os._exit(0 if all(not t.is_alive() for t in helpers) else 4)
+    children.append(pid)
+    time.sleep(0.05)
+
+statuses = {}
+deadline = time.monotonic() + 20
+while len(statuses) < len(children) and time.monotonic() < deadline:
+    for pid in children:
+        if pid not in statuses:
+            done_pid, status = os.waitpid(pid, os.WNOHANG)
+            if done_pid:
+                statuses[pid] = os.waitstatus_to_exitcode(status)
+    time.sleep(0.01)
+for pid in children:
+    if pid not in statuses:
+        os.kill(pid, 9)
+        os.waitpid(pid, 0)
+        statuses[pid] = "hung"
+
+done.set()
+for t in producers:
+    t.join(10)
+h.stop(timeout=15)
+print("PARENT", json.dumps({"stats": h.stats(), "produced": sum(produced),
+                            "mid_send": mid_send,
+                            "children": [statuses[pid] for pid in children]}), flush=True)
+"""
+
+
+@pytest.mark.skipif(not hasattr(os, "fork"), reason="needs os.fork")
+def test_forks_while_producing_and_sending(tmp_path: Path) -> None:
+    collector = Collector(tmp_path / "fork.db", delay_ms=80).start()
+    try:
+        script = tmp_path / "fork_bound.py"
+        script.write_text(SCRIPT)
+        result = subprocess.run(
+            [sys.executable, str(script), collector.url, str(CHILDREN), str(CHILD_EVENTS)],
+            cwd=REPO_ROOT, env=subprocess_env(tmp_path), capture_output=True, text=True,
+            timeout=90,
+        )
+        rows = collector.rows()
+        counts = collector.counts()
+    finally:
+        collector.stop()
+    assert result.returncode == 0, result.stderr
+    assert "Traceback" not in result.stderr, result.stderr
+
+    reports = [line.split(maxsplit=2) for line in result.stdout.splitlines()]
+    parent = json.loads(next(r[1] + " " + r[2] for r in reports if r[0] == "PARENT"))
+    child = {int(r[1]): json.loads(r[2]) for r in reports if r[0] == "CHILD"}
+    assert parent["children"] == [0] * CHILDREN, parent  # nobody hung, nobody failed
+    assert sorted(child) == list(range(CHILDREN))
+    assert all(parent["mid_send"]), parent  # every fork met a POST in flight
+
+    by_session: dict[str, list[tuple[str, int]]] = collections.defaultdict(list)
+    for row in rows:
+        parameters = row["parameters"]
+        by_session[row["session_id"]].append((parameters["command"], parameters["durationMs"]))
+
+    for k in range(CHILDREN):
+        inherited, final = child[k]["inherited"], child[k]["final"]
+        assert inherited["enqueued"] == inherited["pending"] == inherited["dlq"] == 0, inherited
+        assert final["enqueued"] == final["sent"] == CHILD_EVENTS, final
+        # Its own events, once each, and nothing else.
+        assert sorted(by_session[f"child{k}"]) == [(f"child{k}", i) for i in range(CHILD_EVENTS)]
+
+    stats = parent["stats"]
+    assert stats["enqueued"] == parent["produced"] > 0, parent
+    assert stats["pending"] == stats["dlq"] == 0, stats
+    parents_rows = by_session["parent"]
+    assert all(command == "parent" for command, _ in parents_rows)
+    # No fault was injected: the parent's events were stored exactly as often
+    # as it counted them sent, i.e. once, and never by a child.
+    assert len(parents_rows) == len(set(parents_rows)) == stats["sent"] > 0, stats
+    assert set(by_session) == {"parent"} | {f"child{k}" for k in range(CHILDREN)}
+    assert counts["accepted_events"] == len(rows)
+
+
+AUDIT_SCRIPT = """\
+import sys, threading
+from nat_telemetry import transport
+
+unguarded = []
+
+def hook(event, args):
+    # A module imported on the worker thread while the fork guard is free.
+    if (event == "import" and threading.current_thread().name == "nat-telemetry-worker"
+            and args[0] not in sys.modules and not transport._import_lock.locked()):
+        unguarded.append(args[0])
+
+sys.addaudithook(hook)
+from nat_telemetry import CliCommandEvent, NATTelemetryHandler
+
+h = NATTelemetryHandler(endpoint=sys.argv[1])
+h.enqueue(CliCommandEvent(command="audit", task_status="success", python_version="3.11.7"))
+print("FLUSHED", h.flush(timeout=10), h.stats()["sent"], flush=True)
+print("UNGUARDED", " ".join(unguarded), flush=True)
+"""
+
+
+def test_first_post_imports_nothing_outside_the_fork_guard(tmp_path: Path) -> None:
+    """Every lazy import of the first POST happens while a fork would wait for it.
+
+    A fork that catches another thread half-way through an import leaves that
+    module's import lock held in the child forever (the importing thread does
+    not exist there): the child's own first POST then hangs on the same
+    import, and its exit waits out the whole shutdown budget.  An audit hook
+    lists the modules the worker imports while the transport's fork guard is
+    free; there must be none.
+    """
+    collector = Collector(tmp_path / "audit.db").start()
+    try:
+        script = tmp_path / "audit.py"
+        script.write_text(AUDIT_SCRIPT)
+        result = subprocess.run(
+            [sys.executable, str(script), collector.url], cwd=REPO_ROOT,
+            env=subprocess_env(tmp_path), capture_output=True, text=True, timeout=60,
+        )
+    finally:
+        collector.stop()
+    assert result.returncode == 0, result.stderr
+    lines = {line.split()[0]: line.split()[1:] for line in result.stdout.splitlines()}
+    assert lines["FLUSHED"] == ["True", "1"]  # the POST really went out
+    assert lines["UNGUARDED"] == [], lines["UNGUARDED"]
