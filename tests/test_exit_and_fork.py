@@ -65,19 +65,6 @@ def test_atexit_flushes_without_stop(collector: Collector, tmp_path: Path) -> No
     assert exit_took < 2.0 + MARGIN
 
 
-def test_exit_against_a_black_hole_is_bounded_by_the_default_budget(
-    black_hole: BlackHole, tmp_path: Path
-) -> None:
-    result, exit_took = run_script("""
-        h = NATTelemetryHandler(endpoint=URL)
-        h.enqueue(ev(1))
-    """, black_hole.url, tmp_path)
-    assert_clean(result)
-    assert len(black_hole.connections) >= 1  # the final flush really tried
-    assert exit_took < 2.0 + MARGIN
-    assert exit_took >= 1.5  # ... and was given its budget
-
-
 def test_exit_against_a_black_hole_honours_shutdown_timeout(
     black_hole: BlackHole, tmp_path: Path
 ) -> None:
@@ -108,15 +95,23 @@ def test_exit_with_a_post_already_stuck_is_bounded(
 
 
 def test_two_handlers_share_one_exit_budget(black_hole: BlackHole, tmp_path: Path) -> None:
-    result, exit_took = run_script("""
-        first = NATTelemetryHandler(endpoint=URL, shutdown_timeout_seconds=2.0)
-        second = NATTelemetryHandler(endpoint=URL, shutdown_timeout_seconds=2.0)
+    # Timed from the moment the exit hooks start (a hook registered after the
+    # library's runs right before it), so the budgets can be short and still
+    # tell "the longest budget" from "their sum".
+    result, _ = run_script("""
+        import atexit
+        first = NATTelemetryHandler(endpoint=URL, shutdown_timeout_seconds=0.8)
+        second = NATTelemetryHandler(endpoint=URL, shutdown_timeout_seconds=0.8)
         first.enqueue(ev(1))
         second.enqueue(ev(2))
+        atexit.register(lambda: print("HOOKS", time.monotonic(), flush=True))
     """, black_hole.url, tmp_path)
+    ended = time.monotonic()
     assert_clean(result)
+    hooks = [line for line in result.stdout.splitlines() if line.startswith("HOOKS ")]
+    exit_took = ended - float(hooks[-1].split()[1])
     assert len(black_hole.connections) >= 2  # both flushed, side by side
-    assert exit_took < 2.0 + MARGIN  # the max of the budgets, not their sum (4 s)
+    assert 0.6 <= exit_took < 0.8 + 0.6, exit_took  # the longest budget, not the sum (1.6 s)
 
 
 def test_exit_against_a_refused_port(refused_url: str, tmp_path: Path) -> None:
