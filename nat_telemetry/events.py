@@ -20,7 +20,8 @@ import enum
 import re
 import typing
 from collections.abc import Mapping
-from typing import Any, Callable, ClassVar, Dict, List, Optional, Pattern, Tuple
+from re import Pattern
+from typing import Any, Callable, ClassVar
 
 __all__ = [
     "CliCommandEvent",
@@ -35,7 +36,7 @@ __all__ = [
 class ValidationError(ValueError):
     """An event's data is not valid; ``errors`` lists ``(field, reason)`` pairs."""
 
-    def __init__(self, model: str, errors: List[Tuple[str, str]]) -> None:
+    def __init__(self, model: str, errors: list[tuple[str, str]]) -> None:
         self.model = model
         self.errors = errors
         detail = "; ".join(f"{name}: {reason}" for name, reason in errors)
@@ -79,14 +80,14 @@ class TaskStatusEnum(str, enum.Enum):
 _MISSING: Any = dataclasses.MISSING
 
 
-def Field(  # noqa: N802 - named like the pydantic helper it replaces
+def Field(
     default: Any = _MISSING,
     *,
-    alias: Optional[str] = None,
-    ge: Optional[int] = None,
-    pattern: Optional[str] = None,
-    max_length: Optional[int] = None,
-    rule: Optional[str] = None,
+    alias: str | None = None,
+    ge: int | None = None,
+    pattern: str | None = None,
+    max_length: int | None = None,
+    rule: str | None = None,
 ) -> Any:
     """Declare a field's wire alias and constraint.
 
@@ -121,8 +122,8 @@ class _Kind(typing.NamedTuple):
     is_enum: bool
 
 
-def _str_kind(pattern: Optional[str], max_length: Optional[int], rule: Optional[str]) -> _Kind:
-    compiled: Optional[Pattern[str]] = re.compile(pattern) if pattern is not None else None
+def _str_kind(pattern: str | None, max_length: int | None, rule: str | None) -> _Kind:
+    compiled: Pattern[str] | None = re.compile(pattern) if pattern is not None else None
     wording = rule or (f"must match {pattern!r}" if pattern else "")
     known: set[str] = set()
 
@@ -150,7 +151,7 @@ def _str_kind(pattern: Optional[str], max_length: Optional[int], rule: Optional[
     return _Kind(check, accept, False)
 
 
-def _int_kind(ge: Optional[int]) -> _Kind:
+def _int_kind(ge: int | None) -> _Kind:
     floor = ge if ge is not None else -(2**63)
 
     def check(value: Any) -> int:
@@ -172,10 +173,10 @@ def _int_kind(ge: Optional[int]) -> _Kind:
     return _Kind(check, accept, False)
 
 
-def _enum_kind(enum_type: "type[enum.Enum]") -> _Kind:
+def _enum_kind(enum_type: type[enum.Enum]) -> _Kind:
     # A str enum member hashes and compares like its value, so one dict serves
     # both the members and their string values.
-    by_value: Dict[Any, enum.Enum] = {member.value: member for member in enum_type}
+    by_value: dict[Any, enum.Enum] = {member.value: member for member in enum_type}
     allowed = ", ".join(repr(v) for v in by_value)
 
     def check(value: Any) -> enum.Enum:
@@ -200,7 +201,7 @@ class _FieldSpec(typing.NamedTuple):
     kind: _Kind
 
 
-def _field_specs(cls: type) -> Tuple[_FieldSpec, ...]:
+def _field_specs(cls: type) -> tuple[_FieldSpec, ...]:
     hints = typing.get_type_hints(cls)
     specs = []
     for f in dataclasses.fields(cls):
@@ -226,11 +227,11 @@ def _field_specs(cls: type) -> Tuple[_FieldSpec, ...]:
     return tuple(specs)
 
 
-def _validate(cls: type, data: Dict[str, Any]) -> Dict[str, Any]:
+def _validate(cls: type, data: dict[str, Any]) -> dict[str, Any]:
     """Check ``data`` against ``cls``'s fields; every problem goes in one ValidationError."""
-    specs: Tuple[_FieldSpec, ...] = cls.__fields_spec__  # type: ignore[attr-defined]
-    values: Dict[str, Any] = {}
-    errors: List[Tuple[str, str]] = []
+    specs: tuple[_FieldSpec, ...] = cls.__fields_spec__  # type: ignore[attr-defined]
+    values: dict[str, Any] = {}
+    errors: list[tuple[str, str]] = []
     for spec in specs:
         name, alias = spec.name, spec.alias
         if name in data and alias != name and alias in data:
@@ -251,7 +252,7 @@ def _validate(cls: type, data: Dict[str, Any]) -> Dict[str, Any]:
     return values
 
 
-def _compile_init(cls: type, specs: Tuple[_FieldSpec, ...]) -> Callable[..., None]:
+def _compile_init(cls: type, specs: tuple[_FieldSpec, ...]) -> Callable[..., None]:
     """A keyword-only ``__init__`` written out for ``cls``'s fields.
 
     Binding arguments by name and checking each field in straight-line code is
@@ -268,7 +269,8 @@ def _compile_init(cls: type, specs: Tuple[_FieldSpec, ...]) -> Callable[..., Non
         name, alias = spec.name, spec.alias
         value = name
         if alias != name:
-            value = f"({name} if {alias} is _MISSING else {alias} if {name} is _MISSING else _REJECT)"
+            value = (f"({name} if {alias} is _MISSING"
+                     f" else {alias} if {name} is _MISSING else _REJECT)")
         if spec.default is _MISSING:
             lines.append(f"    v{i} = _REJECT if {value} is _MISSING else accept{i}({value})")
         else:
@@ -280,17 +282,17 @@ def _compile_init(cls: type, specs: Tuple[_FieldSpec, ...]) -> Callable[..., Non
     lines.append(f"        _reject(self, {{{arguments}}}, _unknown)")
     assigned = ", ".join(f"{name}=v{i}" for i, name in enumerate(names))
     lines.append(f"    self.__dict__.update({assigned})")
-    namespace: Dict[str, Any] = {"_MISSING": _MISSING, "_REJECT": _REJECT, "_reject": _reject}
+    namespace: dict[str, Any] = {"_MISSING": _MISSING, "_REJECT": _REJECT, "_reject": _reject}
     for i, spec in enumerate(specs):
         namespace[f"accept{i}"] = spec.kind.accept
         namespace[f"default{i}"] = spec.default
-    exec("\n".join(lines), namespace)  # noqa: S102 - source built above from field names only
+    exec("\n".join(lines), namespace)
     init: Callable[..., None] = namespace["__init__"]
     init.__qualname__ = f"{cls.__qualname__}.__init__"
     return init
 
 
-def _compile_dump(specs: Tuple[_FieldSpec, ...], by_alias: bool) -> Callable[[Any], Dict[str, Any]]:
+def _compile_dump(specs: tuple[_FieldSpec, ...], by_alias: bool) -> Callable[[Any], dict[str, Any]]:
     """``model_dump`` written out as one dict display, for the same reason as ``__init__``.
 
     Enum members are read through ``_value_``, the plain attribute behind the
@@ -301,13 +303,13 @@ def _compile_dump(specs: Tuple[_FieldSpec, ...], by_alias: bool) -> Callable[[An
         f"values[{spec.name!r}]{'._value_' if spec.kind.is_enum else ''}"
         for spec in specs
     )
-    namespace: Dict[str, Any] = {}
-    exec(f"def dump(values):\n    return {{{items}}}", namespace)  # noqa: S102 - as above
-    dump: Callable[[Any], Dict[str, Any]] = namespace["dump"]
+    namespace: dict[str, Any] = {}
+    exec(f"def dump(values):\n    return {{{items}}}", namespace)
+    dump: Callable[[Any], dict[str, Any]] = namespace["dump"]
     return dump
 
 
-def _reject(self: "TelemetryEvent", given: Dict[str, Any], unknown: Dict[str, Any]) -> None:
+def _reject(self: TelemetryEvent, given: dict[str, Any], unknown: dict[str, Any]) -> None:
     data = {key: value for key, value in given.items() if value is not _MISSING}
     _validate(type(self), {**data, **unknown})
     raise AssertionError("an acceptor rejected a value its checker accepts")  # pragma: no cover
@@ -323,8 +325,8 @@ class TelemetryEvent:
 
     _event_name: ClassVar[str]
     _schema_version: ClassVar[str] = "1.5"
-    __fields_spec__: ClassVar[Tuple[_FieldSpec, ...]] = ()
-    __dumpers__: ClassVar[Tuple[Callable[[Any], Dict[str, Any]], ...]] = ()
+    __fields_spec__: ClassVar[tuple[_FieldSpec, ...]] = ()
+    __dumpers__: ClassVar[tuple[Callable[[Any], dict[str, Any]], ...]] = ()
 
     if typing.TYPE_CHECKING:  # the real one is generated per subclass
         def __init__(self, **data: Any) -> None: ...
@@ -340,7 +342,7 @@ class TelemetryEvent:
                            _compile_dump(cls.__fields_spec__, by_alias=True))
 
     @classmethod
-    def model_validate(cls, data: Mapping[str, Any]) -> "TelemetryEvent":
+    def model_validate(cls, data: Mapping[str, Any]) -> TelemetryEvent:
         """Build an event from a mapping keyed by field names or wire aliases."""
         if not isinstance(data, Mapping):
             raise ValidationError(cls.__name__,
@@ -351,7 +353,7 @@ class TelemetryEvent:
                                                  for k in bad_keys])
         return cls(**data)
 
-    def model_dump(self, by_alias: bool = False) -> Dict[str, Any]:
+    def model_dump(self, by_alias: bool = False) -> dict[str, Any]:
         """The event as plain JSON-ready values (enums as their string value)."""
         return self.__dumpers__[by_alias](self.__dict__)
 

@@ -33,7 +33,7 @@ import threading
 import time
 import weakref
 from datetime import datetime, timezone
-from typing import Any, Callable, Deque, Dict, List, Optional, Tuple, TypeVar
+from typing import Any, Callable, TypeVar
 
 from . import config
 from .events import TelemetryEvent
@@ -140,7 +140,7 @@ class _EventQueue(queue.Queue):  # type: ignore[type-arg]
         if len(self.queue) == self._threshold:
             self._wake.set()
 
-    def take(self, limit: int) -> List[Any]:
+    def take(self, limit: int) -> list[Any]:
         """Remove and return up to ``limit`` items, oldest first."""
         with self.mutex:
             items = self.queue
@@ -149,7 +149,7 @@ class _EventQueue(queue.Queue):  # type: ignore[type-arg]
                 self.not_full.notify(len(taken))
             return taken
 
-    def snapshot(self) -> Tuple[int, int]:
+    def snapshot(self) -> tuple[int, int]:
         """``(total_put, currently queued)``, read together."""
         with self.mutex:
             return self.total_put, len(self.queue)
@@ -171,15 +171,15 @@ class NATTelemetryHandler:
         max_queue_size: int = DEFAULT_MAX_QUEUE_SIZE,
         max_retries: int = DEFAULT_MAX_RETRIES,
         request_timeout_seconds: float = DEFAULT_REQUEST_TIMEOUT_SECONDS,
-        source_client_version: Optional[str] = None,
+        source_client_version: str | None = None,
         session_id: str = "undefined",
         *,
-        endpoint: Optional[str] = None,
+        endpoint: str | None = None,
         shutdown_timeout_seconds: float = DEFAULT_SHUTDOWN_TIMEOUT_SECONDS,
         max_buffer_size: int = DEFAULT_MAX_BUFFER_SIZE,
         max_dlq_size: int = DEFAULT_MAX_DLQ_SIZE,
         max_batch_size: int = DEFAULT_MAX_BATCH_SIZE,
-        retry_policy: Optional[RetryPolicy] = None,
+        retry_policy: RetryPolicy | None = None,
     ) -> None:
         _require(flush_interval_seconds > 0, "flush_interval_seconds", flush_interval_seconds)
         _require(max_queue_size >= 1, "max_queue_size", max_queue_size)
@@ -219,14 +219,14 @@ class NATTelemetryHandler:
         self._flushed = threading.Condition(self._lock)
         self._wake = threading.Event()
         self._queue = _EventQueue(self.max_buffer_size, self.max_queue_size, self._wake)
-        self._dlq: Deque[QueuedEvent] = collections.deque()
-        self._counts: Dict[str, int] = dict.fromkeys(_COUNTERS, 0)
+        self._dlq: collections.deque[QueuedEvent] = collections.deque()
+        self._counts: dict[str, int] = dict.fromkeys(_COUNTERS, 0)
         self._refused_at_enqueue = 0  # accepted, but dropped before reaching the queue
         self._in_flight = 0
         self._state = state
         self._accepting = False  # True only while _RUNNING: the enqueue fast path
-        self._worker: Optional[threading.Thread] = None
-        self._stop_deadline: Optional[float] = None
+        self._worker: threading.Thread | None = None
+        self._stop_deadline: float | None = None
         self._flush_requested = 0
         self._flush_completed = 0
         self._failures = 0  # consecutive transient failures
@@ -256,7 +256,7 @@ class NATTelemetryHandler:
         """The handler is not running: start it, or count the event as dropped."""
         try:
             self.start()
-        except Exception:  # noqa: BLE001 - e.g. no threads left; telemetry must not crash
+        except Exception:
             logger.debug("could not start the telemetry worker", exc_info=True)
         if self._state is _RUNNING:
             return True
@@ -297,7 +297,7 @@ class NATTelemetryHandler:
             self._accepting = True
         _started_handlers.add(self)
 
-    def flush(self, timeout: Optional[float] = None) -> bool:
+    def flush(self, timeout: float | None = None) -> bool:
         """Send everything pending and the dead-letter queue now, ignoring backoff.
 
         Waits up to ``timeout`` seconds (None: until the attempt is over) and
@@ -318,7 +318,7 @@ class NATTelemetryHandler:
                 self._flushed.wait(None if remaining is None else _bounded_wait(remaining))
             return self._nothing_left()
 
-    def stop(self, timeout: Optional[float] = None) -> None:
+    def stop(self, timeout: float | None = None) -> None:
         """Stop accepting, give the final flush ``timeout`` seconds, join the worker.
 
         ``timeout`` defaults to ``shutdown_timeout_seconds``.  Whatever is still
@@ -359,7 +359,7 @@ class NATTelemetryHandler:
         if worker is None or not worker.is_alive():
             self._transport.close()
 
-    def __enter__(self) -> "NATTelemetryHandler":
+    def __enter__(self) -> NATTelemetryHandler:
         self.start()
         return self
 
@@ -372,15 +372,15 @@ class NATTelemetryHandler:
         """``start()`` in the event loop's default executor."""
         await _in_executor(self.start)
 
-    async def aflush(self, timeout: Optional[float] = None) -> bool:
+    async def aflush(self, timeout: float | None = None) -> bool:
         """``flush()`` in the event loop's default executor."""
         return await _in_executor(self.flush, timeout)
 
-    async def astop(self, timeout: Optional[float] = None) -> None:
+    async def astop(self, timeout: float | None = None) -> None:
         """``stop()`` in the event loop's default executor."""
         await _in_executor(self.stop, timeout)
 
-    async def __aenter__(self) -> "NATTelemetryHandler":
+    async def __aenter__(self) -> NATTelemetryHandler:
         await self.astart()
         return self
 
@@ -389,7 +389,7 @@ class NATTelemetryHandler:
 
     # ---------------------------------------------------------------- stats
 
-    def stats(self) -> Dict[str, int]:
+    def stats(self) -> dict[str, int]:
         """A consistent snapshot of the counters (see the module docstring)."""
         with self._lock:
             total_put, queued = self._queue.snapshot()
@@ -436,15 +436,15 @@ class NATTelemetryHandler:
             wake_at = self._backoff_until if due else next_timed_flush
             self._wake.wait(_bounded_wait(wake_at - time.monotonic()))
 
-    def _guarded(self, step: Callable[..., _T], *args: Any) -> Optional[_T]:
+    def _guarded(self, step: Callable[..., _T], *args: Any) -> _T | None:
         # The worker must outlive any bug or surprise in one round of sending.
         try:
             return step(*args)
-        except Exception:  # noqa: BLE001
+        except Exception:
             logger.debug("telemetry worker step failed", exc_info=True)
             return None
 
-    def _send_all(self, deadline: Optional[float]) -> bool:
+    def _send_all(self, deadline: float | None) -> bool:
         """Send what is pending now, in batches; False after a transient failure.
 
         Bounded by what was pending when it began, so producers that keep
@@ -463,11 +463,11 @@ class NATTelemetryHandler:
                 return False
         return True
 
-    def _take_batch(self, limit: int) -> List[QueuedEvent]:
+    def _take_batch(self, limit: int) -> list[QueuedEvent]:
         with self._lock:
             if self._state is _STOPPED:
                 return []
-            batch: List[QueuedEvent] = []
+            batch: list[QueuedEvent] = []
             while self._dlq and len(batch) < limit:
                 batch.append(self._dlq.popleft())
             for event, accepted_at in self._queue.take(limit - len(batch)):
@@ -476,7 +476,7 @@ class NATTelemetryHandler:
             self._in_flight += len(batch)
             return batch
 
-    def _deliver(self, batch: List[QueuedEvent], deadline: Optional[float]) -> bool:
+    def _deliver(self, batch: list[QueuedEvent], deadline: float | None) -> bool:
         """Send one batch (splitting on 413) and settle every event in it.
 
         Returns False after a transient failure, once the failed part and the
@@ -490,7 +490,7 @@ class NATTelemetryHandler:
                 payload = build_payload(part, source_client_version=self.source_client_version,
                                         session_id=self.session_id)
                 body = json.dumps(payload, separators=(",", ":")).encode("utf-8")
-            except Exception:  # noqa: BLE001 - a broken custom event must not stop the worker
+            except Exception:
                 logger.debug("could not build a telemetry payload", exc_info=True)
                 self._settle(part, "dropped_rejected")
                 continue
@@ -521,7 +521,7 @@ class NATTelemetryHandler:
         return True
 
     def _post(self, endpoint: str, body: bytes,
-              deadline: Optional[float]) -> Tuple[Outcome, Optional[str]]:
+              deadline: float | None) -> tuple[Outcome, str | None]:
         timeout = self.request_timeout_seconds
         if deadline is not None:
             timeout = max(_MIN_REQUEST_TIMEOUT, min(timeout, deadline - time.monotonic()))
@@ -530,30 +530,30 @@ class NATTelemetryHandler:
         except TransportError as exc:
             logger.debug("telemetry POST failed: %s", exc)
             return Outcome.TRANSIENT, None
-        except Exception:  # noqa: BLE001 - a transport bug must not strand the batch
+        except Exception:
             logger.debug("telemetry transport failed unexpectedly", exc_info=True)
             return Outcome.TRANSIENT, None
         logger.debug("telemetry POST answered %d", response.status)
         return classify_status(response.status), response.retry_after
 
-    def _settle(self, part: List[QueuedEvent], outcome: str) -> None:
+    def _settle(self, part: list[QueuedEvent], outcome: str) -> None:
         with self._lock:
             self._in_flight -= len(part)
             self._counts[outcome] += len(part)
         if outcome.startswith("dropped_"):
             logger.debug("%d telemetry event(s) dropped: %s", len(part), outcome)
 
-    def _retry_later(self, failed: List[QueuedEvent], untried: List[QueuedEvent],
-                     retry_after: Optional[str]) -> None:
+    def _retry_later(self, failed: list[QueuedEvent], untried: list[QueuedEvent],
+                     retry_after: str | None) -> None:
         self._failures += 1
         try:
             delay = self.retry_policy.delay(self._failures, retry_after)
-        except Exception:  # noqa: BLE001 - a custom policy's bug must not strand the batch
+        except Exception:
             logger.debug("retry policy failed; using its longest backoff", exc_info=True)
             delay = self.retry_policy.backoff_max
         self._backoff_until = time.monotonic() + delay
         exhausted = 0
-        requeue: List[QueuedEvent] = []
+        requeue: list[QueuedEvent] = []
         for queued in failed:
             queued.retry_count += 1
             if self._gives_up(queued.retry_count):
@@ -633,8 +633,8 @@ async def _in_executor(function: Callable[..., _T], *args: Any) -> _T:
 
 
 # Every handler, for fork; and the started ones, for the exit flush.
-_live_handlers: "weakref.WeakSet[NATTelemetryHandler]" = weakref.WeakSet()
-_started_handlers: "weakref.WeakSet[NATTelemetryHandler]" = weakref.WeakSet()
+_live_handlers: weakref.WeakSet[NATTelemetryHandler] = weakref.WeakSet()
+_started_handlers: weakref.WeakSet[NATTelemetryHandler] = weakref.WeakSet()
 
 
 def _stop_all_at_exit() -> None:
@@ -648,7 +648,7 @@ def _stop_all_at_exit() -> None:
     for handler in handlers:
         try:
             handler._finish_stop(deadline)
-        except Exception:  # noqa: BLE001 - nothing may print at exit
+        except Exception:
             logger.debug("telemetry shutdown failed", exc_info=True)
 
 

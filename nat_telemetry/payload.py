@@ -11,8 +11,9 @@ from __future__ import annotations
 
 import dataclasses
 import time
+from collections.abc import Sequence
 from datetime import datetime, timezone
-from typing import Any, Dict, Optional, Sequence, Tuple
+from typing import Any
 
 from . import config
 from .events import TelemetryEvent
@@ -34,10 +35,10 @@ class QueuedEvent:
 # The "YYYY-MM-DDTHH:MM:SS" part of the last second formatted: the events of a
 # batch were mostly accepted within the same second.  One tuple, replaced
 # whole, so threads never see half of an update.
-_last_second: Tuple[int, str] = (-1, "")
+_last_second: tuple[int, str] = (-1, "")
 
 
-def format_timestamp(moment: Optional[datetime] = None) -> str:
+def format_timestamp(moment: datetime | None = None) -> str:
     """``YYYY-MM-DDTHH:MM:SS.mmmZ`` in UTC (a naive datetime is taken as UTC)."""
     global _last_second
     if moment is None:
@@ -59,7 +60,7 @@ def build_payload(
     *,
     source_client_version: str,
     session_id: str = "undefined",
-) -> Dict[str, Any]:
+) -> dict[str, Any]:
     """The envelope for one POST; ``ValueError`` when ``events`` is empty."""
     if not events:
         raise ValueError("build_payload needs at least one event")

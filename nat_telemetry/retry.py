@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import enum
 import time
-from typing import Callable, Optional
+from typing import Callable
 
 __all__ = ["Outcome", "RetryPolicy", "classify_status", "parse_retry_after"]
 
@@ -37,7 +37,7 @@ def classify_status(status: int) -> Outcome:
     return Outcome.REJECTED
 
 
-def parse_retry_after(value: Optional[str], now: Optional[float] = None) -> Optional[float]:
+def parse_retry_after(value: str | None, now: float | None = None) -> float | None:
     """Seconds a ``Retry-After`` header asks for, or None when absent or unreadable.
 
     Accepts delay-seconds (``"120"``) and an HTTP date; a date in the past
@@ -79,7 +79,7 @@ class RetryPolicy:
         backoff_base: float = 0.5,
         backoff_max: float = 30.0,
         retry_after_max: float = 300.0,
-        rng: Optional[Callable[[float, float], float]] = None,
+        rng: Callable[[float, float], float] | None = None,
     ) -> None:
         if max_retries < 0:
             raise ValueError(f"max_retries must be >= 0, got {max_retries}")
@@ -99,8 +99,8 @@ class RetryPolicy:
         """Whether an event that has failed ``retry_count`` times is given up."""
         return retry_count > self.max_retries
 
-    def delay(self, failures: int, retry_after: Optional[str] = None,
-              now: Optional[float] = None) -> float:
+    def delay(self, failures: int, retry_after: str | None = None,
+              now: float | None = None) -> float:
         """Seconds to wait after the ``failures``-th consecutive transient failure."""
         ceiling = min(self.backoff_max, self.backoff_base * 2.0 ** max(0, failures - 1))
         wait = self._rng(ceiling / 2.0, ceiling)
