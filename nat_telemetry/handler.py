@@ -565,8 +565,9 @@ class NATTelemetryHandler:
         with self._lock:
             self._in_flight -= len(failed) + len(untried)
             self._counts["dropped_retries_exhausted"] += exhausted
-            if self._state is _STOPPED:
-                # stop() gave up waiting for this POST and has settled the rest.
+            if self._state is not _RUNNING:
+                # Stopping: the final flush makes one attempt, so nothing would
+                # retry these (and stop() may already have settled the rest).
                 stranded = len(requeue)
                 self._counts["dropped_shutdown"] += stranded
                 overflow = 0
