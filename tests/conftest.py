@@ -31,7 +31,7 @@ from typing import Any, Callable, Union
 import pytest
 import responses
 
-from nat_telemetry import config
+from nat_telemetry import config, consent
 from nat_telemetry.events import CliCommandEvent
 from nat_telemetry.handler import NATTelemetryHandler
 from nat_telemetry.retry import RetryPolicy
@@ -107,6 +107,19 @@ def subprocess_env(tmp_path: Path, **extra: str) -> dict[str, str]:
 
 
 # -------------------------------------------------------- isolation fixtures
+
+
+@pytest.fixture
+def isolated_home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """A private home, XDG folder and consent file (returned); no NAT_TELEMETRY_ENABLED."""
+    home = tmp_path / "home"
+    home.mkdir()
+    monkeypatch.setenv("HOME", str(home))
+    monkeypatch.setenv("XDG_CONFIG_HOME", str(tmp_path / "xdg"))
+    consent_file = tmp_path / "conf" / "telemetry.toml"
+    monkeypatch.setenv(consent.CONSENT_FILE_ENV_VAR, str(consent_file))
+    monkeypatch.delenv(consent.TELEMETRY_ENV_VAR, raising=False)
+    return consent_file
 
 
 @pytest.fixture(autouse=True)

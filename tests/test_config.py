@@ -18,16 +18,8 @@ FLAG = "TELEMETRY_ENABLED"
 
 
 @pytest.fixture(autouse=True)
-def _isolated(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
-    """Private consent file and home; no NAT_TELEMETRY_ENABLED from the caller."""
-    home = tmp_path / "home"
-    home.mkdir()
-    monkeypatch.setenv("HOME", str(home))
-    monkeypatch.setenv("XDG_CONFIG_HOME", str(tmp_path / "xdg"))
-    consent_file = tmp_path / "conf" / "telemetry.toml"
-    monkeypatch.setenv(consent.CONSENT_FILE_ENV_VAR, str(consent_file))
-    monkeypatch.delenv(consent.TELEMETRY_ENV_VAR, raising=False)
-    return consent_file
+def _isolated(isolated_home: Path) -> Path:
+    return isolated_home
 
 
 @pytest.fixture

@@ -33,19 +33,11 @@ pytestmark = pytest.mark.usefixtures("dependency_mode")
 
 
 @pytest.fixture(autouse=True)
-def _isolated(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
-    """Keep every test away from the real home folder and the caller's env."""
-    home = tmp_path / "home"
-    home.mkdir()
-    monkeypatch.setenv("HOME", str(home))
-    monkeypatch.setenv("XDG_CONFIG_HOME", str(tmp_path / "xdg"))
-    consent_file = tmp_path / "conf" / "telemetry.toml"
-    monkeypatch.setenv(consent.CONSENT_FILE_ENV_VAR, str(consent_file))
-    monkeypatch.delenv(consent.TELEMETRY_ENV_VAR, raising=False)
+def _isolated(isolated_home: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     # Record the live flag exactly as it was (including "not resolved yet") so
     # tests that flip it leave no trace for other test modules.
     monkeypatch.setitem(vars(config), "TELEMETRY_ENABLED", False)
-    return consent_file
+    return isolated_home
 
 
 @pytest.fixture
