@@ -160,6 +160,8 @@ def test_forks_while_producing_and_sending(tmp_path: Path) -> None:
 
 AUDIT_SCRIPT = """\
 import sys, threading
+if sys.argv[2] == "urllib":
+    sys.modules["requests"] = None  # as in a vendored copy: urllib it is
 from nat_telemetry import transport
 
 unguarded = []
@@ -175,12 +177,17 @@ from nat_telemetry import CliCommandEvent, NATTelemetryHandler
 
 h = NATTelemetryHandler(endpoint=sys.argv[1])
 h.enqueue(CliCommandEvent(command="audit", task_status="success", python_version="3.11.7"))
-print("FLUSHED", h.flush(timeout=10), h.stats()["sent"], flush=True)
+print("FLUSHED", h.flush(timeout=10), h.stats()["sent"], type(h._transport.chosen).__name__,
+      flush=True)
 print("UNGUARDED", " ".join(unguarded), flush=True)
 """
 
 
-def test_first_post_imports_nothing_outside_the_fork_guard(tmp_path: Path) -> None:
+@pytest.mark.parametrize(("library", "transport_class"),
+                         [("requests", "RequestsTransport"), ("urllib", "UrllibTransport")])
+def test_first_post_imports_nothing_outside_the_fork_guard(
+    tmp_path: Path, library: str, transport_class: str
+) -> None:
     """Every lazy import of the first POST happens while a fork would wait for it.
 
     A fork that catches another thread half-way through an import leaves that
@@ -188,19 +195,21 @@ def test_first_post_imports_nothing_outside_the_fork_guard(tmp_path: Path) -> No
     not exist there): the child's own first POST then hangs on the same
     import, and its exit waits out the whole shutdown budget.  An audit hook
     lists the modules the worker imports while the transport's fork guard is
-    free; there must be none.
+    free; there must be none, with either transport.
     """
     collector = Collector(tmp_path / "audit.db").start()
     try:
         script = tmp_path / "audit.py"
         script.write_text(AUDIT_SCRIPT)
+        # A host name (not an IP) makes the first connection reach for the idna codec.
+        url = collector.url.replace("127.0.0.1", "localhost")
         result = subprocess.run(
-            [sys.executable, str(script), collector.url], cwd=REPO_ROOT,
+            [sys.executable, str(script), url, library], cwd=REPO_ROOT,
             env=subprocess_env(tmp_path), capture_output=True, text=True, timeout=60,
         )
     finally:
         collector.stop()
     assert result.returncode == 0, result.stderr
     lines = {line.split()[0]: line.split()[1:] for line in result.stdout.splitlines()}
-    assert lines["FLUSHED"] == ["True", "1"]  # the POST really went out
+    assert lines["FLUSHED"] == ["True", "1", transport_class]  # the POST really went out
     assert lines["UNGUARDED"] == [], lines["UNGUARDED"]

@@ -18,11 +18,10 @@ import sys
 import threading
 import time
 from collections.abc import Iterator
-from pathlib import Path
 from typing import Callable, Union
 
 import pytest
-from conftest import REPO_ROOT, Collector, event, ids, subprocess_env, wait_until
+from conftest import REPO_ROOT, Collector, event, ids, wait_until
 
 from nat_telemetry import transport
 from nat_telemetry.handler import NATTelemetryHandler
@@ -436,40 +435,3 @@ def test_handler_sends_with_the_transport_of_the_mode(
     if dependency_mode == "stdlib":
         with pytest.raises(ImportError):
             import requests  # noqa: F401
-
-
-AUDIT = """\
-import sys, threading
-sys.modules["requests"] = None  # as in a vendored copy: urllib it is
-from nat_telemetry import transport
-from nat_telemetry import CliCommandEvent, NATTelemetryHandler
-
-unguarded = []
-
-def hook(event, args):
-    # A module imported on the worker thread while the fork guard is free.
-    if (event == "import" and threading.current_thread().name == "nat-telemetry-worker"
-            and args[0] not in sys.modules and not transport._import_lock.locked()):
-        unguarded.append(args[0])
-
-sys.addaudithook(hook)
-h = NATTelemetryHandler(endpoint=sys.argv[1])
-h.enqueue(CliCommandEvent(command="audit", task_status="success", python_version="3.11.7"))
-print("FLUSHED", h.flush(timeout=10), h.stats()["sent"], type(h._transport.chosen).__name__)
-print("UNGUARDED", *unguarded)
-"""
-
-
-def test_urllib_first_post_imports_nothing_outside_the_fork_guard(
-    tmp_path: Path, collector: Collector
-) -> None:
-    # A host name (not an IP) makes http.client reach for the idna codec.
-    url = collector.url.replace("127.0.0.1", "localhost")
-    result = subprocess.run(
-        [sys.executable, "-c", AUDIT, url], cwd=str(REPO_ROOT),
-        env=subprocess_env(tmp_path), capture_output=True, text=True, timeout=60,
-    )
-    assert result.returncode == 0, result.stderr
-    lines = {line.split()[0]: line.split()[1:] for line in result.stdout.splitlines()}
-    assert lines["FLUSHED"] == ["True", "1", "UrllibTransport"], result.stdout
-    assert lines["UNGUARDED"] == []
