@@ -18,9 +18,40 @@ from typing import Any
 from . import config
 from .events import TelemetryEvent
 
-__all__ = ["EVENT_PROTOCOL", "QueuedEvent", "build_payload", "format_timestamp"]
+__all__ = [
+    "ENVELOPE_KEYS",
+    "EVENT_KEYS",
+    "EVENT_PROTOCOL",
+    "GDPR_FIELDS",
+    "IDENTITY_FIELDS",
+    "QueuedEvent",
+    "TEXT_FIELDS",
+    "build_payload",
+    "format_timestamp",
+]
 
 EVENT_PROTOCOL = "1.6"
+
+# Fields that could identify a person, a device or an organisation: always
+# "undefined".  The GDPR fields: always "None".
+IDENTITY_FIELDS = (
+    "browserType", "deviceId", "deviceMake", "deviceModel", "deviceOS", "deviceOSVersion",
+    "deviceType", "externalUserId", "idpId", "integrationId", "productName", "productVersion",
+    "userId",
+)
+GDPR_FIELDS = (
+    "deviceGdprBehOptIn", "deviceGdprFuncOptIn", "deviceGdprTechOptIn",
+    "gdprBehOptIn", "gdprFuncOptIn", "gdprTechOptIn",
+)
+# The envelope's other text fields, filled from the running client.
+TEXT_FIELDS = (
+    "clientId", "clientType", "clientVariant", "clientVer", "cpuArchitecture",
+    "eventProtocol", "eventSchemaVer", "eventSysVer", "sessionId",
+)
+# Every key of the envelope, in the reference order; and of each event in it.
+ENVELOPE_KEYS = tuple(sorted(IDENTITY_FIELDS + GDPR_FIELDS + TEXT_FIELDS + ("sentTs",),
+                             key=str.lower)) + ("events",)
+EVENT_KEYS = ("ts", "parameters", "name")
 
 
 @dataclasses.dataclass
@@ -64,42 +95,27 @@ def build_payload(
     """The envelope for one POST; ``ValueError`` when ``events`` is empty."""
     if not events:
         raise ValueError("build_payload needs at least one event")
-    return {
-        "browserType": "undefined",
-        "clientId": config.CLIENT_ID,
-        "clientType": "Native",
-        "clientVariant": "Release",
-        "clientVer": source_client_version,
-        "cpuArchitecture": config.CPU_ARCHITECTURE,
-        "deviceGdprBehOptIn": "None",
-        "deviceGdprFuncOptIn": "None",
-        "deviceGdprTechOptIn": "None",
-        "deviceId": "undefined",
-        "deviceMake": "undefined",
-        "deviceModel": "undefined",
-        "deviceOS": "undefined",
-        "deviceOSVersion": "undefined",
-        "deviceType": "undefined",
-        "eventProtocol": EVENT_PROTOCOL,
-        "eventSchemaVer": events[0].event._schema_version,
-        "eventSysVer": config.NAT_TELEMETRY_VERSION,
-        "externalUserId": "undefined",
-        "gdprBehOptIn": "None",
-        "gdprFuncOptIn": "None",
-        "gdprTechOptIn": "None",
-        "idpId": "undefined",
-        "integrationId": "undefined",
-        "productName": "undefined",
-        "productVersion": "undefined",
-        "sentTs": format_timestamp(),
-        "sessionId": session_id,
-        "userId": "undefined",
-        "events": [
-            {
-                "ts": format_timestamp(queued.timestamp),
-                "parameters": queued.event.model_dump(by_alias=True),
-                "name": queued.event._event_name,
-            }
-            for queued in events
-        ],
-    }
+    envelope: dict[str, Any] = dict.fromkeys(IDENTITY_FIELDS, "undefined")
+    envelope.update(dict.fromkeys(GDPR_FIELDS, "None"))
+    envelope.update(
+        clientId=config.CLIENT_ID,
+        clientType="Native",
+        clientVariant="Release",
+        clientVer=source_client_version,
+        cpuArchitecture=config.CPU_ARCHITECTURE,
+        eventProtocol=EVENT_PROTOCOL,
+        eventSchemaVer=events[0].event._schema_version,
+        eventSysVer=config.NAT_TELEMETRY_VERSION,
+        sentTs=format_timestamp(),
+        sessionId=session_id,
+    )
+    envelope["events"] = [
+        {
+            "ts": format_timestamp(queued.timestamp),
+            "parameters": queued.event.model_dump(by_alias=True),
+            "name": queued.event._event_name,
+        }
+        for queued in events
+    ]
+    # The reference order, so a body reads like the documented example.
+    return {key: envelope[key] for key in ENVELOPE_KEYS}
