@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import logging
 import os
 import re
 import signal
@@ -29,7 +28,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-from . import collector_cli
+from . import _log, collector_cli
 from .consent import (
     PROMPT_VERSION,
     TELEMETRY_ENV_VAR,
@@ -46,7 +45,6 @@ from .track import EXIT_CODE_INTERRUPTED, python_version
 
 __all__ = ["build_parser", "main"]
 
-logger = logging.getLogger("nat_telemetry")
 
 PROG = "nat-telemetry"
 
@@ -145,7 +143,7 @@ def main(argv: list[str] | None = None) -> int:
         print(file=sys.stderr)
         return EXIT_CODE_INTERRUPTED
     except Exception as exc:  # one line, never a traceback
-        logger.debug("%s failed", PROG, exc_info=True)
+        _log.debug("%s failed", PROG, exc_info=True)
         _err(f"error: {exc}" if str(exc) else f"error: {type(exc).__name__}")
         return 1
 
@@ -355,7 +353,7 @@ def _cmd_run(args: argparse.Namespace) -> int:
             handler.enqueue(_event(name, status, exit_code, error_class, duration_ms))
             handler.stop()  # final flush, bounded by shutdown_timeout_seconds
         except Exception:  # telemetry must not change the exit status
-            logger.debug("could not record the run of %r", name, exc_info=True)
+            _log.debug("could not record the run of %r", name, exc_info=True)
     return exit_code
 
 

@@ -27,7 +27,6 @@ from __future__ import annotations
 
 import contextlib
 import enum
-import logging
 import os
 import stat
 import sys
@@ -36,7 +35,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
-from . import _toml, config
+from . import _log, _toml, config
 
 __all__ = [
     "CONSENT_FILE_ENV_VAR",
@@ -72,7 +71,6 @@ _FILE_HEADER = (
     "\n"
 )
 
-_logger = logging.getLogger("nat_telemetry")
 
 
 class ConsentState(str, enum.Enum):
@@ -152,7 +150,7 @@ def read_persisted_consent() -> ConsentState:
     except FileNotFoundError:
         return ConsentState.NEVER_ASKED
     except Exception as exc:  # unreadable, binary, malformed: all mean "ask"
-        _logger.debug("nat_telemetry: ignoring unreadable consent file: %r", exc)
+        _log.debug("ignoring unreadable consent file: %r", exc)
         return ConsentState.NEVER_ASKED
 
     if consent == ConsentState.DISABLED.value:
@@ -236,7 +234,7 @@ def write_persisted_consent(state: ConsentState | str) -> bool:
         _fsync_folder(folder)
         return True
     except Exception as exc:
-        _logger.debug("nat_telemetry: could not save telemetry consent: %r", exc)
+        _log.debug("could not save telemetry consent: %r", exc)
         return False
     finally:
         if tmp_name is not None:
@@ -332,4 +330,4 @@ def maybe_prompt_for_consent() -> None:
         config.TELEMETRY_ENABLED = state is ConsentState.ENABLED
         write_persisted_consent(state)
     except Exception as exc:
-        _logger.debug("nat_telemetry: consent prompt failed: %r", exc)
+        _log.debug("consent prompt failed: %r", exc)

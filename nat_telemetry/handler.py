@@ -2,7 +2,8 @@
 
 ``enqueue`` only puts ``(event, time)`` on a bounded :class:`queue.Queue` and
 returns; it never blocks, never raises and never does I/O.  One daemon worker
-thread per handler takes batches off that queue and POSTs them:
+thread per handler takes batches off that queue and hands them to a
+transport (see :mod:`.transport`: a POST, a line on stderr, or nothing):
 
 * every ``flush_interval_seconds``, and as soon as ``max_queue_size`` events
   are waiting;
@@ -24,22 +25,21 @@ from __future__ import annotations
 
 import atexit
 import collections
-import json
-import logging
+import enum
 import os
-import queue
-import sys
 import threading
 import time
 import weakref
 from datetime import datetime, timezone
 from typing import Any, Callable, TypeVar
 
-from . import config
+from . import _log, config
+from ._args import require
+from .event_queue import EventQueue
 from .events import TelemetryEvent
-from .payload import QueuedEvent, build_payload
-from .retry import Outcome, RetryPolicy, classify_status
-from .transport import TransportError, default_transport
+from .payload import QueuedEvent
+from .retry import Outcome, RetryPolicy
+from .transport import Transport, transport_for
 
 __all__ = [
     "DEFAULT_FLUSH_INTERVAL_SECONDS",
@@ -50,7 +50,6 @@ __all__ = [
     "NATTelemetryHandler",
 ]
 
-logger = logging.getLogger("nat_telemetry")
 
 DEFAULT_FLUSH_INTERVAL_SECONDS: float = 120.0
 DEFAULT_MAX_QUEUE_SIZE: int = 50
@@ -69,7 +68,8 @@ _MIN_REQUEST_TIMEOUT = 0.05
 # capped, and every loop around one checks its condition again.
 _MAX_WAIT_SECONDS = 3600.0
 
-_COUNTERS = (
+# Every counter of stats() that is not derived from the queues.
+COUNTERS = (
     "sent",
     "skipped",
     "retries",
@@ -83,7 +83,18 @@ _COUNTERS = (
     "dropped_shutdown",
 )
 
-_NEW, _RUNNING, _STOPPING, _STOPPED = "new", "running", "stopping", "stopped"
+
+
+class State(enum.Enum):
+    """Where a handler is in its life."""
+
+    NEW = "new"  # accepts events; the first one starts the worker
+    RUNNING = "running"
+    STOPPING = "stopping"  # the final flush is under way
+    STOPPED = "stopped"
+
+
+_NEW, _RUNNING, _STOPPING, _STOPPED = State.NEW, State.RUNNING, State.STOPPING, State.STOPPED
 
 _T = TypeVar("_T")
 
@@ -106,53 +117,6 @@ def _installed_version() -> str:
         return version("nat-telemetry")
     except PackageNotFoundError:
         return "unknown"
-
-
-class _EventQueue(queue.Queue):  # type: ignore[type-arg]
-    """A ``Queue`` that counts what went in and wakes the worker at a threshold.
-
-    Producers use :meth:`offer`, a ``put_nowait`` for a queue whose consumer
-    never blocks in ``get()``: the worker sleeps on ``wake`` instead, so there
-    is nobody to notify per item, and a full queue answers False rather than
-    raising.  The count and the threshold test run under the queue's own
-    mutex: the count is exact without another lock on the producers' path, and
-    exactly one producer sees the length reach the threshold.
-    """
-
-    def __init__(self, maxsize: int, threshold: int, wake: threading.Event) -> None:
-        super().__init__(maxsize)
-        self.total_put = 0
-        self._threshold = threshold
-        self._wake = wake
-
-    def offer(self, item: Any) -> bool:
-        """Append ``item`` unless the queue is full; never blocks."""
-        with self.mutex:
-            if len(self.queue) >= self.maxsize:
-                return False
-            self._put(item)
-        return True
-
-    def _put(self, item: Any) -> None:
-        # Every addition comes through here, from offer() or a plain put().
-        self.queue.append(item)
-        self.total_put += 1
-        if len(self.queue) == self._threshold:
-            self._wake.set()
-
-    def take(self, limit: int) -> list[Any]:
-        """Remove and return up to ``limit`` items, oldest first."""
-        with self.mutex:
-            items = self.queue
-            taken = [items.popleft() for _ in range(min(limit, len(items)))]
-            if taken:
-                self.not_full.notify(len(taken))
-            return taken
-
-    def snapshot(self) -> tuple[int, int]:
-        """``(total_put, currently queued)``, read together."""
-        with self.mutex:
-            return self.total_put, len(self.queue)
 
 
 class NATTelemetryHandler:
@@ -180,16 +144,17 @@ class NATTelemetryHandler:
         max_dlq_size: int = DEFAULT_MAX_DLQ_SIZE,
         max_batch_size: int = DEFAULT_MAX_BATCH_SIZE,
         retry_policy: RetryPolicy | None = None,
+        transport: Transport | None = None,
     ) -> None:
-        _require(flush_interval_seconds > 0, "flush_interval_seconds", flush_interval_seconds)
-        _require(max_queue_size >= 1, "max_queue_size", max_queue_size)
-        _require(max_retries >= 0, "max_retries", max_retries)
-        _require(request_timeout_seconds > 0, "request_timeout_seconds", request_timeout_seconds)
-        _require(shutdown_timeout_seconds >= 0, "shutdown_timeout_seconds",
+        require(flush_interval_seconds > 0, "flush_interval_seconds", flush_interval_seconds)
+        require(max_queue_size >= 1, "max_queue_size", max_queue_size)
+        require(max_retries >= 0, "max_retries", max_retries)
+        require(request_timeout_seconds > 0, "request_timeout_seconds", request_timeout_seconds)
+        require(shutdown_timeout_seconds >= 0, "shutdown_timeout_seconds",
                  shutdown_timeout_seconds)
-        _require(max_buffer_size >= 1, "max_buffer_size", max_buffer_size)
-        _require(max_dlq_size >= 0, "max_dlq_size", max_dlq_size)
-        _require(max_batch_size >= 1, "max_batch_size", max_batch_size)
+        require(max_buffer_size >= 1, "max_buffer_size", max_buffer_size)
+        require(max_dlq_size >= 0, "max_dlq_size", max_dlq_size)
+        require(max_batch_size >= 1, "max_batch_size", max_batch_size)
 
         self.flush_interval_seconds = float(flush_interval_seconds)
         self.max_queue_size = max_queue_size
@@ -206,6 +171,9 @@ class NATTelemetryHandler:
         prefix = config.SESSION_PREFIX
         self.session_id = f"{prefix}{session_id}" if prefix else session_id
         self.retry_policy = retry_policy if retry_policy is not None else RetryPolicy(max_retries)
+        # A caller's transport is used for every batch; otherwise one is
+        # chosen per batch from the endpoint (see _transport_for_batch).
+        self.transport = transport
         self._reset_state(_NEW)
         _live_handlers.add(self)
 
@@ -213,14 +181,14 @@ class NATTelemetryHandler:
     def max_retries(self) -> int:
         return self.retry_policy.max_retries
 
-    def _reset_state(self, state: str) -> None:
+    def _reset_state(self, state: State) -> None:
         """Fresh locks, queues and counters (construction, and a forked child)."""
         self._lock = threading.Lock()
         self._flushed = threading.Condition(self._lock)
         self._wake = threading.Event()
-        self._queue = _EventQueue(self.max_buffer_size, self.max_queue_size, self._wake)
+        self._queue = EventQueue(self.max_buffer_size, self.max_queue_size, self._wake)
         self._dlq: collections.deque[QueuedEvent] = collections.deque()
-        self._counts: dict[str, int] = dict.fromkeys(_COUNTERS, 0)
+        self._counts: dict[str, int] = dict.fromkeys(COUNTERS, 0)
         self._refused_at_enqueue = 0  # accepted, but dropped before reaching the queue
         self._in_flight = 0
         self._state = state
@@ -231,7 +199,8 @@ class NATTelemetryHandler:
         self._flush_completed = 0
         self._failures = 0  # consecutive transient failures
         self._backoff_until = 0.0
-        self._transport = default_transport()
+        self._transport: Transport | None = None
+        self._transport_key: tuple[str, bool] | None = None
 
     # ------------------------------------------------------------ producers
 
@@ -257,7 +226,7 @@ class NATTelemetryHandler:
         try:
             self.start()
         except Exception:
-            logger.debug("could not start the telemetry worker", exc_info=True)
+            _log.debug("could not start the telemetry worker", exc_info=True)
         if self._state is _RUNNING:
             return True
         self._refuse("dropped_shutdown")
@@ -266,13 +235,13 @@ class NATTelemetryHandler:
     def _drop_unaccepted(self, reason: str) -> None:
         with self._lock:
             self._counts[reason] += 1
-        logger.debug("telemetry event dropped: %s", reason)
+        _log.debug("telemetry event dropped: %s", reason)
 
     def _refuse(self, reason: str) -> None:
         with self._lock:
             self._refused_at_enqueue += 1
             self._counts[reason] += 1
-        logger.debug("telemetry event dropped: %s", reason)
+        _log.debug("telemetry event dropped: %s", reason)
 
     def _discard_queued_after_stop(self) -> None:
         # A producer that passed the running check just before stop() finished
@@ -281,7 +250,7 @@ class NATTelemetryHandler:
             stranded = len(self._queue.take(self.max_buffer_size))
             self._counts["dropped_shutdown"] += stranded
         if stranded:
-            logger.debug("%d telemetry event(s) dropped: dropped_shutdown", stranded)
+            _log.debug("%d telemetry event(s) dropped: dropped_shutdown", stranded)
 
     # ------------------------------------------------------------ lifecycle
 
@@ -353,11 +322,11 @@ class NATTelemetryHandler:
                 self._dlq.clear()
                 self._counts["dropped_shutdown"] += count
                 if count:
-                    logger.debug("%d telemetry event(s) dropped: dropped_shutdown", count)
+                    _log.debug("%d telemetry event(s) dropped: dropped_shutdown", count)
             self._flushed.notify_all()
         _started_handlers.discard(self)
         if worker is None or not worker.is_alive():
-            self._transport.close()
+            self._close_transport()
 
     def __enter__(self) -> NATTelemetryHandler:
         self.start()
@@ -441,7 +410,7 @@ class NATTelemetryHandler:
         try:
             return step(*args)
         except Exception:
-            logger.debug("telemetry worker step failed", exc_info=True)
+            _log.debug("telemetry worker step failed", exc_info=True)
             return None
 
     def _send_all(self, deadline: float | None) -> bool:
@@ -482,66 +451,73 @@ class NATTelemetryHandler:
         Returns False after a transient failure, once the failed part and the
         parts not yet tried are back in the dead-letter queue.
         """
-        endpoint = self.endpoint if self.endpoint is not None else config.NAT_TELEMETRY_ENDPOINT
+        transport = self._transport_for_batch()
         parts = [batch]
         while parts:
             part = parts.pop()
             try:
-                payload = build_payload(part, source_client_version=self.source_client_version,
+                body = transport.encode(part, source_client_version=self.source_client_version,
                                         session_id=self.session_id)
-                body = json.dumps(payload, separators=(",", ":")).encode("utf-8")
             except Exception:
-                logger.debug("could not build a telemetry payload", exc_info=True)
+                _log.debug("could not build a telemetry payload", exc_info=True)
                 self._settle(part, "dropped_rejected")
                 continue
-            if not endpoint:
+            outcome, retry_after = self._send(transport, body, deadline)
+            if outcome is Outcome.SENT:
+                self._failures = 0
+                self._settle(part, "sent")
+            elif outcome is Outcome.SKIPPED:
                 self._settle(part, "skipped")
-            elif endpoint == config.STDOUT_ENDPOINT_SENTINEL:
-                self._settle(part, "sent" if _write_line(body) else "dropped_rejected")
-            elif config.NAT_TELEMETRY_DRY_RUN:
-                logger.debug("dry run: would POST %d event(s) to %s", len(part), endpoint)
-                self._settle(part, "skipped")
-            else:
-                outcome, retry_after = self._post(endpoint, body, deadline)
-                if outcome is Outcome.SENT:
-                    self._failures = 0
-                    self._settle(part, "sent")
-                elif outcome is Outcome.REJECTED:
-                    self._settle(part, "dropped_rejected")
-                elif outcome is Outcome.TOO_LARGE:
-                    if len(part) == 1:
-                        self._settle(part, "dropped_too_large")
-                    else:
-                        middle = len(part) // 2
-                        parts += [part[middle:], part[:middle]]  # first half goes first
+            elif outcome is Outcome.REJECTED:
+                self._settle(part, "dropped_rejected")
+            elif outcome is Outcome.TOO_LARGE:
+                if len(part) == 1:
+                    self._settle(part, "dropped_too_large")
                 else:
-                    untried = [queued for rest in reversed(parts) for queued in rest]
-                    self._retry_later(part, untried, retry_after)
-                    return False
+                    middle = len(part) // 2
+                    parts += [part[middle:], part[:middle]]  # first half goes first
+            else:
+                untried = [queued for rest in reversed(parts) for queued in rest]
+                self._retry_later(part, untried, retry_after)
+                return False
         return True
 
-    def _post(self, endpoint: str, body: bytes,
+    def _transport_for_batch(self) -> Transport:
+        """The caller's transport, or the one the live configuration asks for."""
+        if self.transport is not None:
+            return self.transport
+        endpoint = self.endpoint if self.endpoint is not None else config.NAT_TELEMETRY_ENDPOINT
+        key = (endpoint, config.NAT_TELEMETRY_DRY_RUN)
+        if self._transport is None or key != self._transport_key:
+            self._close_transport()
+            self._transport, self._transport_key = transport_for(endpoint, dry_run=key[1]), key
+        return self._transport
+
+    def _close_transport(self) -> None:
+        transport = self.transport if self.transport is not None else self._transport
+        if transport is not None:
+            try:
+                transport.close()
+            except Exception:
+                _log.debug("closing the telemetry transport failed", exc_info=True)
+
+    def _send(self, transport: Transport, body: bytes,
               deadline: float | None) -> tuple[Outcome, str | None]:
         timeout = self.request_timeout_seconds
         if deadline is not None:
             timeout = max(_MIN_REQUEST_TIMEOUT, min(timeout, deadline - time.monotonic()))
         try:
-            response = self._transport.post(endpoint, body, timeout)
-        except TransportError as exc:
-            logger.debug("telemetry POST failed: %s", exc)
-            return Outcome.TRANSIENT, None
+            return transport.send(body, timeout)
         except Exception:
-            logger.debug("telemetry transport failed unexpectedly", exc_info=True)
+            _log.debug("telemetry transport failed unexpectedly", exc_info=True)
             return Outcome.TRANSIENT, None
-        logger.debug("telemetry POST answered %d", response.status)
-        return classify_status(response.status), response.retry_after
 
     def _settle(self, part: list[QueuedEvent], outcome: str) -> None:
         with self._lock:
             self._in_flight -= len(part)
             self._counts[outcome] += len(part)
         if outcome.startswith("dropped_"):
-            logger.debug("%d telemetry event(s) dropped: %s", len(part), outcome)
+            _log.debug("%d telemetry event(s) dropped: %s", len(part), outcome)
 
     def _retry_later(self, failed: list[QueuedEvent], untried: list[QueuedEvent],
                      retry_after: str | None) -> None:
@@ -549,7 +525,7 @@ class NATTelemetryHandler:
         try:
             delay = self.retry_policy.delay(self._failures, retry_after)
         except Exception:
-            logger.debug("retry policy failed; using its longest backoff", exc_info=True)
+            _log.debug("retry policy failed; using its longest backoff", exc_info=True)
             delay = self.retry_policy.backoff_max
         self._backoff_until = time.monotonic() + delay
         exhausted = 0
@@ -579,7 +555,7 @@ class NATTelemetryHandler:
                 for _ in range(overflow):
                     self._dlq.popleft()
                 self._counts["dropped_dlq_full"] += overflow
-        logger.debug("telemetry batch of %d failed; backing off %.2fs", len(failed), delay)
+        _log.debug("telemetry batch of %d failed; backing off %.2fs", len(failed), delay)
         _log_dropped(exhausted, "dropped_retries_exhausted")
         _log_dropped(overflow, "dropped_dlq_full")
         _log_dropped(stranded, "dropped_shutdown")
@@ -588,7 +564,7 @@ class NATTelemetryHandler:
         try:
             return bool(self.retry_policy.exhausted(retry_count))
         except Exception:  # a custom policy's bug must not strand the event
-            logger.debug("retry policy failed; giving the event up", exc_info=True)
+            _log.debug("retry policy failed; giving the event up", exc_info=True)
             return True
 
     # ----------------------------------------------------------------- fork
@@ -606,24 +582,7 @@ def _bounded_wait(seconds: float) -> float:
 
 def _log_dropped(count: int, reason: str) -> None:
     if count:
-        logger.debug("%d telemetry event(s) dropped: %s", count, reason)
-
-
-def _require(ok: bool, name: str, value: object) -> None:
-    if not ok:
-        raise ValueError(f"{name} out of range: {value!r}")
-
-
-def _write_line(body: bytes) -> bool:
-    stream = sys.stderr
-    if stream is None:
-        return False
-    try:
-        stream.write(body.decode("utf-8") + "\n")
-        stream.flush()
-    except (OSError, ValueError):
-        return False
-    return True
+        _log.debug("%d telemetry event(s) dropped: %s", count, reason)
 
 
 async def _in_executor(function: Callable[..., _T], *args: Any) -> _T:
@@ -650,7 +609,7 @@ def _stop_all_at_exit() -> None:
         try:
             handler._finish_stop(deadline)
         except Exception:
-            logger.debug("telemetry shutdown failed", exc_info=True)
+            _log.debug("telemetry shutdown failed", exc_info=True)
 
 
 def _reinit_after_fork() -> None:

@@ -24,8 +24,8 @@ __all__ = [
     "EVENT_PROTOCOL",
     "GDPR_FIELDS",
     "IDENTITY_FIELDS",
-    "QueuedEvent",
     "TEXT_FIELDS",
+    "QueuedEvent",
     "build_payload",
     "format_timestamp",
 ]
@@ -49,8 +49,10 @@ TEXT_FIELDS = (
     "eventProtocol", "eventSchemaVer", "eventSysVer", "sessionId",
 )
 # Every key of the envelope, in the reference order; and of each event in it.
-ENVELOPE_KEYS = tuple(sorted(IDENTITY_FIELDS + GDPR_FIELDS + TEXT_FIELDS + ("sentTs",),
-                             key=str.lower)) + ("events",)
+ENVELOPE_KEYS = (
+    *sorted((*IDENTITY_FIELDS, *GDPR_FIELDS, *TEXT_FIELDS, "sentTs"), key=str.lower),
+    "events",
+)
 EVENT_KEYS = ("ts", "parameters", "name")
 
 

@@ -17,6 +17,7 @@ class Outcome(enum.Enum):
     """What a POST's answer means for the events it carried."""
 
     SENT = "sent"
+    SKIPPED = "skipped"  # nowhere to send them (no endpoint, dry run)
     REJECTED = "rejected"  # the endpoint will never take these events
     TOO_LARGE = "too_large"  # take them in smaller batches
     TRANSIENT = "transient"  # try again later

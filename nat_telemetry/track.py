@@ -24,7 +24,6 @@ from __future__ import annotations
 
 import functools
 import inspect
-import logging
 import os
 import sys
 import threading
@@ -32,13 +31,12 @@ import time
 from types import TracebackType
 from typing import Any, Callable, Literal, TypeVar, cast
 
-from . import config
+from . import _log, config
 from .events import CliCommandEvent, TaskStatusEnum, ValidationError
 from .handler import NATTelemetryHandler
 
 __all__ = ["track_command"]
 
-logger = logging.getLogger("nat_telemetry")
 
 _F = TypeVar("_F", bound=Callable[..., Any])
 
@@ -186,7 +184,7 @@ class track_command:  # used like a function: `with track_command("x"):`
         except ValidationError as exc:
             if any(field in ("command", "subcommand") for field, _ in exc.errors):
                 raise
-            logger.debug("track_command(%r): events will not validate: %s", command, exc)
+            _log.debug("track_command(%r): events will not validate: %s", command, exc)
 
     # ----------------------------------------------------- context manager
 
@@ -265,7 +263,7 @@ class track_command:  # used like a function: `with track_command("x"):`
                 handler = _shared_handler(self.session_id)
             handler.enqueue(event)
         except Exception:  # telemetry must not break the command
-            logger.debug("could not record the %r command", self.command, exc_info=True)
+            _log.debug("could not record the %r command", self.command, exc_info=True)
 
     def __repr__(self) -> str:
         return f"track_command({self.command!r}, {self.subcommand!r})"

@@ -1,284 +1,136 @@
-"""HTTP POST of one JSON body, and nothing else.
+"""Where a batch goes: one transport object per kind of destination.
 
-A transport answers with the status code and the ``Retry-After`` header, or
-raises :class:`TransportError` for anything that kept an answer from arriving
-(refused, reset, timed out, bad URL).  Deciding what that means is the
-handler's and the retry policy's business.
+A transport does two things: it turns a batch into the bytes of one request
+(:meth:`Transport.encode`) and it sends those bytes, answering with a
+:class:`Delivery` that says what became of the events in them.  The handler
+only batches, retries and counts; it never knows whether "sending" meant a
+POST, a line on stderr or nothing at all.
 
-There are two transports with one contract, because the people who vendor
-this package often cannot install anything: :class:`RequestsTransport` uses
-``requests`` (one reused session, so one keep-alive connection per handler),
-:class:`UrllibTransport` only the standard library.  Both send the same
-headers, never follow redirects, answer every HTTP status (3xx, 4xx and 5xx
-included) as a :class:`Response`, read at most :data:`MAX_RESPONSE_BYTES` of a
-body, apply the timeout to each socket operation (connect, and every read) and
-take proxies from the environment (``HTTP(S)_PROXY``, ``NO_PROXY``).
+:func:`transport_for` is the one place that reads an endpoint string:
 
-:func:`default_transport` picks ``requests`` when it can be imported and
-``urllib`` otherwise.  The choice is made once, at the first POST (on the
-worker thread), and never by ``import nat_telemetry``, which must stay cheap.
+* ``""`` (no endpoint): :class:`NoEndpoint`, payloads are built and validated
+  and then skipped;
+* ``"stdout"``: :class:`StdoutSink`, one JSON line per payload on stderr;
+* with ``NAT_TELEMETRY_DRY_RUN``: :class:`DryRun`, nothing is POSTed;
+* anything else: :class:`HttpTransport`, a POST to that URL.
+
+The handler asks again for every batch (so a changed configuration applies at
+once) and keeps the transport while the answer stays the same (so an HTTP
+connection is reused).
 """
 
 from __future__ import annotations
 
-import logging
-import os
-import threading
-from typing import TYPE_CHECKING, Any, NamedTuple, Protocol, Union
+import json
+import sys
+from collections.abc import Sequence
+from typing import TYPE_CHECKING, NamedTuple
+
+from . import _log, config
+from .http_client import HttpClient, TransportError, default_client
+from .retry import Outcome, classify_status
 
 if TYPE_CHECKING:
-    from http.client import HTTPResponse
-    from urllib.error import HTTPError
-    from urllib.request import OpenerDirector
+    from .payload import QueuedEvent
 
 __all__ = [
-    "MAX_RESPONSE_BYTES",
-    "AutoTransport",
-    "RequestsTransport",
-    "Response",
+    "Delivery",
+    "DryRun",
+    "HttpTransport",
+    "NoEndpoint",
+    "StdoutSink",
     "Transport",
-    "TransportError",
-    "UrllibTransport",
-    "default_transport",
+    "transport_for",
 ]
 
-logger = logging.getLogger("nat_telemetry")
 
-# Only the status line and headers matter; a body larger than this is not
-# read, so an endpoint cannot make the client buffer without limit.
-MAX_RESPONSE_BYTES = 64 * 1024
+class Delivery(NamedTuple):
+    """What became of one body: the outcome, and how long the peer asked us to wait."""
 
-_HEADERS = {"Content-Type": "application/json", "Accept": "application/json"}
-
-# `import requests` (or `urllib.request`) runs on a worker thread, the first
-# time something is sent, and takes a while.  A fork in the middle of it would
-# leave the child a half-initialised module in sys.modules (the importing
-# thread does not exist there) that no later import can repair; so a fork
-# waits for it.
-_import_lock = threading.Lock()
-_FORK_WAIT_SECONDS = 5.0
-_held_for_fork = False
+    outcome: Outcome
+    retry_after: str | None = None
 
 
-def _import_requests() -> Any:
-    with _import_lock:
-        import requests  # lazily: `import nat_telemetry` must stay cheap
+class Transport:
+    """Encodes a batch as the NeMo envelope; subclasses decide what sending means."""
 
-        _import_first_use()
-    return requests
+    #: The body format, as recorded with spooled bodies.
+    kind = "nemo"
 
+    def encode(self, batch: Sequence[QueuedEvent], *, source_client_version: str,
+               session_id: str) -> bytes:
+        from .payload import build_payload
 
-def _import_urllib() -> None:
-    # Imported here, under the lock, for the caller to use (urllib.request
-    # itself imports http.client, urllib.error and urllib.parse).
-    with _import_lock:
-        import urllib.request  # noqa: F401
+        payload = build_payload(batch, source_client_version=source_client_version,
+                                session_id=session_id)
+        return json.dumps(payload, separators=(",", ":")).encode("utf-8")
 
-        _import_first_use()
-
-
-def _import_first_use() -> None:
-    # What a first POST would otherwise import on the worker thread after the
-    # lock is released: requests' ~/.netrc lookup (netrc, shlex) and the IDNA
-    # codec that encodes the first host name connected to.
-    import encodings.idna  # noqa: F401
-    import netrc  # noqa: F401
-
-
-def _before_fork() -> None:
-    global _held_for_fork
-    _held_for_fork = _import_lock.acquire(timeout=_FORK_WAIT_SECONDS)
-
-
-def _after_fork() -> None:
-    global _held_for_fork
-    if _held_for_fork:
-        _held_for_fork = False
-        _import_lock.release()
-
-
-if hasattr(os, "register_at_fork"):
-    os.register_at_fork(before=_before_fork, after_in_parent=_after_fork,
-                        after_in_child=_after_fork)
-
-
-class TransportError(Exception):
-    """No answer: the connection failed, was reset, or timed out."""
-
-
-class Response(NamedTuple):
-    status: int
-    retry_after: str | None
-
-
-class Transport(Protocol):
-    """What the handler needs from a transport."""
-
-    def post(self, url: str, body: bytes, timeout: float) -> Response: ...
-
-    def close(self) -> None: ...
-
-
-class RequestsTransport:
-    """POSTs with one reused :class:`requests.Session` (imported on first use)."""
-
-    def __init__(self) -> None:
-        self._session: Any = None
-
-    def post(self, url: str, body: bytes, timeout: float) -> Response:
-        requests = _import_requests()
-        if self._session is None:
-            self._session = requests.Session()
-        try:
-            reply = self._session.post(
-                url, data=body, headers=_HEADERS, timeout=timeout,
-                allow_redirects=False, stream=True,
-            )
-        except (requests.RequestException, OSError, ValueError) as exc:
-            raise TransportError(f"{type(exc).__name__}: {exc}") from exc
-        try:
-            received = 0
-            for chunk in reply.iter_content(8192):
-                received += len(chunk)
-                if received > MAX_RESPONSE_BYTES:
-                    break  # close() below drops the connection instead of reusing it
-        except (requests.RequestException, OSError) as exc:
-            # The status line arrived; a broken body does not change what it said.
-            logger.debug("reading the response body failed: %s", exc)
-        finally:
-            reply.close()
-        return Response(reply.status_code, reply.headers.get("Retry-After"))
+    def send(self, body: bytes, timeout: float) -> Delivery:
+        raise NotImplementedError
 
     def close(self) -> None:
-        session, self._session = self._session, None
-        if session is not None:
-            session.close()
+        """Release connections; the transport may still be used afterwards."""
 
 
-class UrllibTransport:
-    """POSTs with :mod:`urllib.request`: the standard library only.
+class NoEndpoint(Transport):
+    """No endpoint configured: every payload is built, then skipped."""
 
-    The opener has no redirect handler and no error processor, so every
-    status, 3xx included, comes back as it is; it keeps urllib's
-    :class:`~urllib.request.ProxyHandler`, which reads ``HTTP_PROXY``,
-    ``HTTPS_PROXY`` and ``NO_PROXY`` (any case) for each POST, as ``requests``
-    does.  urllib differs from ``requests`` in small ways: ``NO_PROXY`` takes
-    host names and suffixes but no CIDR ranges, ``ALL_PROXY`` is not used,
-    certificates are checked against the system's CA store rather than
-    certifi's, and each POST opens a new connection (no keep-alive pool),
-    which at one batch per flush costs nothing that matters.
-    """
+    def send(self, body: bytes, timeout: float) -> Delivery:
+        return Delivery(Outcome.SKIPPED)
 
-    def post(self, url: str, body: bytes, timeout: float) -> Response:
-        _import_urllib()
-        import http.client
-        import urllib.error
-        import urllib.parse
-        import urllib.request
 
+class StdoutSink(Transport):
+    """Each payload as one JSON line on stderr (stdout is the command's own output)."""
+
+    def send(self, body: bytes, timeout: float) -> Delivery:
+        stream = sys.stderr
+        if stream is None:
+            return Delivery(Outcome.REJECTED)
         try:
-            scheme = urllib.parse.urlsplit(url).scheme.lower()
-            if scheme not in ("http", "https"):
-                # urllib would also open file:, ftp: and data: URLs; requests would not.
-                raise ValueError(f"unsupported URL scheme {scheme!r} (need http or https)")
-            request = urllib.request.Request(url, data=body, headers=_HEADERS, method="POST")
-            reply: HTTPResponse | HTTPError | None = _opener().open(request, timeout=timeout)
-        except urllib.error.HTTPError as exc:  # only with an error processor; kept as a net
-            reply = exc
-        except (OSError, http.client.HTTPException, ValueError) as exc:
-            # OSError covers URLError, refused, reset, socket.timeout / TimeoutError.
-            raise TransportError(f"{type(exc).__name__}: {exc}") from exc
-        if reply is None:  # no handler took the request (e.g. an odd proxy scheme)
-            raise TransportError(f"no handler could open {url!r}")
+            stream.write(body.decode("utf-8") + "\n")
+            stream.flush()
+        except (OSError, ValueError):
+            return Delivery(Outcome.REJECTED)
+        return Delivery(Outcome.SENT)
+
+
+class DryRun(Transport):
+    """What would be POSTed to ``url`` is logged, and nothing is sent."""
+
+    def __init__(self, url: str) -> None:
+        self.url = url
+
+    def send(self, body: bytes, timeout: float) -> Delivery:
+        _log.debug("dry run: would POST %d bytes to %s", len(body), self.url)
+        return Delivery(Outcome.SKIPPED)
+
+
+class HttpTransport(Transport):
+    """A POST to ``url``: 2xx sent, 413 too large, 408/429/5xx or no answer transient."""
+
+    def __init__(self, url: str, client: HttpClient | None = None) -> None:
+        self.url = url
+        self.client: HttpClient = client if client is not None else default_client()
+
+    def send(self, body: bytes, timeout: float) -> Delivery:
         try:
-            status = _status_of(reply)
-            retry_after = reply.headers.get("Retry-After")
-            try:
-                reply.read(MAX_RESPONSE_BYTES)
-            except (OSError, http.client.HTTPException, ValueError) as exc:
-                # The status line arrived; a broken body does not change what it said.
-                logger.debug("reading the response body failed: %s", exc)
-        finally:
-            reply.close()
-        return Response(status, retry_after)
+            response = self.client.post(self.url, body, timeout)
+        except TransportError as exc:
+            _log.debug("telemetry POST failed: %s", exc)
+            return Delivery(Outcome.TRANSIENT)
+        _log.debug("telemetry POST answered %d", response.status)
+        return Delivery(classify_status(response.status), response.retry_after)
 
     def close(self) -> None:
-        """Nothing to release: every POST closes its own connection."""
+        self.client.close()
 
 
-def _status_of(reply: Any) -> int:
-    status = getattr(reply, "status", None)  # HTTPResponse (and HTTPError since 3.9)
-    if not isinstance(status, int):
-        status = getattr(reply, "code", None)  # HTTPError's own name for it
-    if not isinstance(status, int):
-        raise TransportError("the answer carried no status code")
-    return status
-
-
-def _opener() -> OpenerDirector:
-    """An opener for http(s) only: proxies from the environment, nothing followed."""
-    import urllib.request
-
-    opener = urllib.request.OpenerDirector()
-    # Built per POST: ProxyHandler reads the environment when it is created,
-    # and requests reads it per request too.
-    handlers: list[urllib.request.BaseHandler] = [
-        urllib.request.ProxyHandler(),
-        urllib.request.UnknownHandler(),
-        urllib.request.HTTPHandler(),
-    ]
-    https_handler = getattr(urllib.request, "HTTPSHandler", None)  # absent without ssl
-    if https_handler is not None:
-        handlers.append(https_handler())
-    for handler in handlers:
-        opener.add_handler(handler)
-    return opener
-
-
-# ---------------------------------------------------------------- the choice
-
-TransportClass = Union[type[RequestsTransport], type[UrllibTransport]]
-
-# The process-wide choice, made at the first POST of any AutoTransport.
-# Tests reset it (set it to None) to choose again under other conditions.
-_default_class: TransportClass | None = None
-
-
-def _choose_default_class() -> TransportClass:
-    global _default_class
-    chosen = _default_class
-    if chosen is None:
-        try:
-            _import_requests()
-            chosen = RequestsTransport
-        except Exception as exc:  # missing or broken: either way, urllib
-            logger.debug("requests is not usable (%s); sending with urllib", exc)
-            chosen = UrllibTransport
-        _default_class = chosen
-    return chosen
-
-
-class AutoTransport:
-    """Sends with ``requests`` when it is importable, else with ``urllib``.
-
-    Deciding costs an import, so it waits for the first POST (which runs on
-    the handler's worker thread); from then on this instance keeps the
-    transport it picked.
-    """
-
-    def __init__(self) -> None:
-        self.chosen: RequestsTransport | UrllibTransport | None = None
-
-    def post(self, url: str, body: bytes, timeout: float) -> Response:
-        if self.chosen is None:
-            self.chosen = _choose_default_class()()
-        return self.chosen.post(url, body, timeout)
-
-    def close(self) -> None:
-        if self.chosen is not None:
-            self.chosen.close()
-
-
-def default_transport() -> AutoTransport:
-    """The transport a handler uses unless told otherwise (see :class:`AutoTransport`)."""
-    return AutoTransport()
+def transport_for(endpoint: str, *, dry_run: bool | None = None) -> Transport:
+    """The transport for ``endpoint`` (``dry_run`` defaults to ``NAT_TELEMETRY_DRY_RUN``)."""
+    if not endpoint:
+        return NoEndpoint()
+    if endpoint == config.STDOUT_ENDPOINT_SENTINEL:
+        return StdoutSink()
+    if config.NAT_TELEMETRY_DRY_RUN if dry_run is None else dry_run:
+        return DryRun(endpoint)
+    return HttpTransport(endpoint)

@@ -479,9 +479,9 @@ def dependency_mode(
     """
     import sys
 
-    from nat_telemetry import transport
+    from nat_telemetry import http_client
 
-    monkeypatch.setattr(transport, "_default_class", None)
+    monkeypatch.setattr(http_client, "_default_class", None)
     if request.param == "stdlib":
         prefixes = tuple(f"{name}." for name in OPTIONAL_MODULES)
         for name in list(sys.modules):

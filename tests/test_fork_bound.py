@@ -162,14 +162,14 @@ AUDIT_SCRIPT = """\
 import sys, threading
 if sys.argv[2] == "urllib":
     sys.modules["requests"] = None  # as in a vendored copy: urllib it is
-from nat_telemetry import transport
+from nat_telemetry import _fork_guard
 
 unguarded = []
 
 def hook(event, args):
     # A module imported on the worker thread while the fork guard is free.
     if (event == "import" and threading.current_thread().name == "nat-telemetry-worker"
-            and args[0] not in sys.modules and not transport._import_lock.locked()):
+            and args[0] not in sys.modules and not _fork_guard.import_lock._is_owned()):
         unguarded.append(args[0])
 
 sys.addaudithook(hook)
@@ -177,14 +177,14 @@ from nat_telemetry import CliCommandEvent, NATTelemetryHandler
 
 h = NATTelemetryHandler(endpoint=sys.argv[1])
 h.enqueue(CliCommandEvent(command="audit", task_status="success", python_version="3.11.7"))
-print("FLUSHED", h.flush(timeout=10), h.stats()["sent"], type(h._transport.chosen).__name__,
+print("FLUSHED", h.flush(timeout=10), h.stats()["sent"], type(h._transport.client.chosen).__name__,
       flush=True)
 print("UNGUARDED", " ".join(unguarded), flush=True)
 """
 
 
 @pytest.mark.parametrize(("library", "transport_class"),
-                         [("requests", "RequestsTransport"), ("urllib", "UrllibTransport")])
+                         [("requests", "RequestsClient"), ("urllib", "UrllibClient")])
 def test_first_post_imports_nothing_outside_the_fork_guard(
     tmp_path: Path, library: str, transport_class: str
 ) -> None:

@@ -62,7 +62,7 @@ handler.enqueue(nt.CliCommandEvent(
     exit_code=0, python_version="%d.%d.%d" % sys.version_info[:3]))
 result["flushed"] = handler.flush(timeout=20)
 result["stats"] = handler.stats()
-result["transport"] = type(handler._transport.chosen).__name__
+result["transport"] = type(handler._transport.client.chosen).__name__
 handler.stop()
 result["modules"] = sorted(
     m for m in sys.modules
@@ -123,7 +123,7 @@ def test_vendored_copy_works_without_any_dependency(tmp_path: Path, real_collect
     assert stat.S_IMODE(consent_file.stat().st_mode) == 0o600
 
     # The event went out with urllib and the collector stored it.
-    assert result["transport"] == "UrllibTransport"
+    assert result["transport"] == "UrllibClient"
     assert result["flushed"] is True
     assert result["stats"]["sent"] == 1
     rows = real_collector.rows()
@@ -148,4 +148,4 @@ def test_modules_import_the_package_only_relatively(module: Path) -> None:
 
 
 def test_every_module_is_checked() -> None:
-    assert {path.name for path in MODULES} >= {"__init__.py", "_toml.py", "transport.py"}
+    assert {path.name for path in MODULES} >= {"__init__.py", "_toml.py", "http_client.py", "transport.py"}

@@ -3,7 +3,7 @@
 Every contract test runs against both transports and a raw socket server
 that can answer anything (redirects, error statuses, trickled bytes, resets,
 endless bodies), so "the same behaviour" is checked on the wire rather than
-assumed.  The last tests check :func:`default_transport`: the choice waits
+assumed.  The last tests check :func:`default_client`: the choice waits
 for the first POST, is made once, and falls back to urllib when ``requests``
 cannot be imported.
 """
@@ -23,19 +23,19 @@ from typing import Callable, Union
 import pytest
 from conftest import REPO_ROOT, Collector, event, ids, wait_until
 
-from nat_telemetry import transport
+from nat_telemetry import http_client
 from nat_telemetry.handler import NATTelemetryHandler
-from nat_telemetry.transport import (
+from nat_telemetry.http_client import (
     MAX_RESPONSE_BYTES,
-    AutoTransport,
-    RequestsTransport,
+    AutoClient,
+    RequestsClient,
     Response,
     TransportError,
-    UrllibTransport,
-    default_transport,
+    UrllibClient,
+    default_client,
 )
 
-AnyTransport = Union[RequestsTransport, UrllibTransport]
+AnyClient = Union[RequestsClient, UrllibClient]
 BODY = b'{"events":[]}'
 
 
@@ -154,9 +154,9 @@ def serve() -> Iterator[Callable[[Responder], RawServer]]:
         server.close()
 
 
-@pytest.fixture(params=[RequestsTransport, UrllibTransport])
-def client(request: pytest.FixtureRequest) -> Iterator[AnyTransport]:
-    instance: AnyTransport = request.param()
+@pytest.fixture(params=[RequestsClient, UrllibClient])
+def client(request: pytest.FixtureRequest) -> Iterator[AnyClient]:
+    instance: AnyClient = request.param()
     yield instance
     instance.close()
 
@@ -167,7 +167,7 @@ ServeFixture = Callable[[Responder], RawServer]
 # ------------------------------------------------------------ contract
 
 
-def test_post_sends_json_and_returns_the_status(client: AnyTransport, serve: ServeFixture) -> None:
+def test_post_sends_json_and_returns_the_status(client: AnyClient, serve: ServeFixture) -> None:
     server = serve(answer(200, body=b'{"accepted": 1}'))
     assert client.post(server.url, BODY, 2.0) == Response(200, None)
     (request,) = server.requests
@@ -179,7 +179,7 @@ def test_post_sends_json_and_returns_the_status(client: AnyTransport, serve: Ser
 
 @pytest.mark.parametrize("status", [400, 404, 408, 413, 422, 429, 500, 502, 503])
 def test_error_statuses_are_answers_not_errors(
-    client: AnyTransport, serve: ServeFixture, status: int
+    client: AnyClient, serve: ServeFixture, status: int
 ) -> None:
     server = serve(answer(status, {"Retry-After": "7"}, b'{"error": "no"}'))
     assert client.post(server.url, BODY, 2.0) == Response(status, "7")
@@ -187,7 +187,7 @@ def test_error_statuses_are_answers_not_errors(
 
 @pytest.mark.parametrize("value", ["120", "Wed, 21 Oct 2015 07:28:00 GMT"])
 def test_retry_after_is_passed_through_verbatim(
-    client: AnyTransport, serve: ServeFixture, value: str
+    client: AnyClient, serve: ServeFixture, value: str
 ) -> None:
     server = serve(answer(503, {"Retry-After": value}))
     assert client.post(server.url, BODY, 2.0) == Response(503, value)
@@ -195,7 +195,7 @@ def test_retry_after_is_passed_through_verbatim(
 
 @pytest.mark.parametrize("status", [301, 302, 303, 307, 308])
 def test_redirects_are_not_followed(
-    client: AnyTransport, serve: ServeFixture, status: int
+    client: AnyClient, serve: ServeFixture, status: int
 ) -> None:
     elsewhere = serve(answer(200))
     server = serve(answer(status, {"Location": elsewhere.url}))
@@ -204,14 +204,14 @@ def test_redirects_are_not_followed(
     assert elsewhere.requests == []
 
 
-def test_refused_connection_is_a_transport_error(client: AnyTransport, refused_url: str) -> None:
+def test_refused_connection_is_a_transport_error(client: AnyClient, refused_url: str) -> None:
     started = time.monotonic()
     with pytest.raises(TransportError):
         client.post(refused_url, BODY, 2.0)
     assert time.monotonic() - started < 1.0
 
 
-def test_no_answer_times_out(client: AnyTransport, serve: ServeFixture) -> None:
+def test_no_answer_times_out(client: AnyClient, serve: ServeFixture) -> None:
     def never(server: RawServer, conn: socket.socket, request: RawRequest) -> None:
         server.closing.wait(10)
 
@@ -222,7 +222,7 @@ def test_no_answer_times_out(client: AnyTransport, serve: ServeFixture) -> None:
     assert 0.25 <= time.monotonic() - started < 1.5
 
 
-def test_timeout_is_per_socket_operation(client: AnyTransport, serve: ServeFixture) -> None:
+def test_timeout_is_per_socket_operation(client: AnyClient, serve: ServeFixture) -> None:
     # Every byte comes well within the timeout, the whole answer does not:
     # like requests, the timeout bounds each wait, not the request.
     def trickle(server: RawServer, conn: socket.socket, request: RawRequest) -> None:
@@ -239,14 +239,14 @@ def test_timeout_is_per_socket_operation(client: AnyTransport, serve: ServeFixtu
 
 
 def test_closed_without_answer_is_a_transport_error(
-    client: AnyTransport, serve: ServeFixture
+    client: AnyClient, serve: ServeFixture
 ) -> None:
     server = serve(lambda srv, conn, req: conn.shutdown(socket.SHUT_RDWR))
     with pytest.raises(TransportError):
         client.post(server.url, BODY, 2.0)
 
 
-def test_reset_is_a_transport_error(client: AnyTransport, serve: ServeFixture) -> None:
+def test_reset_is_a_transport_error(client: AnyClient, serve: ServeFixture) -> None:
     def reset(server: RawServer, conn: socket.socket, request: RawRequest) -> None:
         conn.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
         conn.close()
@@ -256,13 +256,13 @@ def test_reset_is_a_transport_error(client: AnyTransport, serve: ServeFixture) -
         client.post(server.url, BODY, 2.0)
 
 
-def test_garbage_answer_is_a_transport_error(client: AnyTransport, serve: ServeFixture) -> None:
+def test_garbage_answer_is_a_transport_error(client: AnyClient, serve: ServeFixture) -> None:
     server = serve(lambda srv, conn, req: conn.sendall(b"hello there\r\n\r\n"))
     with pytest.raises(TransportError):
         client.post(server.url, BODY, 2.0)
 
 
-def test_broken_body_still_returns_the_status(client: AnyTransport, serve: ServeFixture) -> None:
+def test_broken_body_still_returns_the_status(client: AnyClient, serve: ServeFixture) -> None:
     def short(server: RawServer, conn: socket.socket, request: RawRequest) -> None:
         conn.sendall(b"HTTP/1.1 503 Busy\r\nContent-Length: 100\r\nRetry-After: 3\r\n\r\nonly")
 
@@ -271,7 +271,7 @@ def test_broken_body_still_returns_the_status(client: AnyTransport, serve: Serve
 
 
 def test_response_body_is_read_at_most_max_bytes(
-    client: AnyTransport, serve: ServeFixture
+    client: AnyClient, serve: ServeFixture
 ) -> None:
     # The server announces 100 MB, sends two limits' worth and then stalls:
     # a client that tried to read it all would wait for the timeout.
@@ -290,13 +290,13 @@ def test_response_body_is_read_at_most_max_bytes(
     "url",
     ["", "not a url", "ftp://127.0.0.1/x", "file:///etc/passwd", "http://", "http://[::1"],
 )
-def test_bad_urls_are_transport_errors(client: AnyTransport, url: str) -> None:
+def test_bad_urls_are_transport_errors(client: AnyClient, url: str) -> None:
     with pytest.raises(TransportError):
         client.post(url, BODY, 1.0)
 
 
 def test_proxy_from_the_environment_is_used(
-    client: AnyTransport, serve: ServeFixture, monkeypatch: pytest.MonkeyPatch
+    client: AnyClient, serve: ServeFixture, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     proxy = serve(answer(200))
     monkeypatch.setenv("HTTP_PROXY", f"http://127.0.0.1:{proxy.port}")
@@ -309,7 +309,7 @@ def test_proxy_from_the_environment_is_used(
 
 
 def test_no_proxy_bypasses_the_proxy(
-    client: AnyTransport, serve: ServeFixture, refused_url: str,
+    client: AnyClient, serve: ServeFixture, refused_url: str,
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     server = serve(answer(204))
@@ -319,7 +319,7 @@ def test_no_proxy_bypasses_the_proxy(
     assert len(server.requests) == 1
 
 
-def test_usable_again_after_close(client: AnyTransport, serve: ServeFixture) -> None:
+def test_usable_again_after_close(client: AnyClient, serve: ServeFixture) -> None:
     server = serve(answer(200))
     client.close()
     client.close()
@@ -331,29 +331,29 @@ def test_usable_again_after_close(client: AnyTransport, serve: ServeFixture) -> 
 
 @pytest.fixture
 def fresh_choice(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(transport, "_default_class", None)
+    monkeypatch.setattr(http_client, "_default_class", None)
 
 
 def recorded_choice() -> object:
     """The process-wide choice as it stands (None: not made yet)."""
-    return transport._default_class
+    return http_client._default_class
 
 
-def chosen_by(auto: AutoTransport) -> object:
+def chosen_by(auto: AutoClient) -> object:
     return auto.chosen
 
 
 def test_choice_waits_for_the_first_post(fresh_choice: None, serve: ServeFixture) -> None:
     server = serve(answer(200))
-    auto = default_transport()
-    assert isinstance(auto, AutoTransport)
+    auto = default_client()
+    assert isinstance(auto, AutoClient)
     assert chosen_by(auto) is None
     assert recorded_choice() is None
     auto.close()  # closing an unused one decides nothing
     assert recorded_choice() is None
     assert auto.post(server.url, BODY, 2.0) == Response(200, None)
-    assert type(auto.chosen) is RequestsTransport
-    assert recorded_choice() is RequestsTransport
+    assert type(auto.chosen) is RequestsClient
+    assert recorded_choice() is RequestsClient
 
 
 def test_without_requests_the_choice_is_urllib(
@@ -361,10 +361,10 @@ def test_without_requests_the_choice_is_urllib(
 ) -> None:
     server = serve(answer(200))
     monkeypatch.setitem(sys.modules, "requests", None)
-    auto = default_transport()
+    auto = default_client()
     assert auto.post(server.url, BODY, 2.0) == Response(200, None)
-    assert type(auto.chosen) is UrllibTransport
-    assert recorded_choice() is UrllibTransport
+    assert type(auto.chosen) is UrllibClient
+    assert recorded_choice() is UrllibClient
 
 
 def test_a_broken_requests_also_means_urllib(
@@ -373,17 +373,17 @@ def test_a_broken_requests_also_means_urllib(
     def broken() -> None:
         raise AttributeError("module 'urllib3' has no attribute 'something'")
 
-    monkeypatch.setattr(transport, "_import_requests", broken)
-    assert transport._choose_default_class() is UrllibTransport
+    monkeypatch.setattr(http_client, "_import_requests", broken)
+    assert http_client._choose_default_class() is UrllibClient
 
 
 def test_the_choice_is_made_once(
     fresh_choice: None, serve: ServeFixture, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     server = serve(answer(200))
-    first = default_transport()
+    first = default_client()
     first.post(server.url, BODY, 2.0)
-    assert recorded_choice() is RequestsTransport
+    assert recorded_choice() is RequestsClient
 
     class Recording:
         posts = 0
@@ -396,22 +396,22 @@ def test_the_choice_is_made_once(
             pass
 
     # Later transports take the recorded choice without deciding again...
-    monkeypatch.setattr(transport, "_default_class", Recording)
-    second = default_transport()
+    monkeypatch.setattr(http_client, "_default_class", Recording)
+    second = default_client()
     assert second.post(server.url, BODY, 2.0) == Response(299, None)
     assert Recording.posts == 1
     # ...and a transport keeps the one it picked.
     assert first.post(server.url, BODY, 2.0) == Response(200, None)
-    assert type(first.chosen) is RequestsTransport
+    assert type(first.chosen) is RequestsClient
     assert len(server.requests) == 2
 
 
 def test_import_does_not_decide() -> None:
     code = ("import sys, nat_telemetry\n"
-            "from nat_telemetry import transport\n"
+            "from nat_telemetry import http_client\n"
             "from nat_telemetry.handler import NATTelemetryHandler\n"
             "h = NATTelemetryHandler(endpoint='')\n"
-            "print(transport._default_class, 'requests' in sys.modules,"
+            "print(http_client._default_class, 'requests' in sys.modules,"
             " 'urllib.request' in sys.modules)\n")
     result = subprocess.run([sys.executable, "-c", code], cwd=str(REPO_ROOT),
                             capture_output=True, text=True, timeout=60)
@@ -429,8 +429,8 @@ def test_handler_sends_with_the_transport_of_the_mode(
     assert h.flush(timeout=5) is True
     assert ids(collector.events) == [7]
     assert wait_until(lambda: h.stats()["sent"] == 1)
-    chosen = h._transport.chosen
-    expected = UrllibTransport if dependency_mode == "stdlib" else RequestsTransport
+    chosen = h._transport.client.chosen
+    expected = UrllibClient if dependency_mode == "stdlib" else RequestsClient
     assert type(chosen) is expected
     if dependency_mode == "stdlib":
         with pytest.raises(ImportError):
