@@ -16,6 +16,7 @@ later changes (the consent prompt may flip it).
 from __future__ import annotations
 
 import importlib
+import sys
 
 from . import config
 
@@ -35,8 +36,32 @@ if TYPE_CHECKING:
     from .payload import QueuedEvent, build_payload
     from .subcommand import resolve_subcommand
     from .track import track_command
+else:
+    Any = object
 
 __version__ = "0.1.0"
+
+
+def _resolve_enabled() -> bool:
+    from .consent import resolve_initial_consent
+
+    return resolve_initial_consent()
+
+
+config.resolve_enabled = _resolve_enabled
+
+
+class _Package(type(config)):  # type: ignore[misc]
+    """Assigning ``nat_telemetry.TELEMETRY_ENABLED`` sets the live flag in config."""
+
+    def __setattr__(self, name: str, value: Any) -> None:
+        if name == "TELEMETRY_ENABLED":
+            config.TELEMETRY_ENABLED = bool(value)
+            return
+        super().__setattr__(name, value)
+
+
+sys.modules[__name__].__class__ = _Package
 
 # public name -> the submodule that defines it
 _EXPORTS = {

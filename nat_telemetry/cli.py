@@ -26,11 +26,9 @@ import time
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
 
 from . import _log, collector_cli
 from .consent import (
-    PROMPT_VERSION,
     TELEMETRY_ENV_VAR,
     ConsentState,
     consent_file_path,
@@ -41,7 +39,7 @@ from .consent import (
 )
 from .events import CliCommandEvent, TaskStatusEnum, ValidationError
 from .handler import NATTelemetryHandler
-from .track import EXIT_CODE_INTERRUPTED, python_version
+from .outcome import EXIT_CODE_INTERRUPTED, outcome_of_returncode, python_version
 
 __all__ = ["build_parser", "main"]
 
@@ -55,8 +53,6 @@ EXIT_USAGE = 2
 
 _MAX_NAME_LENGTH = 64
 _NOT_A_NAME_CHARACTER = re.compile(r"[^A-Za-z0-9_.:-]")
-# Far larger than any real consent file; see _peek_consent_file.
-_MAX_CONSENT_FILE_BYTES = 64 * 1024
 
 
 def _err(message: str) -> None:
@@ -85,11 +81,14 @@ def build_parser() -> argparse.ArgumentParser:
     status = commands.add_parser(
         "status",
         help="show whether telemetry is enabled and why (the default)",
-        description="Show whether anonymous usage telemetry is enabled, and what decides it: "
-        f"the {TELEMETRY_ENV_VAR} environment variable, the saved decision in the "
-        "consent file, or the default (disabled, never asked).",
+        description="Show whether anonymous usage telemetry is enabled and the rule that "
+        f"decides it (DO_NOT_TRACK, a CI run, the {TELEMETRY_ENV_VAR} environment variable, "
+        "the saved decision in the consent file, or the default: disabled, never asked), "
+        "where events would go, and what each one contains.",
     )
-    status.set_defaults(func=_cmd_status)
+    status.add_argument("--json", action="store_true",
+                        help="print the same as one JSON object, for scripts")
+    status.set_defaults(func=_cmd_status, json=False)
 
     enable = commands.add_parser(
         "enable",
@@ -136,7 +135,9 @@ def main(argv: list[str] | None = None) -> int:
     try:
         parser = build_parser()
         args = parser.parse_args(argv)  # --help and usage errors exit here (0 / 2)
-        func = getattr(args, "func", None) or _cmd_status
+        func = getattr(args, "func", None)
+        if func is None:
+            func, args.json = _cmd_status, False
         result = func(args)
         return 0 if result is None else int(result)
     except KeyboardInterrupt:
@@ -160,72 +161,16 @@ def _consent_path() -> tuple[Path | None, str]:
     return path, str(path)
 
 
-def _load_toml(text: str) -> dict[str, Any]:
-    from ._toml import loads  # tomllib, tomli, or the built-in reader of vendored copies
-
-    return loads(text)
-
-
-def _peek_consent_file(path: Path) -> dict[str, Any] | None:
-    """The file's ``[telemetry]`` table, for explaining it; None when there is no file.
-
-    Only used to *describe* a decision that ``read_persisted_consent`` did not
-    accept (an old prompt version, a damaged file); deciding stays its job.
-    An empty dict means "there is a file, but it says nothing we understand".
-    """
-    try:
-        if not path.exists():
-            return None
-        if not path.is_file() or path.stat().st_size > _MAX_CONSENT_FILE_BYTES:
-            return {}
-        table = _load_toml(path.read_text(encoding="utf-8")).get("telemetry")
-    except Exception:  # unreadable or malformed: nothing to explain
-        return {}
-    return table if isinstance(table, dict) else {}
-
-
-def _describe_file(path: Path | None, path_text: str, persisted: ConsentState) -> str:
-    """What the consent file says, in words, including why it may not count."""
-    if path is None:
-        return path_text
-    if persisted is ConsentState.ENABLED:
-        return f"{path_text} (saved: enabled)"
-    table = _peek_consent_file(path)
-    version = table.get("prompt_version") if table else None
-    stale = table is not None and version != PROMPT_VERSION
-    if persisted is ConsentState.DISABLED:
-        if stale:
-            return (f"{path_text} (saved: disabled, under prompt version {version!r}; "
-                    "a 'no' stays valid across prompt versions)")
-        return f"{path_text} (saved: disabled)"
-    if table is None:
-        return f"{path_text} (no decision saved)"
-    if table.get("consent") == ConsentState.ENABLED.value and stale:
-        return (f"{path_text} (saved: enabled, but under prompt version {version!r}, not the "
-                f"current {PROMPT_VERSION!r}: that 'yes' no longer counts and you will be "
-                "asked again)")
-    return f"{path_text} (not understood, ignored: treated as never asked)"
-
-
 def _cmd_status(args: argparse.Namespace) -> int:
-    path, path_text = _consent_path()
-    persisted = read_persisted_consent()
-    described = _describe_file(path, path_text, persisted)
-    env_value = os.environ.get(TELEMETRY_ENV_VAR)
-    if env_value is not None:
-        print(f"Telemetry is {_word(resolve_env_consent())}.")
-        print(f"Source: environment variable {TELEMETRY_ENV_VAR}={env_value!r}")
-        print(f"Consent file: {described}; not used while {TELEMETRY_ENV_VAR} is set.")
-        return 0
-    if persisted is not ConsentState.NEVER_ASKED:
-        print(f"Telemetry is {_word(persisted is ConsentState.ENABLED)}.")
-        print(f"Source: consent file {described}")
-        return 0
-    print("Telemetry is disabled.")
-    print("Source: default (never asked)")
-    print(f"Consent file: {described}")
-    print(f"Record a decision with `{PROG} enable` or `{PROG} disable`; "
-          f"an interactive `{PROG} run` asks.")
+    from . import status
+
+    info = status.gather()
+    if args.json:
+        import json
+
+        print(json.dumps(info, indent=2, sort_keys=True))
+    else:
+        print("\n".join(status.render(info, PROG)))
     return 0
 
 
@@ -316,16 +261,8 @@ def _run_child(cmd: list[str]) -> tuple[int, TaskStatusEnum, str]:
     except OSError as exc:
         _err(f"run: {program}: cannot execute: {exc.strerror or type(exc).__name__}")
         return EXIT_CANNOT_EXECUTE, TaskStatusEnum.FAILURE, type(exc).__name__
-    if returncode < 0:  # killed by signal -returncode
-        signum = -returncode
-        status = (TaskStatusEnum.INTERRUPTED if signum == signal.SIGINT
-                  else TaskStatusEnum.FAILURE)
-        return 128 + signum, status, "undefined"
-    if returncode == 0:
-        return 0, TaskStatusEnum.SUCCESS, "undefined"
-    if returncode == EXIT_CODE_INTERRUPTED:
-        return returncode, TaskStatusEnum.INTERRUPTED, "undefined"
-    return returncode, TaskStatusEnum.FAILURE, "undefined"
+    status, exit_code = outcome_of_returncode(returncode)
+    return exit_code, status, "undefined"
 
 
 def _cmd_run(args: argparse.Namespace) -> int:

@@ -22,16 +22,41 @@ Environment variables:
     prepended to every session id.
 ``NAT_TELEMETRY_CONSENT_FILE``
     where the consent decision is stored (see :mod:`.consent`).
+``DO_NOT_TRACK``
+    ``1``/``true`` (any case): telemetry is off whatever else says, and
+    nobody is asked (the Console Do Not Track convention).
+``CI`` and the other variables in :data:`CI_ENV_VARS`
+    a CI run: nobody is asked, and only ``NAT_TELEMETRY_ENABLED`` can turn
+    telemetry on.
+
+This module imports nothing of the package: everything else builds on it.
 """
 
 from __future__ import annotations
 
 import os
 
+TYPE_CHECKING = False  # typing.TYPE_CHECKING without importing typing at run time
+if TYPE_CHECKING:
+    from typing import Callable
+
 CLIENT_ID = "184482118588404"
 NAT_TELEMETRY_VERSION = "nat-telemetry/1.0"
 STDOUT_ENDPOINT_SENTINEL = "stdout"
 DEFAULT_NAT_TELEMETRY_ENDPOINT = ""
+
+TELEMETRY_ENV_VAR = "NAT_TELEMETRY_ENABLED"
+ENDPOINT_ENV_VAR = "NAT_TELEMETRY_ENDPOINT"
+DRY_RUN_ENV_VAR = "NAT_TELEMETRY_DRY_RUN"
+SESSION_PREFIX_ENV_VAR = "NAT_SESSION_PREFIX"
+CONSENT_FILE_ENV_VAR = "NAT_TELEMETRY_CONSENT_FILE"
+DO_NOT_TRACK_ENV_VAR = "DO_NOT_TRACK"
+# Set by the common CI services (any non-empty value but "false"/"0" counts).
+CI_ENV_VARS = (
+    "CI", "GITHUB_ACTIONS", "GITLAB_CI", "BUILDKITE", "CIRCLECI", "JENKINS_URL", "TF_BUILD",
+    "TEAMCITY_VERSION", "TRAVIS", "CODEBUILD_BUILD_ID", "BITBUCKET_BUILD_NUMBER",
+    "BUILD_ID", "DRONE", "APPVEYOR", "SEMAPHORE", "BITRISE_IO", "HEROKU_TEST_RUN_ID",
+)
 
 _TRUTHY = frozenset({"1", "true", "yes"})
 
@@ -52,22 +77,38 @@ def _cpu_architecture() -> str:
 
 
 CPU_ARCHITECTURE: str = _cpu_architecture()
-NAT_TELEMETRY_ENDPOINT: str = os.environ.get(
-    "NAT_TELEMETRY_ENDPOINT", DEFAULT_NAT_TELEMETRY_ENDPOINT
-)
-NAT_TELEMETRY_DRY_RUN: bool = is_truthy(os.environ.get("NAT_TELEMETRY_DRY_RUN"))
-SESSION_PREFIX: str | None = os.environ.get("NAT_SESSION_PREFIX") or None
+NAT_TELEMETRY_ENDPOINT: str = os.environ.get(ENDPOINT_ENV_VAR, DEFAULT_NAT_TELEMETRY_ENDPOINT)
+NAT_TELEMETRY_DRY_RUN: bool = is_truthy(os.environ.get(DRY_RUN_ENV_VAR))
+SESSION_PREFIX: str | None = os.environ.get(SESSION_PREFIX_ENV_VAR) or None
+
+
+def do_not_track() -> bool:
+    """``DO_NOT_TRACK`` is set to ``1`` or ``true`` (any case)."""
+    value = os.environ.get(DO_NOT_TRACK_ENV_VAR)
+    return value is not None and value.strip().lower() in ("1", "true")
+
+
+def ci_env_var() -> str | None:
+    """The first CI variable that says this is a CI run, or None."""
+    for name in CI_ENV_VARS:
+        value = os.environ.get(name)
+        if value and value.strip().lower() not in ("0", "false"):
+            return name
+    return None
+
 
 TELEMETRY_ENABLED: bool  # resolved on first read by __getattr__ below
+
+# Set by the package (see __init__): how TELEMETRY_ENABLED is resolved.  A
+# hook rather than an import keeps this module a leaf; consent builds on it.
+resolve_enabled: Callable[[], bool] | None = None
 
 
 def __getattr__(name: str) -> object:
     # Only called while TELEMETRY_ENABLED has never been set: resolve it once,
     # then store it so later reads are plain attribute lookups.
     if name == "TELEMETRY_ENABLED":
-        from .consent import resolve_initial_consent
-
-        value = resolve_initial_consent()
+        value = resolve_enabled() if resolve_enabled is not None else False
         globals().setdefault("TELEMETRY_ENABLED", value)
         return globals()["TELEMETRY_ENABLED"]
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -33,7 +33,7 @@ import sys
 import tempfile
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 from . import _log, _toml, config
 
@@ -41,20 +41,24 @@ __all__ = [
     "CONSENT_FILE_ENV_VAR",
     "PROMPT_VERSION",
     "TELEMETRY_ENV_VAR",
+    "ConsentRecord",
     "ConsentState",
+    "Decision",
     "consent_file_path",
     "is_interactive_session",
     "maybe_prompt_for_consent",
     "prompt_user",
+    "read_consent_record",
     "read_persisted_consent",
     "render_prompt",
+    "resolve_consent",
     "resolve_env_consent",
     "resolve_initial_consent",
     "write_persisted_consent",
 ]
 
-TELEMETRY_ENV_VAR = "NAT_TELEMETRY_ENABLED"
-CONSENT_FILE_ENV_VAR = "NAT_TELEMETRY_CONSENT_FILE"
+TELEMETRY_ENV_VAR = config.TELEMETRY_ENV_VAR
+CONSENT_FILE_ENV_VAR = config.CONSENT_FILE_ENV_VAR
 # Bump whenever the prompt text changes what the user is agreeing to: earlier
 # "enabled" answers are then asked again (see read_persisted_consent).
 PROMPT_VERSION = "1.0"
@@ -79,6 +83,36 @@ class ConsentState(str, enum.Enum):
     ENABLED = "enabled"
     DISABLED = "disabled"
     NEVER_ASKED = "never_asked"
+
+    def __str__(self) -> str:
+        return self.value
+
+    def __format__(self, spec: str) -> str:
+        return self.value.__format__(spec)
+
+
+class ConsentRecord(NamedTuple):
+    """What the consent file says, and what it counts as.
+
+    ``state`` is the decision it stands for (the prompt-version gate applied);
+    ``consent`` and ``prompt_version`` are the raw values found (None when
+    absent); ``why`` explains, in words, a file that does not count as written.
+    """
+
+    state: ConsentState
+    path: str
+    exists: bool
+    consent: str | None = None
+    prompt_version: str | None = None
+    why: str = ""
+
+
+class Decision(NamedTuple):
+    """Whether telemetry is on, which rule decided, and the detail of that rule."""
+
+    enabled: bool
+    rule: str  # "DO_NOT_TRACK", "CI", "environment", "consent file" or "default"
+    detail: str
 
 
 def consent_file_path() -> Path:
@@ -132,34 +166,57 @@ def _read_consent_text(path: Path) -> str | None:
     return data.decode("utf-8")
 
 
-def read_persisted_consent() -> ConsentState:
-    """The decision stored on disk; ``NEVER_ASKED`` whenever it is unusable.
+def read_consent_record() -> ConsentRecord:
+    """Read the consent file and apply the prompt-version gate; never raises.
 
-    Never raises: a broken file must cost the user at most one more prompt.
+    A broken file must cost the user at most one more prompt, so anything
+    unreadable, malformed or unknown counts as ``NEVER_ASKED``.
     """
+    never = ConsentState.NEVER_ASKED
     try:
         path = consent_file_path()
+    except Exception as exc:  # e.g. no home folder
+        return ConsentRecord(never, "", False, why=f"no consent file location: {exc}")
+    shown = str(path)
+    try:
         text = _read_consent_text(path)
         if text is None:
-            return ConsentState.NEVER_ASKED
+            return ConsentRecord(never, shown, True, why="not a regular file of a sane size")
         table = _load_toml(text).get("telemetry")
-        if not isinstance(table, dict):
-            return ConsentState.NEVER_ASKED
-        consent = table.get("consent")
-        current = table.get("prompt_version") == PROMPT_VERSION
     except FileNotFoundError:
-        return ConsentState.NEVER_ASKED
+        return ConsentRecord(never, shown, False, why="no decision saved")
     except Exception as exc:  # unreadable, binary, malformed: all mean "ask"
         _log.debug("ignoring unreadable consent file: %r", exc)
-        return ConsentState.NEVER_ASKED
-
+        return ConsentRecord(never, shown, True,
+                             why="not understood (not valid TOML), ignored: treated as never asked")
+    if not isinstance(table, dict):
+        return ConsentRecord(never, shown, True, why="no [telemetry] table: ignored")
+    consent, version = table.get("consent"), table.get("prompt_version")
+    consent = consent if isinstance(consent, str) else None
+    version = version if isinstance(version, str) else None
+    record = ConsentRecord(never, shown, True, consent, version)
     if consent == ConsentState.DISABLED.value:
         # A "no" stands whatever wording it answered; it is never upgraded.
-        return ConsentState.DISABLED
-    if consent == ConsentState.ENABLED.value and current:
-        return ConsentState.ENABLED
-    # A "yes" to other wording, or a value we do not know: ask again.
-    return ConsentState.NEVER_ASKED
+        why = "" if version == PROMPT_VERSION else "a 'no' stays valid across prompt versions"
+        return record._replace(state=ConsentState.DISABLED, why=why)
+    if consent == ConsentState.ENABLED.value:
+        if version == PROMPT_VERSION:
+            return record._replace(state=ConsentState.ENABLED)
+        # A "yes" to other wording: ask again.
+        return record._replace(why=(
+            f"a 'yes' given under prompt version {version!r}, not the current "
+            f"{PROMPT_VERSION!r}, no longer counts: you will be asked again"))
+    return record._replace(why="not understood, ignored: treated as never asked")
+
+
+def read_persisted_consent() -> ConsentState:
+    """The decision stored on disk; ``NEVER_ASKED`` whenever it is unusable."""
+    return read_consent_record().state
+
+
+def _consent_file_path() -> Path:
+    # The name the seed's own command line imports.
+    return consent_file_path()
 
 
 def _render_consent_file(state: ConsentState) -> str:
@@ -300,24 +357,46 @@ def prompt_user() -> ConsentState:
     return ConsentState.DISABLED
 
 
+def resolve_consent() -> Decision:
+    """Whether telemetry is on, and the rule that decided.
+
+    In order: ``DO_NOT_TRACK`` (always off); ``NAT_TELEMETRY_ENABLED`` when set;
+    in a CI run, off (only the variable can turn it on there); the consent
+    file; off by default.
+    """
+    if config.do_not_track():
+        value = os.environ.get(config.DO_NOT_TRACK_ENV_VAR)
+        return Decision(False, "DO_NOT_TRACK", f"{config.DO_NOT_TRACK_ENV_VAR}={value!r}")
+    value = os.environ.get(TELEMETRY_ENV_VAR)
+    if value is not None:
+        return Decision(config.is_truthy(value), "environment", f"{TELEMETRY_ENV_VAR}={value!r}")
+    ci = config.ci_env_var()
+    if ci is not None:
+        return Decision(False, "CI", f"{ci} is set: a CI run, where only "
+                        f"{TELEMETRY_ENV_VAR} can turn telemetry on")
+    record = read_consent_record()
+    if record.state is not ConsentState.NEVER_ASKED:
+        return Decision(record.state is ConsentState.ENABLED, "consent file", record.path)
+    return Decision(False, "default", "never asked")
+
+
 def resolve_initial_consent() -> bool:
-    """Whether telemetry starts enabled: environment first, then the file."""
-    from_env = resolve_env_consent()
-    if from_env is not None:
-        return from_env
-    return read_persisted_consent() is ConsentState.ENABLED
+    """Whether telemetry starts enabled (see :func:`resolve_consent`)."""
+    return resolve_consent().enabled
 
 
 def maybe_prompt_for_consent() -> None:
     """Ask the user, once, if nobody has decided yet and someone can answer.
 
-    Does nothing when the environment already decides, when a decision is
-    stored, or when there is no terminal.  The answer is saved and applied to
+    Does nothing when the environment already decides (``DO_NOT_TRACK``,
+    ``NAT_TELEMETRY_ENABLED``, a CI run), when a decision is stored, or when
+    there is no terminal.  The answer is saved and applied to
     this process at once through ``config.TELEMETRY_ENABLED``.  Never raises:
     consent handling must not break the command it is attached to.
     """
     try:
-        if os.environ.get(TELEMETRY_ENV_VAR) is not None:
+        if (config.do_not_track() or os.environ.get(TELEMETRY_ENV_VAR) is not None
+                or config.ci_env_var() is not None):
             return
         # Cheap check before touching the disk: most non-interactive runs
         # (CI, pipes) stop here.

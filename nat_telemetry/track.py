@@ -25,42 +25,20 @@ from __future__ import annotations
 import functools
 import inspect
 import os
-import sys
 import threading
 import time
 from types import TracebackType
 from typing import Any, Callable, Literal, TypeVar, cast
 
 from . import _log, config
-from .events import CliCommandEvent, TaskStatusEnum, ValidationError
+from .events import CliCommandEvent, ValidationError
 from .handler import NATTelemetryHandler
+from .outcome import EXIT_CODE_INTERRUPTED, outcome_of, python_version
 
-__all__ = ["track_command"]
+__all__ = ["EXIT_CODE_INTERRUPTED", "outcome_of", "python_version", "track_command"]
 
 
 _F = TypeVar("_F", bound=Callable[..., Any])
-
-# Exit code a shell reports for a command ended by Ctrl-C (128 + SIGINT).
-EXIT_CODE_INTERRUPTED = 130
-_MAX_ERROR_CLASS_LENGTH = 128
-
-_RELEASE_LEVELS = {"alpha": "a", "beta": "b", "candidate": "rc"}
-
-
-def python_version() -> str:
-    """The running Python's version, spelled like ``platform.python_version()``.
-
-    ``3.11.7`` for a final release, ``3.13.0rc1`` for a pre-release.  Built
-    from ``sys.version_info`` because ``platform`` is slow to import and its
-    answer can carry a ``+`` suffix on development builds.
-    """
-    info = sys.version_info
-    version = f"{info.major}.{info.minor}.{info.micro}"
-    level = _RELEASE_LEVELS.get(info.releaselevel)
-    if level is not None:
-        version += f"{level}{info.serial}"
-    return version
-
 
 # ------------------------------------------------------------ shared handlers
 
@@ -102,38 +80,6 @@ def _forget_handlers_after_fork() -> None:
 
 if hasattr(os, "register_at_fork"):
     os.register_at_fork(after_in_child=_forget_handlers_after_fork)
-
-
-# ------------------------------------------------------------------ outcomes
-
-
-def _error_class(exc: BaseException) -> str:
-    name = type(exc).__name__
-    # A class made with type("some text", ...) can have any name at all; such
-    # a name is not sent.
-    if name.isascii() and name.isidentifier() and len(name) <= _MAX_ERROR_CLASS_LENGTH:
-        return name
-    return "undefined"
-
-
-def outcome_of(exc: BaseException | None) -> tuple[TaskStatusEnum, int, str]:
-    """``(task_status, exit_code, error_class)`` for a block ended by ``exc``.
-
-    ``SystemExit`` with code 0 or None is a success; with another int code it
-    is a failure with that exit code; with any other code (a message) it is a
-    failure with exit code 1, and the message is not kept.
-    """
-    if exc is None:
-        return TaskStatusEnum.SUCCESS, 0, "undefined"
-    if isinstance(exc, SystemExit):
-        code = exc.code
-        if code is None or (isinstance(code, int) and code == 0):
-            return TaskStatusEnum.SUCCESS, 0, "undefined"
-        exit_code = int(code) if isinstance(code, int) else 1
-        return TaskStatusEnum.FAILURE, exit_code, _error_class(exc)
-    if isinstance(exc, KeyboardInterrupt):
-        return TaskStatusEnum.INTERRUPTED, EXIT_CODE_INTERRUPTED, _error_class(exc)
-    return TaskStatusEnum.FAILURE, 1, _error_class(exc)
 
 
 # ------------------------------------------------------------------- tracker

@@ -37,6 +37,12 @@ from nat_telemetry.handler import NATTelemetryHandler
 from nat_telemetry.retry import RetryPolicy
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
+
+# The suite also runs under CI, where CI=true would keep telemetry off and the
+# prompt away: every test (and every child it starts) begins outside CI and
+# without DO_NOT_TRACK; the tests of those rules set them themselves.
+for _name in (*config.CI_ENV_VARS, config.DO_NOT_TRACK_ENV_VAR):
+    os.environ.pop(_name, None)
 PROXY_VARS = ("HTTP_PROXY", "HTTPS_PROXY", "ALL_PROXY", "http_proxy", "https_proxy", "all_proxy")
 
 # Counters that are part of `enqueued` (dropped_disabled/dropped_invalid are not).

@@ -28,6 +28,7 @@ from nat_telemetry import (
     NATTelemetryHandler,
     ValidationError,
     config,
+    outcome,
     resolve_subcommand,
     track,
     track_command,
@@ -382,8 +383,8 @@ def test_python_version_format(monkeypatch: pytest.MonkeyPatch, info: tuple[Any,
                                expected: str) -> None:
     fields = ("major", "minor", "micro", "releaselevel", "serial")
     fake = types.SimpleNamespace(**dict(zip(fields, info)))
-    monkeypatch.setattr(track, "sys", types.SimpleNamespace(version_info=fake))
-    assert track.python_version() == expected
+    monkeypatch.setattr(outcome, "sys", types.SimpleNamespace(version_info=fake))
+    assert outcome.python_version() == expected
     CliCommandEvent(command="x", task_status="success", python_version=expected)
 
 
