@@ -148,4 +148,5 @@ def test_modules_import_the_package_only_relatively(module: Path) -> None:
 
 
 def test_every_module_is_checked() -> None:
-    assert {path.name for path in MODULES} >= {"__init__.py", "_toml.py", "http_client.py", "transport.py"}
+    assert {path.name for path in MODULES} >= {
+        "__init__.py", "_toml.py", "http_client.py", "transport.py"}
