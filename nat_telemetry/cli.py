@@ -29,7 +29,6 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-from . import collector_cli
 from .consent import (
     PROMPT_VERSION,
     TELEMETRY_ENV_VAR,
@@ -43,6 +42,13 @@ from .consent import (
 from .events import CliCommandEvent, TaskStatusEnum, ValidationError
 from .handler import NATTelemetryHandler
 from .track import EXIT_CODE_INTERRUPTED, python_version
+
+try:  # the server side's commands, when its folder is there (a vendored copy may drop it)
+    from .collector import cli as collector_cli
+except ModuleNotFoundError as exc:
+    if not (exc.name or "").startswith(f"{__package__}.collector"):
+        raise  # something the collector needs is missing: say so, do not hide it
+    collector_cli = None  # type: ignore[assignment]
 
 __all__ = ["build_parser", "main"]
 
@@ -129,7 +135,8 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("cmd", nargs=argparse.REMAINDER, metavar="CMD", help=argparse.SUPPRESS)
     run.set_defaults(func=_cmd_run)
 
-    collector_cli.register(commands)
+    if collector_cli is not None:
+        collector_cli.register(commands)
     return parser
 
 
