@@ -27,7 +27,7 @@ import uuid
 from collections.abc import Iterator
 from pathlib import Path
 
-from . import _log, collector_cli
+from . import _log
 from .consent import (
     TELEMETRY_ENV_VAR,
     ConsentState,
@@ -40,6 +40,13 @@ from .consent import (
 from .events import CliCommandEvent, TaskStatusEnum, ValidationError
 from .handler import NATTelemetryHandler
 from .outcome import EXIT_CODE_INTERRUPTED, outcome_of_returncode, python_version
+
+try:  # the server side's commands, when its folder is there (a vendored copy may drop it)
+    from .collector import cli as collector_cli
+except ModuleNotFoundError as exc:
+    if not (exc.name or "").startswith(f"{__package__}.collector"):
+        raise  # something the collector needs is missing: say so, do not hide it
+    collector_cli = None  # type: ignore[assignment]
 
 __all__ = ["build_parser", "main"]
 
@@ -126,7 +133,8 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("cmd", nargs=argparse.REMAINDER, metavar="CMD", help=argparse.SUPPRESS)
     run.set_defaults(func=_cmd_run)
 
-    collector_cli.register(commands)
+    if collector_cli is not None:
+        collector_cli.register(commands)
     return parser
 
 

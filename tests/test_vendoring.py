@@ -7,6 +7,8 @@ temporary folder and drives the copy from a Python started with ``-I -S``
 ``requests``, ``tomli`` and ``tomli-w`` cannot be imported: the copy must
 record consent with the built-in TOML writer, read it back, send an event to
 a real collector with urllib, and never import anything by its original name.
+A second copy has its server side (``collector/``) deleted, as a project that
+only wants the client may do: everything a client uses must still work.
 """
 
 from __future__ import annotations
@@ -33,7 +35,7 @@ else:
     import tomli as reference
 
 PACKAGE_DIR = Path(__file__).resolve().parent.parent / "nat_telemetry"
-MODULES = sorted(PACKAGE_DIR.glob("*.py"))
+MODULES = sorted(PACKAGE_DIR.rglob("*.py"))
 
 CHILD = r"""
 import json, sys
@@ -131,7 +133,75 @@ def test_vendored_copy_works_without_any_dependency(tmp_path: Path, real_collect
             for row in rows] == [("nat_cli_command", "vendored", 42)]
 
 
-@pytest.mark.parametrize("module", MODULES, ids=lambda path: path.name)
+CLIENT_ONLY_CHILD = r"""
+import contextlib, io, json, sys
+root, url = sys.argv[1], sys.argv[2]
+sys.path.insert(0, root)
+import theirpkg._vendor.nat_telemetry as nt
+from theirpkg._vendor.nat_telemetry import cli
+
+result = {}
+handler = nt.NATTelemetryHandler(endpoint=url, request_timeout_seconds=5.0,
+                                 session_id="client-only")
+with nt.track_command("trimmed", "tracked", handler=handler):
+    pass
+handler.enqueue(nt.CliCommandEvent(
+    command="trimmed", subcommand="send", task_status="success", duration_ms=7,
+    exit_code=0, python_version="%d.%d.%d" % sys.version_info[:3]))
+result["flushed"] = handler.flush(timeout=20)
+result["stats"] = handler.stats()
+handler.stop()
+
+out, err = io.StringIO(), io.StringIO()
+with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+    result["status_exit"] = cli.main(["status"])
+    try:
+        cli.main(["collect"])
+    except SystemExit as exc:
+        result["collect_exit"] = exc.code
+result["status_out"], result["err"] = out.getvalue(), err.getvalue()
+result["modules"] = sorted(m for m in sys.modules if ".collector" in m or m == "sqlite3")
+print("RESULT " + json.dumps(result))
+"""
+
+
+def test_a_copy_without_the_collector_folder_keeps_the_client_working(
+    tmp_path: Path, real_collector: Any
+) -> None:
+    root = vendor_copy(tmp_path / "site")
+    copy = root / "theirpkg" / "_vendor" / "nat_telemetry"
+    shutil.rmtree(copy / "collector")
+    assert not list(copy.rglob("collector*"))
+    env = {
+        "PATH": os.environ.get("PATH", "/usr/bin:/bin"),
+        "HOME": str(tmp_path / "home"),
+        "NAT_TELEMETRY_CONSENT_FILE": str(tmp_path / "home" / "telemetry.toml"),
+        "NAT_TELEMETRY_ENABLED": "1",
+    }
+    completed = subprocess.run(
+        [sys.executable, "-I", "-c", CLIENT_ONLY_CHILD, str(root), real_collector.url],
+        cwd=str(tmp_path), env=env, capture_output=True, text=True, timeout=120,
+        stdin=subprocess.DEVNULL,
+    )
+    assert completed.returncode == 0, completed.stderr
+    assert "Traceback" not in completed.stderr
+    line = next(x for x in completed.stdout.splitlines() if x.startswith("RESULT "))
+    result = json.loads(line[len("RESULT "):])
+
+    # Sending: track_command and a plain enqueue both reached the real collector.
+    assert result["flushed"] is True and result["stats"]["sent"] == 2, result
+    rows = real_collector.rows()
+    assert sorted((row["parameters"]["command"], row["parameters"]["subcommand"])
+                  for row in rows) == [("trimmed", "send"), ("trimmed", "tracked")]
+    assert {row["session_id"] for row in rows} == {"client-only"}
+    # The command line: status works; the collector's commands are simply not there.
+    assert result["status_exit"] == 0
+    assert result["status_out"].startswith("Telemetry is enabled.")
+    assert result["collect_exit"] == 2 and "invalid choice: 'collect'" in result["err"]
+    assert result["modules"] == []
+
+
+@pytest.mark.parametrize("module", MODULES, ids=lambda path: str(path.relative_to(PACKAGE_DIR)))
 def test_modules_import_the_package_only_relatively(module: Path) -> None:
     source = module.read_text(encoding="utf-8")
     absolute = []
@@ -148,5 +218,6 @@ def test_modules_import_the_package_only_relatively(module: Path) -> None:
 
 
 def test_every_module_is_checked() -> None:
-    assert {path.name for path in MODULES} >= {
-        "__init__.py", "_toml.py", "http_client.py", "transport.py"}
+    names = {str(path.relative_to(PACKAGE_DIR)) for path in MODULES}
+    assert names >= {"__init__.py", "_toml.py", "http_client.py", "transport.py",
+                     "collector/__init__.py", "collector/server.py", "collector/cli.py"}

@@ -1,12 +1,13 @@
 """``nat-telemetry demo``: the whole pipeline, on one machine, in a few seconds.
 
 Reading about a telemetry client tells you less than watching it work.  The
-demo starts an in-process :class:`~.collector.Collector` on a free loopback
-port with a SQLite file in a fresh temporary folder, runs a small instrumented
-workload (a few simulated commands with a mix of successes, failures and
-interruptions) from several threads through one real
-:class:`~.handler.NATTelemetryHandler`, flushes, and prints the report, the
-database's path and the handler's counters.
+demo starts an in-process :class:`~.core.Collector` on a free loopback
+port with a SQLite file in a fresh temporary folder, runs a small workload (a
+few simulated commands with a mix of successes, failures and interruptions)
+from several threads, each command instrumented the way a user's would be,
+with the public ``track_command(..., handler=...)`` and one real
+:class:`~nat_telemetry.handler.NATTelemetryHandler`, flushes, and prints the
+report, the database's path and the handler's counters.
 
 Consent: the demo turns telemetry on for this process only, by assigning the
 live ``config.TELEMETRY_ENABLED`` before anything reads it.  Because that flag
@@ -31,10 +32,10 @@ import uuid
 from collections.abc import Iterator
 from typing import Any, Callable, TextIO
 
-from . import config
-from .collector import Collector
-from .events import CliCommandEvent, TaskStatusEnum
-from .handler import NATTelemetryHandler
+from .. import config
+from ..handler import NATTelemetryHandler
+from ..track import track_command
+from .core import Collector
 from .report import build_report, render_table
 
 __all__ = ["DEFAULT_EVENTS_PER_THREAD", "DEFAULT_THREADS", "run_demo"]
@@ -42,7 +43,6 @@ __all__ = ["DEFAULT_EVENTS_PER_THREAD", "DEFAULT_THREADS", "run_demo"]
 DEFAULT_THREADS = 4
 DEFAULT_EVENTS_PER_THREAD = 25
 _FLUSH_TIMEOUT_SECONDS = 10.0
-_EXIT_CODE_INTERRUPTED = 130  # what a shell reports for Ctrl-C (128 + SIGINT)
 
 # (command, subcommand, weight, typical milliseconds of simulated work)
 _COMMANDS = (
@@ -116,7 +116,14 @@ def _workload(handler: NATTelemetryHandler, index: int, count: int) -> None:
     weights = [weight for _, _, weight, _ in _COMMANDS]
     for _ in range(count):
         command, subcommand, work_ms = rng.choices(names, weights)[0]
-        _instrumented(handler, command, subcommand, _simulated_work(rng, work_ms))
+        work = _simulated_work(rng, work_ms)
+        try:
+            # Exactly what an instrumented command line does; the outcome, the
+            # exit code and the error class follow from how the block ends.
+            with track_command(command, subcommand, handler=handler):
+                work()
+        except (KeyboardInterrupt, Exception):  # the simulated command's end, reported
+            pass
 
 
 def _simulated_work(rng: random.Random, work_ms: int) -> Callable[[], None]:
@@ -126,36 +133,12 @@ def _simulated_work(rng: random.Random, work_ms: int) -> Callable[[], None]:
     def work() -> None:
         time.sleep(seconds)
         if roll < 0.06:
-            # Stands in for the user's Ctrl-C; caught by _instrumented.
+            # Stands in for the user's Ctrl-C; track_command reports it as interrupted.
             raise KeyboardInterrupt
         if roll < 0.25:
             raise _ERRORS[int(roll * 100) % len(_ERRORS)]("simulated failure")
 
     return work
-
-
-def _instrumented(handler: NATTelemetryHandler, command: str, subcommand: str,
-                  work: Callable[[], None]) -> None:
-    """Run ``work`` the way a command line would, and report how it ended."""
-    status, exit_code, error_class = TaskStatusEnum.SUCCESS, 0, "undefined"
-    started = time.perf_counter()
-    try:
-        work()
-    except KeyboardInterrupt:
-        status, exit_code, error_class = (TaskStatusEnum.INTERRUPTED, _EXIT_CODE_INTERRUPTED,
-                                          "KeyboardInterrupt")
-    except Exception as exc:  # a command's failure is what we report
-        status, exit_code, error_class = TaskStatusEnum.FAILURE, 1, type(exc).__name__
-    duration_ms = int((time.perf_counter() - started) * 1000)
-    handler.enqueue(CliCommandEvent(
-        command=command,
-        subcommand=subcommand,
-        task_status=status,
-        duration_ms=duration_ms,
-        exit_code=exit_code,
-        error_class=error_class,
-        python_version="{}.{}.{}".format(*sys.version_info[:3]),
-    ))
 
 
 @contextlib.contextmanager

@@ -13,9 +13,9 @@ import requests
 
 from nat_telemetry.cli import main
 from nat_telemetry.collector import Collector, init_database
+from nat_telemetry.collector.report import ReportError, build_report, percentile, render_table
 from nat_telemetry.events import CliCommandEvent
 from nat_telemetry.payload import QueuedEvent, build_payload
-from nat_telemetry.report import ReportError, build_report, percentile, render_table
 
 # (session, command, subcommand, status, duration, error class, python)
 KNOWN = [

@@ -18,9 +18,9 @@ import pytest
 
 from nat_telemetry import config, consent
 from nat_telemetry.cli import main
-from nat_telemetry.demo import run_demo
+from nat_telemetry.collector.demo import run_demo
 
-REPO_ROOT = Path(__file__).resolve().parent.parent
+REPO_ROOT = Path(__file__).resolve().parents[2]
 _UNSET: Any = object()
 
 

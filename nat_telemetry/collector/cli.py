@@ -1,8 +1,8 @@
 """Command-line entry points of the local collector: ``collect``, ``report``, ``demo``.
 
-They live apart from :mod:`.cli` so the consent commands stay independent of
-the collector, and the collector's modules (``http.server``, ``sqlite3``) are
-imported only when one of these commands actually runs.
+The client's command line (:mod:`..cli`) registers them when this folder is
+present; the collector's modules (``http.server``, ``sqlite3``) are imported
+only when one of these commands actually runs.
 
 Every command returns an exit code and reports a failure as one readable line
 on stderr, never a traceback: 0 success, 1 the command failed (missing
@@ -26,9 +26,10 @@ __all__ = ["DEFAULT_DB", "DEFAULT_PORT", "register"]
 
 DEFAULT_DB = "nat-telemetry.db"
 DEFAULT_PORT = 8765
-_DEFAULT_MAX_BODY = 1_048_576  # collector.DEFAULT_MAX_BODY, without importing it
+_DEFAULT_MAX_BODY = 1_048_576  # core.DEFAULT_MAX_BODY, without importing it
 
-logger = logging.getLogger("nat_telemetry")
+# The package's own logger, also in a copy vendored under another name.
+logger = logging.getLogger(__name__.rsplit(".", 2)[0])
 
 Command = Callable[[argparse.Namespace], int]
 
@@ -119,7 +120,7 @@ def _add_demo(commands: argparse._SubParsersAction[Any]) -> None:
 def _collect(args: argparse.Namespace) -> int:
     import sqlite3
 
-    from .collector import Collector
+    from .core import Collector
 
     if args.verbose:
         handler = logging.StreamHandler(sys.stderr)
