@@ -1,0 +1,281 @@
+"""OTLP/HTTP with JSON encoding: the same events, for an OpenTelemetry pipeline.
+
+An endpoint ``otlp+http://host:4318`` (or ``otlp+https://...``) asks for the
+events as OpenTelemetry logs instead of the NeMo envelope.  This module holds
+the pure half of that: which URL to POST to, the request body, and how many
+records the receiver's answer says it rejected.  It does no I/O; a transport
+calls it.
+
+The body follows the OTLP protobuf JSON mapping (lowerCamelCase field names,
+64-bit integers as decimal strings) and is written by hand, so exporting needs
+no OpenTelemetry package at run time.  It carries what the NeMo envelope
+carries and nothing more: the client's name and version, the CPU
+architecture, the session id and each event's name, time and parameters.
+"""
+
+from __future__ import annotations
+
+from . import config
+
+TYPE_CHECKING = False  # typing.TYPE_CHECKING without importing typing at run time
+if TYPE_CHECKING:
+    from collections.abc import Sequence
+    from datetime import datetime
+    from typing import Any
+
+    from .payload import QueuedEvent
+
+__all__ = [
+    "CONTENT_TYPE",
+    "LOGS_PATH",
+    "SCOPE_NAME",
+    "SDK_NAME",
+    "encode_logs",
+    "encode_logs_body",
+    "is_otlp_endpoint",
+    "otlp_logs_url",
+    "rejected_log_records",
+]
+
+CONTENT_TYPE = "application/json"
+LOGS_PATH = "/v1/logs"
+SCOPE_NAME = "nat_telemetry"
+SDK_NAME = "nat-telemetry"
+
+# endpoint scheme -> the scheme actually spoken
+_SCHEMES = {"otlp+http": "http", "otlp+https": "https"}
+
+# OpenTelemetry's well-known host.arch values for what os.uname() reports;
+# anything else is passed on as it is.
+_HOST_ARCH = {
+    "x86_64": "amd64", "amd64": "amd64", "x64": "amd64",
+    "aarch64": "arm64", "arm64": "arm64", "armv8l": "arm64",
+    "armv7l": "arm32", "armv7": "arm32", "armv6l": "arm32", "arm": "arm32",
+    "i386": "x86", "i486": "x86", "i586": "x86", "i686": "x86", "x86": "x86",
+    "ppc": "ppc32", "ppc64": "ppc64", "ppc64le": "ppc64", "s390x": "s390x", "ia64": "ia64",
+}
+
+_INT64_MIN, _INT64_MAX = -(2**63), 2**63 - 1
+_UINT64_MAX = 2**64 - 1
+
+
+# ------------------------------------------------------------------ endpoint
+
+
+def _scheme_of(endpoint: str) -> str:
+    head, colon, _ = endpoint.strip().partition(":")
+    return head.lower() if colon else ""
+
+
+def is_otlp_endpoint(endpoint: str) -> bool:
+    """Whether ``endpoint`` asks for OTLP: an ``otlp`` or ``otlp+...`` scheme.
+
+    True also for a malformed or unsupported OTLP endpoint (``otlp+grpc://``):
+    :func:`otlp_logs_url` then says what is wrong with it, rather than the
+    string being taken for a NeMo URL.
+    """
+    scheme = _scheme_of(endpoint)
+    return scheme == "otlp" or scheme.startswith("otlp+")
+
+
+def _redacted(endpoint: str) -> str:
+    """``endpoint`` fit for a message: no user name or password, no query."""
+    scheme, sep, rest = endpoint.partition("://")
+    if not sep:
+        scheme, rest = "", endpoint
+    cut = min((i for i in (rest.find(c) for c in "/?#") if i >= 0), default=len(rest))
+    authority, tail = rest[:cut], rest[cut:]
+    if "@" in authority:
+        authority = "***@" + authority.rpartition("@")[2]
+    # A query string may hold an API key as easily as userinfo holds a password.
+    tail = tail.partition("#")[0]
+    if "?" in tail:
+        tail = tail.partition("?")[0] + "?***"
+    return f"{scheme}{sep}{authority}{tail}"
+
+
+def otlp_logs_url(endpoint: str) -> str:
+    """The ``http(s)://`` URL OTLP logs are POSTed to for an ``otlp+http(s)://`` endpoint.
+
+    ``otlp+http://host:4318`` gives ``http://host:4318/v1/logs``; a path other
+    than ``/`` is kept as it is (``otlp+https://h/custom/path`` gives
+    ``https://h/custom/path``).  A query string is kept, a fragment dropped.
+    ``ValueError`` for anything else, naming the problem; the message never
+    repeats a user name, a password or a query string.
+    """
+    text = endpoint.strip()
+    shown = _redacted(text)
+    if any(c <= " " or c == "\x7f" for c in text):
+        raise ValueError(f"OTLP endpoint {shown!r} contains blanks or control characters")
+    scheme = _scheme_of(text)
+    if scheme not in _SCHEMES:
+        raise ValueError(
+            f"OTLP endpoint {shown!r} has scheme {scheme or 'none'!r}: "
+            "use otlp+http://host:port or otlp+https://host:port"
+        )
+    from urllib.parse import urlsplit, urlunsplit
+
+    try:
+        parts = urlsplit(text)
+        port = parts.port  # raises ValueError for a port that is not a number in range
+    except ValueError as exc:
+        reason = "bad port" if "port" in str(exc).lower() else "malformed URL"
+        raise ValueError(f"OTLP endpoint {shown!r}: {reason}") from None
+    if not text[len(scheme):].startswith("://") or not parts.hostname:
+        raise ValueError(f"OTLP endpoint {shown!r} has no host")
+    if port == 0:
+        raise ValueError(f"OTLP endpoint {shown!r}: bad port")
+    path = parts.path if parts.path not in ("", "/") else LOGS_PATH
+    return urlunsplit((_SCHEMES[scheme], parts.netloc, path, parts.query, ""))
+
+
+# ------------------------------------------------------------------ encoding
+
+
+def _any_value(value: Any) -> dict[str, Any]:
+    """An OTLP ``AnyValue`` for one event parameter."""
+    if isinstance(value, str):
+        return {"stringValue": str(value)}
+    if isinstance(value, bool):
+        return {"boolValue": value}
+    if isinstance(value, int):
+        if _INT64_MIN <= value <= _INT64_MAX:
+            return {"intValue": str(int(value))}
+        # Out of int64 a receiver would refuse the whole request: keep the
+        # number, as text, and let the rest of the batch through.
+        return {"stringValue": str(int(value))}
+    if isinstance(value, float):
+        return {"doubleValue": value}
+    raise TypeError(f"cannot encode a parameter of type {type(value).__name__} as OTLP")
+
+
+def _attribute(key: str, value: Any) -> dict[str, Any]:
+    return {"key": key, "value": _any_value(value)}
+
+
+def _unix_nano(moment: datetime) -> str:
+    """``moment`` in nanoseconds since the epoch, as OTLP's fixed64 in JSON (a string).
+
+    Computed from the exact timedelta, not a float timestamp, so microseconds
+    survive for any date.  A naive datetime is taken as UTC.  Out of fixed64's
+    range is clamped (0 means "unknown" to OTLP).
+    """
+    from datetime import datetime, timezone
+
+    if moment.tzinfo is None:
+        moment = moment.replace(tzinfo=timezone.utc)
+    delta = moment - datetime(1970, 1, 1, tzinfo=timezone.utc)
+    nanos = ((delta.days * 86_400 + delta.seconds) * 1_000_000 + delta.microseconds) * 1_000
+    return str(min(max(nanos, 0), _UINT64_MAX))
+
+
+def host_arch() -> str:
+    """This machine's CPU architecture as an OpenTelemetry ``host.arch`` value."""
+    machine = config.CPU_ARCHITECTURE
+    return _HOST_ARCH.get(machine.lower(), machine)
+
+
+def encode_logs(
+    events: Sequence[QueuedEvent],
+    *,
+    service_name: str | None = None,
+    service_version: str,
+    session_id: str,
+) -> dict[str, Any]:
+    """One ``ExportLogsServiceRequest`` (as JSON-ready data) for a batch of events.
+
+    One resource (``service.name`` - the client id unless given -,
+    ``service.version``, ``host.arch``, ``telemetry.sdk.name``,
+    ``telemetry.sdk.version``), one scope named ``nat_telemetry``, and one log
+    record per event: its time as ``timeUnixNano`` and ``observedTimeUnixNano``,
+    its name as ``eventName`` and ``body``, one attribute per parameter under
+    its wire name, and ``session.id``.  ``ValueError`` when ``events`` is empty.
+    """
+    if not events:
+        raise ValueError("encode_logs needs at least one event")
+    from . import __version__
+
+    resource = [
+        _attribute("service.name", config.CLIENT_ID if service_name is None else service_name),
+        _attribute("service.version", service_version),
+        _attribute("host.arch", host_arch()),
+        _attribute("telemetry.sdk.name", SDK_NAME),
+        _attribute("telemetry.sdk.version", __version__),
+    ]
+    session = _attribute("session.id", session_id)
+    records = []
+    for queued in events:
+        event = queued.event
+        name: str = event._event_name
+        when = _unix_nano(queued.timestamp)
+        attributes = [_attribute(key, value)
+                      for key, value in event.model_dump(by_alias=True).items()]
+        attributes.append(session)
+        records.append({
+            "timeUnixNano": when,
+            "observedTimeUnixNano": when,
+            "body": {"stringValue": name},
+            "attributes": attributes,
+            "eventName": name,
+        })
+    return {
+        "resourceLogs": [{
+            "resource": {"attributes": resource},
+            "scopeLogs": [{"scope": {"name": SCOPE_NAME}, "logRecords": records}],
+        }]
+    }
+
+
+def encode_logs_body(
+    events: Sequence[QueuedEvent],
+    *,
+    service_name: str | None = None,
+    service_version: str,
+    session_id: str,
+) -> bytes:
+    """:func:`encode_logs` as compact JSON bytes, ready to POST."""
+    import json
+
+    request = encode_logs(events, service_name=service_name,
+                          service_version=service_version, session_id=session_id)
+    return json.dumps(request, separators=(",", ":")).encode("utf-8")
+
+
+# ------------------------------------------------------------------- answers
+
+# Longer than any uint64/int64 in decimal: such a "number" is garbage.
+_MAX_DIGITS = 20
+
+
+def rejected_log_records(response_body: bytes) -> int:
+    """How many log records a 2xx answer says were rejected (OTLP partial success).
+
+    Reads ``partialSuccess.rejectedLogRecords`` (a string or a number; the
+    proto field names are accepted too).  Never raises: an empty, truncated,
+    non-JSON or otherwise unreadable answer, or a negative count, gives 0.  The
+    count is as the receiver wrote it: the caller bounds it by the batch size.
+    """
+    try:
+        import json
+
+        answer = json.loads(response_body)
+        if not isinstance(answer, dict):
+            return 0
+        partial = answer.get("partialSuccess", answer.get("partial_success"))
+        if not isinstance(partial, dict):
+            return 0
+        count = partial.get("rejectedLogRecords", partial.get("rejected_log_records"))
+        if isinstance(count, bool):
+            return 0
+        if isinstance(count, str):
+            text = count.strip()
+            if not text.isdigit() or not text.isascii() or len(text) > _MAX_DIGITS:
+                return 0
+            return int(text)
+        if isinstance(count, int):
+            return max(count, 0)
+        if isinstance(count, float) and count.is_integer():
+            return max(int(count), 0)
+        return 0
+    except Exception:  # the answer is the receiver's business; ours is to carry on
+        return 0
