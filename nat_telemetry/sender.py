@@ -45,7 +45,7 @@ if TYPE_CHECKING:
     from typing import Any, Callable
 
     from .retry import RetryPolicy
-    from .transport import Transport
+    from .http_client import HttpClient as Transport
 
 __all__ = [
     "DEFAULT_LIFETIME_SECONDS",
@@ -309,7 +309,7 @@ def run_sender(spool_dir: str, endpoint: str, *,
     ``events_rejected``, ``events_too_large``, ``transient_failures``.
     """
     from .retry import Outcome, RetryPolicy, classify_status, parse_retry_after
-    from .transport import TransportError, UrllibTransport
+    from .http_client import TransportError, UrllibClient
 
     deadline = clock() + lifetime_seconds
     result = dict.fromkeys(("locked", "busy", "deferred", "batches_sent", "events_sent",
@@ -323,7 +323,7 @@ def run_sender(spool_dir: str, endpoint: str, *,
         return result
     result["locked"] = 1
     policy = policy if policy is not None else RetryPolicy()
-    poster = transport if transport is not None else UrllibTransport()
+    poster = transport if transport is not None else UrllibClient()
     try:
         if time.time() < _backoff_until(spool_dir, policy.retry_after_max):
             result["deferred"] = 1
