@@ -39,6 +39,7 @@ from .event_queue import EventQueue
 from .events import TelemetryEvent
 from .payload import QueuedEvent
 from .retry import Outcome, RetryPolicy
+from .spool import default_spool_dir
 from .transport import Transport, transport_for
 
 __all__ = [
@@ -59,6 +60,8 @@ DEFAULT_SHUTDOWN_TIMEOUT_SECONDS: float = 2.0
 DEFAULT_MAX_BUFFER_SIZE: int = 10_000
 DEFAULT_MAX_DLQ_SIZE: int = 1_000
 DEFAULT_MAX_BATCH_SIZE: int = 500
+# spool_dir's default: the folder default_spool_dir() names (a marker, not a path).
+DEFAULT_SPOOL: str = "<default spool>"
 
 # A POST made with less time than this left before a deadline cannot finish.
 _MIN_REQUEST_TIMEOUT = 0.05
@@ -81,6 +84,12 @@ COUNTERS = (
     "dropped_retries_exhausted",
     "dropped_dlq_full",
     "dropped_shutdown",
+    "spooled",
+    "dropped_spool_full",
+    "dropped_spool_expired",
+    "dropped_spool_oversize",
+    "dropped_spool_untrusted",
+    "dropped_spool_error",
 )
 
 
@@ -145,6 +154,7 @@ class NATTelemetryHandler:
         max_batch_size: int = DEFAULT_MAX_BATCH_SIZE,
         retry_policy: RetryPolicy | None = None,
         transport: Transport | None = None,
+        spool_dir: str | None = DEFAULT_SPOOL,
     ) -> None:
         require(flush_interval_seconds > 0, "flush_interval_seconds", flush_interval_seconds)
         require(max_queue_size >= 1, "max_queue_size", max_queue_size)
@@ -174,6 +184,8 @@ class NATTelemetryHandler:
         # A caller's transport is used for every batch; otherwise one is
         # chosen per batch from the endpoint (see _transport_for_batch).
         self.transport = transport
+        # Where undelivered events wait for a later sender (None: nowhere).
+        self.spool_dir = default_spool_dir() if spool_dir is DEFAULT_SPOOL else spool_dir
         self._reset_state(_NEW)
         _live_handlers.add(self)
 
@@ -199,6 +211,7 @@ class NATTelemetryHandler:
         self._flush_completed = 0
         self._failures = 0  # consecutive transient failures
         self._backoff_until = 0.0
+        self._delivery_noted_at = float("-inf")
         self._transport: Transport | None = None
         self._transport_key: tuple[str, bool] | None = None
 
@@ -224,7 +237,7 @@ class NATTelemetryHandler:
     def _accept_slowly(self) -> bool:
         """The handler is not running: start it, or count the event as dropped."""
         try:
-            self.start()
+            self._start(restart=False)  # only start() itself brings a stopped handler back
         except Exception:
             _log.debug("could not start the telemetry worker", exc_info=True)
         if self._state is _RUNNING:
@@ -255,9 +268,16 @@ class NATTelemetryHandler:
     # ------------------------------------------------------------ lifecycle
 
     def start(self) -> None:
-        """Start the worker thread; idempotent, and a stopped handler stays stopped."""
+        """Start the worker thread; idempotent.  A stopped handler starts again.
+
+        The first start with events left in the spool by earlier runs starts a
+        sender for them.
+        """
+        self._start(restart=True)
+
+    def _start(self, restart: bool) -> None:
         with self._lock:
-            if self._state is not _NEW:
+            if not (self._state is _NEW or (restart and self._state is _STOPPED)):
                 return
             worker = threading.Thread(target=self._run, name="nat-telemetry-worker", daemon=True)
             worker.start()
@@ -265,6 +285,7 @@ class NATTelemetryHandler:
             self._state = _RUNNING
             self._accepting = True
         _started_handlers.add(self)
+        self._send_leftovers()
 
     def flush(self, timeout: float | None = None) -> bool:
         """Send everything pending and the dead-letter queue now, ignoring backoff.
@@ -314,17 +335,14 @@ class NATTelemetryHandler:
         if worker is not None and worker is not threading.current_thread():
             while worker.is_alive() and time.monotonic() < deadline:
                 worker.join(_bounded_wait(deadline - time.monotonic()))
+        left: list[QueuedEvent] = []
         with self._lock:
             if self._state is not _STOPPED:
                 self._state = _STOPPED
-                left = self._queue.take(self.max_buffer_size)
-                count = len(left) + len(self._dlq)
-                self._dlq.clear()
-                self._counts["dropped_shutdown"] += count
-                if count:
-                    _log.debug("%d telemetry event(s) dropped: dropped_shutdown", count)
+                left = self._take_all_locked()
             self._flushed.notify_all()
         _started_handlers.discard(self)
+        self._spool_or_drop(left)
         if worker is None or not worker.is_alive():
             self._close_transport()
 
@@ -466,6 +484,7 @@ class NATTelemetryHandler:
             if outcome is Outcome.SENT:
                 self._failures = 0
                 self._settle(part, "sent")
+                self._note_delivery()
             elif outcome is Outcome.SKIPPED:
                 self._settle(part, "skipped")
             elif outcome is Outcome.REJECTED:
@@ -537,15 +556,16 @@ class NATTelemetryHandler:
             else:
                 requeue.append(queued)
         requeue += untried
-        stranded = 0
+        stranded: list[QueuedEvent] = []
         with self._lock:
             self._in_flight -= len(failed) + len(untried)
             self._counts["dropped_retries_exhausted"] += exhausted
             if self._state is not _RUNNING:
                 # Stopping: the final flush makes one attempt, so nothing would
-                # retry these (and stop() may already have settled the rest).
-                stranded = len(requeue)
-                self._counts["dropped_shutdown"] += stranded
+                # retry these here (and stop() may already have settled the
+                # rest): they go to the spool, in flight until they are there.
+                stranded = requeue
+                self._in_flight += len(stranded)
                 overflow = 0
             else:
                 self._counts["retries"] += len(failed) - exhausted
@@ -558,7 +578,102 @@ class NATTelemetryHandler:
         _log.debug("telemetry batch of %d failed; backing off %.2fs", len(failed), delay)
         _log_dropped(exhausted, "dropped_retries_exhausted")
         _log_dropped(overflow, "dropped_dlq_full")
-        _log_dropped(stranded, "dropped_shutdown")
+        self._spool_or_drop(stranded)
+
+    # ---------------------------------------------------------------- spool
+
+    def _take_all_locked(self) -> list[QueuedEvent]:
+        """Everything in the dead-letter queue and pending, now in flight (lock held)."""
+        left = list(self._dlq)
+        self._dlq.clear()
+        for event, accepted_at in self._queue.take(self.max_buffer_size):
+            left.append(QueuedEvent(event, datetime.fromtimestamp(accepted_at, timezone.utc)))
+        self._in_flight += len(left)
+        return left
+
+    def _spool_target(self) -> tuple[Transport, str] | None:
+        """The transport whose bodies may be spooled, and the spool; None when nothing may."""
+        if self.spool_dir is None or not config.TELEMETRY_ENABLED:
+            return None
+        try:
+            transport = self._transport_for_batch()
+        except Exception:
+            _log.debug("no transport to spool for", exc_info=True)
+            return None
+        return (transport, self.spool_dir) if transport.spool_url is not None else None
+
+    def _spool_or_drop(self, events: list[QueuedEvent]) -> None:
+        """Settle in-flight ``events`` that can no longer be sent from here: spooled
+        for a later sender, or ``dropped_shutdown`` when there is no spool."""
+        if not events:
+            return
+        target = self._spool_target()
+        if target is None:
+            self._settle(events, "dropped_shutdown")
+            return
+        from .spool import Spool
+
+        transport, directory = target
+        spool = Spool(directory)
+        for start in range(0, len(events), self.max_batch_size):
+            part = events[start:start + self.max_batch_size]
+            try:
+                body = transport.encode(part, source_client_version=self.source_client_version,
+                                        session_id=self.session_id)
+            except Exception:
+                _log.debug("could not build a telemetry payload", exc_info=True)
+                self._settle(part, "dropped_rejected")
+                continue
+            result = spool.write(body, len(part), transport.kind)
+            self._settle(part, "spooled" if result.written else str(result.reason))
+            if result.written:
+                _senders_wanted[(directory, str(transport.spool_url))] = None
+            for reason, count in result.evicted.items():
+                _log.debug("%d spooled event(s) of earlier runs dropped: %s", count, reason)
+
+    def _note_delivery(self) -> None:
+        # For `nat-telemetry status`; a file write, so at most once a minute.
+        now = time.monotonic()
+        if self.spool_dir is not None and now - self._delivery_noted_at >= 60.0:
+            self._delivery_noted_at = now
+            from .spool import note_delivery
+
+            note_delivery(self.spool_dir)
+
+    def _send_leftovers(self) -> None:
+        """Start a sender for batches earlier runs left in the spool, once per process."""
+        target = self._spool_target()
+        if target is None:
+            return
+        transport, directory = target
+        key = (directory, str(transport.spool_url))
+        if key in _leftovers_checked:
+            return
+        _leftovers_checked.add(key)
+        try:
+            from .spool import Spool
+
+            if Spool(directory).summary()[0]:
+                _start_sender(*key, budget=self.shutdown_timeout_seconds)
+        except Exception:
+            _log.debug("could not look at the spool", exc_info=True)
+
+    def _hand_over_at_exit(self) -> bool:
+        """At exit: spool everything pending instead of waiting for it; False when
+        this handler's events cannot be spooled (it flushes in-process instead)."""
+        if self._spool_target() is None:
+            return False
+        with self._lock:
+            if self._state is not _RUNNING:
+                return False
+            self._accepting = False
+            self._state = _STOPPED  # the worker takes no new batch from here on
+            left = self._take_all_locked()
+            self._flushed.notify_all()
+        self._wake.set()
+        _started_handlers.discard(self)
+        self._spool_or_drop(left)
+        return True
 
     def _gives_up(self, retry_count: int) -> bool:
         try:
@@ -597,25 +712,58 @@ _live_handlers: weakref.WeakSet[NATTelemetryHandler] = weakref.WeakSet()
 _started_handlers: weakref.WeakSet[NATTelemetryHandler] = weakref.WeakSet()
 
 
+# Spools this process wrote to, and the URL their batches go to: a sender is
+# started for each at exit.  And the spools already checked for leftovers.
+_senders_wanted: dict[tuple[str, str], None] = {}
+_leftovers_checked: set[tuple[str, str]] = set()
+
+
+def _start_sender(directory: str, url: str, budget: float) -> None:
+    """A detached sender for ``directory``; where none can be started, deliver
+    in-process for at most ``budget`` seconds."""
+    from .sender import run_sender, start_detached_sender
+
+    if not start_detached_sender(directory, url):
+        run_sender(directory, url, lifetime_seconds=budget)
+
+
 def _stop_all_at_exit() -> None:
-    """Stop every started handler together, within one shared time budget."""
+    """Hand every started handler's events over to the spool and a detached
+    sender; a handler that cannot spool is stopped as before, all of them
+    within one shared time budget."""
     handlers = list(_started_handlers)
-    if not handlers:
+    if not handlers and not _senders_wanted:
         return
-    deadline = time.monotonic() + max(h.shutdown_timeout_seconds for h in handlers)
+    budget = max((h.shutdown_timeout_seconds for h in handlers), default=0.0)
+    deadline = time.monotonic() + budget
+    flushing = []
     for handler in handlers:
+        try:
+            if not handler._hand_over_at_exit():
+                flushing.append(handler)
+        except Exception:
+            _log.debug("telemetry hand-over failed", exc_info=True)
+            flushing.append(handler)
+    for handler in flushing:
         handler._begin_stop(deadline)
-    for handler in handlers:
+    for handler in flushing:
         try:
             handler._finish_stop(deadline)
         except Exception:
             _log.debug("telemetry shutdown failed", exc_info=True)
+    for directory, url in list(_senders_wanted):
+        try:
+            _start_sender(directory, url, max(0.0, deadline - time.monotonic()))
+        except Exception:
+            _log.debug("could not start a telemetry sender", exc_info=True)
+    _senders_wanted.clear()
 
 
 def _reinit_after_fork() -> None:
     for handler in list(_live_handlers):
         handler._after_fork_in_child()
     _started_handlers.clear()
+    _senders_wanted.clear()
 
 
 atexit.register(_stop_all_at_exit)

@@ -37,15 +37,15 @@ import sys
 import time
 
 from . import _spoolfile as sf
-from .spool import BACKOFF_NAME, LOCK_NAME, PIDFILE_NAME, Spool
+from .spool import BACKOFF_NAME, LOCK_NAME, PIDFILE_NAME, Spool, note_delivery
 
 TYPE_CHECKING = False  # typing.TYPE_CHECKING without importing typing at run time
 if TYPE_CHECKING:
     from collections.abc import Mapping, Sequence
     from typing import Any, Callable
 
-    from .retry import RetryPolicy
     from .http_client import HttpClient as Transport
+    from .retry import RetryPolicy
 
 __all__ = [
     "DEFAULT_LIFETIME_SECONDS",
@@ -308,8 +308,8 @@ def run_sender(spool_dir: str, endpoint: str, *,
     kept it from posting), ``batches_sent``, ``events_sent``,
     ``events_rejected``, ``events_too_large``, ``transient_failures``.
     """
-    from .retry import Outcome, RetryPolicy, classify_status, parse_retry_after
     from .http_client import TransportError, UrllibClient
+    from .retry import Outcome, RetryPolicy, classify_status, parse_retry_after
 
     deadline = clock() + lifetime_seconds
     result = dict.fromkeys(("locked", "busy", "deferred", "batches_sent", "events_sent",
@@ -349,6 +349,8 @@ def run_sender(spool_dir: str, endpoint: str, *,
                         claim.complete()
                         failures = 0
                         _count_outcome(result, outcome.value, claim.events)
+                        if outcome is Outcome.SENT and not result["batches_sent"] - 1:
+                            note_delivery(spool_dir)
                         if backoff_file and outcome is Outcome.SENT:
                             sf.quietly(os.unlink, os.path.join(spool_dir, BACKOFF_NAME))
                             backoff_file = False

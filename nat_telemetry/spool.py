@@ -54,6 +54,7 @@ __all__ = [
     "DROPPED_SPOOL_OVERSIZE",
     "DROPPED_SPOOL_UNTRUSTED",
     "KINDS",
+    "LAST_DELIVERY_NAME",
     "LOCK_NAME",
     "PIDFILE_NAME",
     "SPOOL_DIR_ENV_VAR",
@@ -62,6 +63,8 @@ __all__ = [
     "Spool",
     "SpoolWriteResult",
     "default_spool_dir",
+    "last_delivery",
+    "note_delivery",
 ]
 
 SPOOL_DIR_ENV_VAR = "NAT_TELEMETRY_SPOOL_DIR"
@@ -87,7 +90,9 @@ DROPPED_SPOOL_ERROR = "dropped_spool_error"  # no folder, read-only, disk full, 
 LOCK_NAME = "sender.lock"
 PIDFILE_NAME = "sender.pid"  # the lock where fcntl does not exist
 BACKOFF_NAME = "sender.backoff"
-_SENDER_FILES = (LOCK_NAME, PIDFILE_NAME, BACKOFF_NAME)
+# When a batch was last delivered (seconds since the epoch), for `status`.
+LAST_DELIVERY_NAME = "last-delivery"
+_SENDER_FILES = (LOCK_NAME, PIDFILE_NAME, BACKOFF_NAME, LAST_DELIVERY_NAME)
 
 _sequence = itertools.count()  # next() is atomic under the GIL
 
@@ -400,3 +405,24 @@ class Spool:
                 removed += entry.events
         sf.quietly(os.rmdir, self.directory)
         return removed
+
+
+def note_delivery(directory: str, when: float | None = None) -> None:
+    """Record that a batch was delivered now; quietly does nothing on failure.
+
+    Only into a folder that exists already: a delivery never creates the spool.
+    """
+    if not os.path.isdir(directory):
+        return
+    stamp = f"{time.time() if when is None else when:.3f}".encode("ascii")
+    sf.quietly(sf.write_atomically, directory, LAST_DELIVERY_NAME,
+               sf.tmp_name(next(_sequence)), stamp, False)
+
+
+def last_delivery(directory: str) -> float | None:
+    """When a batch was last delivered (seconds since the epoch), or None if never recorded."""
+    try:
+        with open(os.path.join(directory, LAST_DELIVERY_NAME), "rb") as reader:
+            return float(reader.read(32))
+    except (OSError, ValueError):
+        return None

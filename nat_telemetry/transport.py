@@ -56,6 +56,9 @@ class Transport:
 
     #: The body format, as recorded with spooled bodies.
     kind = "nemo"
+    #: Where a later sender POSTs this transport's spooled bodies; None: not
+    #: spooled (nothing to send to, or sending is instant anyway).
+    spool_url: str | None = None
 
     def encode(self, batch: Sequence[QueuedEvent], *, source_client_version: str,
                session_id: str) -> bytes:
@@ -95,13 +98,31 @@ class StdoutSink(Transport):
 
 
 class DryRun(Transport):
-    """What would be POSTed to ``url`` is logged, and nothing is sent."""
+    """Each payload that would be POSTed to ``url`` goes to stderr instead.
+
+    One line per payload, ``nat-telemetry dry run: POST <url>: <json>``, with
+    the URL's credentials redacted, so a person can read exactly what would
+    leave the machine and a script can pick the lines out.  Counted skipped:
+    nothing was sent.
+    """
+
+    #: What every line starts with.
+    PREFIX = "nat-telemetry dry run: "
 
     def __init__(self, url: str) -> None:
         self.url = url
 
     def send(self, body: bytes, timeout: float) -> Delivery:
-        _log.debug("dry run: would POST %d bytes to %s", len(body), self.url)
+        from .endpoint import redact
+
+        stream = sys.stderr
+        try:
+            if stream is not None:
+                text = body.decode("utf-8", errors="replace")
+                stream.write(f"{self.PREFIX}POST {redact(self.url)}: {text}\n")
+                stream.flush()
+        except (OSError, ValueError):  # a closed stderr: the dry run still sends nothing
+            _log.debug("dry run: could not write the payload to stderr")
         return Delivery(Outcome.SKIPPED)
 
 
@@ -110,6 +131,7 @@ class HttpTransport(Transport):
 
     def __init__(self, url: str, client: HttpClient | None = None) -> None:
         self.url = url
+        self.spool_url = url
         self.client: HttpClient = client if client is not None else default_client()
 
     def send(self, body: bytes, timeout: float) -> Delivery:

@@ -57,6 +57,12 @@ SETTLED_KEYS = (
     "dropped_retries_exhausted",
     "dropped_dlq_full",
     "dropped_shutdown",
+    "spooled",
+    "dropped_spool_full",
+    "dropped_spool_expired",
+    "dropped_spool_oversize",
+    "dropped_spool_untrusted",
+    "dropped_spool_error",
 )
 
 
@@ -108,6 +114,8 @@ def subprocess_env(tmp_path: Path, **extra: str) -> dict[str, str]:
     )
     env["NAT_TELEMETRY_ENABLED"] = "1"
     env["NAT_TELEMETRY_CONSENT_FILE"] = str(tmp_path / "child-consent.toml")
+    # The in-process exit path; the spool's tests turn the spool on themselves.
+    env["NAT_TELEMETRY_SPOOL_DIR"] = "off"
     env.update(extra)
     return env
 
@@ -133,6 +141,8 @@ def telemetry_config(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """Enabled, no endpoint, no dry run, no prefix, private consent file, no proxy."""
     monkeypatch.setattr(config, "TELEMETRY_ENABLED", True, raising=False)
     monkeypatch.setenv("NAT_TELEMETRY_CONSENT_FILE", str(tmp_path / "consent" / "telemetry.toml"))
+    # No spool unless a test asks for one (spool_dir=, or the variable).
+    monkeypatch.setenv("NAT_TELEMETRY_SPOOL_DIR", "off")
     monkeypatch.setattr(config, "NAT_TELEMETRY_ENDPOINT", "")
     monkeypatch.setattr(config, "NAT_TELEMETRY_DRY_RUN", False)
     monkeypatch.setattr(config, "SESSION_PREFIX", None)

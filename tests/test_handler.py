@@ -37,6 +37,8 @@ STATS_KEYS = {
     "enqueued", "sent", "skipped", "retries", "pending", "dlq",
     "dropped_disabled", "dropped_invalid", "dropped_buffer_full", "dropped_rejected",
     "dropped_too_large", "dropped_retries_exhausted", "dropped_dlq_full", "dropped_shutdown",
+    "spooled", "dropped_spool_full", "dropped_spool_expired", "dropped_spool_oversize",
+    "dropped_spool_untrusted", "dropped_spool_error",
 }
 
 
@@ -578,16 +580,20 @@ def test_context_manager_starts_and_stops(
     only(h, enqueued=2, sent=2)
 
 
-def test_start_after_stop_does_nothing(make_handler: MakeHandler) -> None:
-    before = worker_threads()
-    h = make_handler()
+def test_start_after_stop_starts_again(make_handler: MakeHandler,
+                                       fake_endpoint: FakeEndpoint) -> None:
+    h = make_handler(endpoint=fake_endpoint.url)
+    with h:
+        h.enqueue(event(duration_ms=1))
+    h.enqueue(event(duration_ms=2))  # stopped, not started again: dropped
+    with h:  # a second block starts a new worker and delivers
+        h.enqueue(event(duration_ms=3))
+    assert ids(fake_endpoint.events) == [1, 3]
+    only(h, enqueued=3, sent=2, dropped_shutdown=1)
     h.start()
-    h.stop()
-    h.start()
-    assert worker_threads() <= before  # nothing new alive
-    h.enqueue(event())
-    only(h, enqueued=1, dropped_shutdown=1)
-    assert worker_threads() <= before  # nothing new alive
+    h.enqueue(event(duration_ms=4))
+    assert h.flush(timeout=5)
+    assert ids(fake_endpoint.events) == [1, 3, 4]
 
 
 def test_start_is_idempotent(make_handler: MakeHandler) -> None:
