@@ -32,6 +32,7 @@ __all__ = [
     "SDK_NAME",
     "encode_logs",
     "encode_logs_body",
+    "host_arch",
     "is_otlp_endpoint",
     "otlp_logs_url",
     "rejected_log_records",
