@@ -32,6 +32,7 @@ __all__ = [
     "SDK_NAME",
     "encode_logs",
     "encode_logs_body",
+    "host_arch",
     "is_otlp_endpoint",
     "otlp_logs_url",
     "rejected_log_records",
@@ -109,8 +110,10 @@ def otlp_logs_url(endpoint: str) -> str:
         raise ValueError(f"OTLP endpoint {shown!r} contains blanks or control characters")
     scheme = _scheme_of(text)
     if scheme not in _SCHEMES:
+        # Without "://" the part before the first colon may be a user name.
+        named = f"scheme {scheme!r}" if scheme and "://" in text else "no scheme"
         raise ValueError(
-            f"OTLP endpoint {shown!r} has scheme {scheme or 'none'!r}: "
+            f"OTLP endpoint {shown!r} has {named}: "
             "use otlp+http://host:port or otlp+https://host:port"
         )
     from urllib.parse import urlsplit, urlunsplit
