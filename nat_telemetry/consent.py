@@ -35,10 +35,13 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, NamedTuple
 
-from . import _log, _toml, config
+from . import _log, _prompt, _toml, config
+from ._prompt import DEFAULT_CHANGE_COMMAND, DEFAULT_PRODUCT_NAME
 
 __all__ = [
     "CONSENT_FILE_ENV_VAR",
+    "DEFAULT_CHANGE_COMMAND",
+    "DEFAULT_PRODUCT_NAME",
     "PROMPT_VERSION",
     "TELEMETRY_ENV_VAR",
     "ConsentRecord",
@@ -68,13 +71,12 @@ PROMPT_VERSION = "1.0"
 _MAX_CONSENT_FILE_BYTES = 64 * 1024
 
 _FILE_HEADER = (
-    "# Anonymous usage telemetry consent for the NeMo Agent Toolkit CLI.\n"
-    "# Change it with `nat-telemetry enable` or `nat-telemetry disable`\n"
-    "# (see `nat-telemetry status`); the NAT_TELEMETRY_ENABLED environment\n"
+    "# Anonymous usage telemetry consent for {product}.\n"
+    "# Change it with `{cmd} enable` or `{cmd} disable`\n"
+    "# (see `{cmd} status`); the NAT_TELEMETRY_ENABLED environment\n"
     "# variable (true/false), when set, overrides what this file says.\n"
     "\n"
 )
-
 
 
 class ConsentState(str, enum.Enum):
@@ -115,14 +117,17 @@ class Decision(NamedTuple):
     detail: str
 
 
-def consent_file_path() -> Path:
+def consent_file_path(consent_file: str | os.PathLike[str] | None = None) -> Path:
     """Where the consent decision lives.
 
-    ``NAT_TELEMETRY_CONSENT_FILE`` wins when set and non-empty; otherwise
+    ``consent_file``, when given (a tool keeping its decision in a file of its
+    own); else ``NAT_TELEMETRY_CONSENT_FILE`` when set and non-empty; otherwise
     ``$XDG_CONFIG_HOME/nat/telemetry.toml`` with the XDG default of
     ``~/.config``.  May raise ``RuntimeError`` when no home folder can be
     determined; the readers and writers below treat that as any other failure.
     """
+    if consent_file is not None and os.fspath(consent_file):
+        return Path(os.fspath(consent_file)).expanduser()
     override = os.environ.get(CONSENT_FILE_ENV_VAR)
     if override:
         return Path(override).expanduser()
@@ -166,15 +171,16 @@ def _read_consent_text(path: Path) -> str | None:
     return data.decode("utf-8")
 
 
-def read_consent_record() -> ConsentRecord:
+def read_consent_record(consent_file: str | os.PathLike[str] | None = None) -> ConsentRecord:
     """Read the consent file and apply the prompt-version gate; never raises.
 
     A broken file must cost the user at most one more prompt, so anything
-    unreadable, malformed or unknown counts as ``NEVER_ASKED``.
+    unreadable, malformed or unknown counts as ``NEVER_ASKED``.  ``consent_file``
+    as in :func:`consent_file_path`.
     """
     never = ConsentState.NEVER_ASKED
     try:
-        path = consent_file_path()
+        path = consent_file_path(consent_file)
     except Exception as exc:  # e.g. no home folder
         return ConsentRecord(never, "", False, why=f"no consent file location: {exc}")
     shown = str(path)
@@ -219,7 +225,8 @@ def _consent_file_path() -> Path:
     return consent_file_path()
 
 
-def _render_consent_file(state: ConsentState) -> str:
+def _render_consent_file(state: ConsentState, product_name: str = DEFAULT_PRODUCT_NAME,
+                         change_command: str = DEFAULT_CHANGE_COMMAND) -> str:
     document = {
         "telemetry": {
             "consent": state.value,
@@ -229,7 +236,9 @@ def _render_consent_file(state: ConsentState) -> str:
     }
     # TOML writers emit no comments, so the explanatory header is prepended.
     # tomli-w when installed, else the built-in writer: the same bytes either way.
-    return _FILE_HEADER + _toml.dumps(document)
+    header = _FILE_HEADER.format(product=_prompt.clean(product_name, DEFAULT_PRODUCT_NAME),
+                                 cmd=_prompt.clean(change_command, DEFAULT_CHANGE_COMMAND))
+    return header + _toml.dumps(document)
 
 
 def _make_private_dirs(folder: Path) -> None:
@@ -262,9 +271,17 @@ def _fsync_folder(folder: Path) -> None:
         os.close(fd)
 
 
-def write_persisted_consent(state: ConsentState | str) -> bool:
+def write_persisted_consent(
+    state: ConsentState | str,
+    consent_file: str | os.PathLike[str] | None = None,
+    *,
+    product_name: str = DEFAULT_PRODUCT_NAME,
+    change_command: str = DEFAULT_CHANGE_COMMAND,
+) -> bool:
     """Store ``state``; ``True`` when it reached the disk, ``False`` otherwise.
 
+    ``consent_file`` as in :func:`consent_file_path`; ``product_name`` and
+    ``change_command`` only shape the comment at the top of the file.
     ``NEVER_ASKED`` is not a decision, so nothing is written for it.  Failures
     are logged at debug level and never raised: a read-only home folder must
     not break the command, it only means the user may be asked again.
@@ -274,8 +291,8 @@ def write_persisted_consent(state: ConsentState | str) -> bool:
         state = ConsentState(state)
         if state is ConsentState.NEVER_ASKED:
             return False
-        content = _render_consent_file(state).encode("utf-8")
-        path = consent_file_path()
+        content = _render_consent_file(state, product_name, change_command).encode("utf-8")
+        path = consent_file_path(consent_file)
         folder = path.parent
         _make_private_dirs(folder)
         # Same folder as the target so os.replace is a rename within one
@@ -312,57 +329,68 @@ def is_interactive_session() -> bool:
         return False
 
 
-def render_prompt() -> str:
-    """The consent question, ending where the user types the answer."""
-    return (
-        "\n"
-        "The NeMo Agent Toolkit command line can send anonymous usage telemetry\n"
-        "to help its developers learn which commands are used and how they fail.\n"
-        "\n"
-        "If you allow it, each command reports only:\n"
-        "  - the command and subcommand names;\n"
-        "  - the outcome (success, failure or interrupted), duration and exit code;\n"
-        "  - the class name of an exception, without its message;\n"
-        "  - the Python version, package version and CPU architecture.\n"
-        "\n"
-        "It never includes arguments, option values, file paths, messages,\n"
-        "configuration contents, hostnames, user names, IP addresses or any\n"
-        "other input of yours.\n"
-        "\n"
-        "You can change your mind at any time with `nat-telemetry enable` or\n"
-        "`nat-telemetry disable` (check with `nat-telemetry status`), or set\n"
-        "NAT_TELEMETRY_ENABLED=true|false, which overrides the saved choice.\n"
-        "\n"
-        "Allow anonymous usage telemetry? [Y/n]: "
-    )
+def render_prompt(*, product_name: str = DEFAULT_PRODUCT_NAME,
+                  change_command: str = DEFAULT_CHANGE_COMMAND) -> str:
+    """The consent question, ending where the user types the answer.
 
-
-def prompt_user() -> ConsentState:
-    """Ask once on the terminal and turn the answer into a decision.
-
-    Only a plain Enter or an explicit yes counts as consent; Ctrl-C or a
-    closed input means the user did not agree.
+    Names ``product_name`` as the one asking, ``change_command`` (followed by
+    ``enable``/``disable``/``status``) as the way to change the decision, and
+    where the data goes under the current configuration: the endpoint's host,
+    or "nowhere" when nothing would be sent.
     """
-    sys.stderr.write(render_prompt())
+    where = _prompt.destination(config.NAT_TELEMETRY_ENDPOINT, config.NAT_TELEMETRY_DRY_RUN)
+    return _prompt.prompt_text(_prompt.clean(product_name, DEFAULT_PRODUCT_NAME),
+                               _prompt.clean(change_command, DEFAULT_CHANGE_COMMAND), where)
+
+
+def _say(text: str) -> None:
+    sys.stderr.write(text)
     sys.stderr.flush()
+
+
+def prompt_user(*, product_name: str = DEFAULT_PRODUCT_NAME,
+                change_command: str = DEFAULT_CHANGE_COMMAND,
+                raise_on_interrupt: bool = False) -> ConsentState:
+    """Ask on the terminal and turn the answer into a decision.
+
+    Enter, ``y`` or ``yes`` (any case) is consent; ``n`` or ``no`` is not; any
+    other answer asks again, and after three such answers counts as no.  A
+    closed input means the user did not agree, and so does Ctrl-C, unless
+    ``raise_on_interrupt``: then ``KeyboardInterrupt`` reaches the caller.
+    """
     try:
-        answer = input()
-    except (EOFError, KeyboardInterrupt):
-        # Leave the cursor on a fresh line for whatever the command prints next.
-        sys.stderr.write("\n")
-        sys.stderr.flush()
+        _say(render_prompt(product_name=product_name, change_command=change_command))
+        return _read_answer()
+    except KeyboardInterrupt:
+        _say("\n")  # the cursor on a fresh line for whatever comes next
+        if raise_on_interrupt:
+            raise
         return ConsentState.DISABLED
-    if answer.strip().lower() in ("", "y", "yes"):
-        return ConsentState.ENABLED
+
+
+def _read_answer() -> ConsentState:
+    for attempt in range(1, _prompt.MAX_ATTEMPTS + 1):
+        try:
+            answer = input().strip().lower()
+        except EOFError:
+            _say("\n")
+            return ConsentState.DISABLED
+        if answer in ("", "y", "yes"):
+            return ConsentState.ENABLED
+        if answer in ("n", "no"):
+            return ConsentState.DISABLED
+        if attempt < _prompt.MAX_ATTEMPTS:
+            _say(_prompt.ask_again(attempt))
+    _say(f"No clear answer after {_prompt.MAX_ATTEMPTS} tries: counted as no.\n")
     return ConsentState.DISABLED
 
 
-def resolve_consent() -> Decision:
+def resolve_consent(consent_file: str | os.PathLike[str] | None = None) -> Decision:
     """Whether telemetry is on, and the rule that decided.
 
     In order: ``DO_NOT_TRACK`` (always off); ``NAT_TELEMETRY_ENABLED`` when set;
     in a CI run, off (only the variable can turn it on there); the consent
-    file; off by default.
+    file (``consent_file`` as in :func:`consent_file_path`); off by default.
     """
     if config.do_not_track():
         value = os.environ.get(config.DO_NOT_TRACK_ENV_VAR)
@@ -374,7 +402,7 @@ def resolve_consent() -> Decision:
     if ci is not None:
         return Decision(False, "CI", f"{ci} is set: a CI run, where only "
                         f"{TELEMETRY_ENV_VAR} can turn telemetry on")
-    record = read_consent_record()
+    record = read_consent_record(consent_file)
     if record.state is not ConsentState.NEVER_ASKED:
         return Decision(record.state is ConsentState.ENABLED, "consent file", record.path)
     return Decision(False, "default", "never asked")
@@ -385,16 +413,36 @@ def resolve_initial_consent() -> bool:
     return resolve_consent().enabled
 
 
-def maybe_prompt_for_consent() -> None:
+def maybe_prompt_for_consent(
+    *,
+    product_name: str = DEFAULT_PRODUCT_NAME,
+    change_command: str = DEFAULT_CHANGE_COMMAND,
+    consent_file: str | os.PathLike[str] | None = None,
+    raise_on_interrupt: bool = False,
+) -> None:
     """Ask the user, once, if nobody has decided yet and someone can answer.
 
     Does nothing when the environment already decides (``DO_NOT_TRACK``,
     ``NAT_TELEMETRY_ENABLED``, a CI run), when a decision is stored, or when
-    there is no terminal.  The answer is saved and applied to
-    this process at once through ``config.TELEMETRY_ENABLED``.  Never raises:
-    consent handling must not break the command it is attached to.
+    there is no terminal.  The answer is saved, confirmed in one line, and
+    applied to this process at once through ``config.TELEMETRY_ENABLED``.
+
+    ``product_name`` and ``change_command`` are what the prompt names (see
+    :func:`render_prompt`).  ``consent_file`` keeps the decision in a file of
+    the caller's own instead of the shared one; this call then also applies
+    whatever that file (or the environment) decides to ``config.TELEMETRY_ENABLED``,
+    so a tool calls it once, early, whether or not anyone is asked.
+
+    Ctrl-C at the prompt saves "no"; with ``raise_on_interrupt`` it then raises
+    ``KeyboardInterrupt`` so the caller can stop (``nat-telemetry run`` exits
+    130).  Otherwise never raises: consent handling must not break the command
+    it is attached to.
     """
+    interrupted = False
     try:
+        if consent_file is not None:
+            # The shared resolution reads another file: apply this one's verdict.
+            config.TELEMETRY_ENABLED = resolve_consent(consent_file).enabled
         if (config.do_not_track() or os.environ.get(TELEMETRY_ENV_VAR) is not None
                 or config.ci_env_var() is not None):
             return
@@ -402,11 +450,26 @@ def maybe_prompt_for_consent() -> None:
         # (CI, pipes) stop here.
         if not is_interactive_session():
             return
-        if read_persisted_consent() is not ConsentState.NEVER_ASKED:
+        if read_consent_record(consent_file).state is not ConsentState.NEVER_ASKED:
             return
-        state = prompt_user()
+        try:
+            state = prompt_user(product_name=product_name, change_command=change_command,
+                                raise_on_interrupt=True)
+        except KeyboardInterrupt:
+            state, interrupted = ConsentState.DISABLED, True
         # Apply first: a failed save still honours the answer for this run.
         config.TELEMETRY_ENABLED = state is ConsentState.ENABLED
-        write_persisted_consent(state)
+        saved = write_persisted_consent(state, consent_file, product_name=product_name,
+                                        change_command=change_command)
+        try:
+            shown = str(consent_file_path(consent_file))
+        except Exception:  # no home folder: the save failed for the same reason
+            shown = ""
+        _say(_prompt.confirmation(
+            state is ConsentState.ENABLED, saved, shown,
+            _prompt.clean(product_name, DEFAULT_PRODUCT_NAME),
+            _prompt.clean(change_command, DEFAULT_CHANGE_COMMAND)) + "\n")
     except Exception as exc:
         _log.debug("consent prompt failed: %r", exc)
+    if interrupted and raise_on_interrupt:
+        raise KeyboardInterrupt

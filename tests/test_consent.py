@@ -80,12 +80,18 @@ class BrokenStream(FakeStream):
         raise ValueError("I/O operation on closed file")
 
 
-def fake_input(answer: Any) -> Callable[..., str]:
-    """An input() stand-in that records calls and returns or raises ``answer``."""
+def fake_input(answer: Any, *later: Any) -> Callable[..., str]:
+    """An input() stand-in that records calls and returns or raises ``answer``.
+
+    With ``later`` answers, successive calls give ``answer``, then each of
+    ``later``, then the last one again.
+    """
     calls: list[Any] = []
+    answers = [answer, *later]
 
     def _input(*args: Any) -> str:
         calls.append(args)
+        answer = answers[min(len(calls), len(answers)) - 1]
         if isinstance(answer, BaseException) or (
             isinstance(answer, type) and issubclass(answer, BaseException)
         ):
@@ -518,8 +524,11 @@ def test_prompt_text_says_what_is_and_is_not_collected() -> None:
         "exception",
         "without its message",
         "Python version",
-        "package version",
+        "random session id",
+        "timestamps",
         "CPU architecture",
+        "client version",
+        "Where it goes: nowhere",
     ):
         assert collected in flat, collected
     never = flat[flat.index("never") :]
@@ -542,7 +551,48 @@ def test_prompt_text_says_what_is_and_is_not_collected() -> None:
         "NAT_TELEMETRY_ENABLED=true|false",
     ):
         assert how in flat, how
-    assert text.endswith("Allow anonymous usage telemetry? [Y/n]: ")
+    assert text.startswith("\nNeMo Agent Toolkit can send anonymous usage telemetry")
+    assert text.endswith("Pressing Enter means yes.\nAllow anonymous usage telemetry? [Y/n]: ")
+
+
+def test_prompt_names_the_product_and_its_command() -> None:
+    text = consent.render_prompt(product_name="Acme CLI", change_command="acme telemetry")
+    assert text.startswith("\nAcme CLI can send anonymous usage telemetry")
+    for how in ("`acme telemetry enable`", "`acme telemetry disable`",
+                "`acme telemetry status`"):
+        assert how in text, how
+    assert "NeMo" not in text and "nat-telemetry" not in text
+
+
+def test_prompt_names_cannot_carry_control_characters() -> None:
+    text = consent.render_prompt(product_name="Acme\x1b[2J\r\nCLI\x07",
+                                 change_command="\n\t ")
+    assert "\x1b" not in text and "\r" not in text and "\x07" not in text
+    assert "Acme [2J CLI can send" in text
+    assert "`nat-telemetry enable`" in text  # blank: the default
+
+
+@pytest.mark.parametrize(
+    ("endpoint", "dry_run", "where"),
+    [
+        ("", False, "Where it goes: nowhere (no endpoint is set"),
+        ("stdout", False, "Where it goes: nowhere (each report is only printed"),
+        ("https://user:s3cret@telemetry.example.com:8443/v1/ingest?key=s3cret", False,
+         "Where it goes: telemetry.example.com."),
+        ("otlp+https://collector.example.org/v1/logs", False,
+         "Where it goes: collector.example.org."),
+        ("https://telemetry.example.com/x", True,
+         "Where it goes: nowhere for now (dry run; it would go to telemetry.example.com)."),
+        ("ftp://files.example.com/", False, "Where it goes: nowhere (the endpoint set cannot"),
+    ],
+)
+def test_prompt_says_where_the_data_goes(monkeypatch: pytest.MonkeyPatch, endpoint: str,
+                                         dry_run: bool, where: str) -> None:
+    monkeypatch.setattr(config, "NAT_TELEMETRY_ENDPOINT", endpoint)
+    monkeypatch.setattr(config, "NAT_TELEMETRY_DRY_RUN", dry_run)
+    text = consent.render_prompt()
+    assert where in " ".join(text.split())
+    assert "s3cret" not in text and "user:" not in text and "/v1" not in text
 
 
 @pytest.mark.parametrize(
@@ -556,9 +606,7 @@ def test_prompt_text_says_what_is_and_is_not_collected() -> None:
         (" YES \r", ConsentState.ENABLED),
         ("n", ConsentState.DISABLED),
         ("No", ConsentState.DISABLED),
-        ("whatever", ConsentState.DISABLED),
-        ("yess", ConsentState.DISABLED),
-        ("y es", ConsentState.DISABLED),
+        (" NO\r", ConsentState.DISABLED),
     ],
 )
 def test_prompt_answers(
@@ -572,6 +620,52 @@ def test_prompt_answers(
     out, err = capsys.readouterr()
     assert out == ""
     assert err == consent.render_prompt()
+
+
+@pytest.mark.parametrize("unclear", ["whatever", "yess", "y es", "nope", "0", "1", "true"])
+def test_unclear_answers_ask_again_then_count_as_no(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str], unclear: str
+) -> None:
+    reader = fake_input(unclear)
+    monkeypatch.setattr(builtins, "input", reader)
+    assert consent.prompt_user() is ConsentState.DISABLED
+    assert len(reader.calls) == 3  # type: ignore[attr-defined]
+    out, err = capsys.readouterr()
+    assert out == ""
+    assert err.startswith(consent.render_prompt())
+    asked = err[len(consent.render_prompt()):]
+    assert asked.count("Please answer y (yes) or n (no); Enter means yes") == 2
+    assert asked.count("[Y/n]: ") == 2
+    assert "last try" in asked
+    assert asked.endswith("No clear answer after 3 tries: counted as no.\n")
+
+
+@pytest.mark.parametrize(("second", "expected"), [("", ConsentState.ENABLED),
+                                                  ("yes", ConsentState.ENABLED),
+                                                  ("n", ConsentState.DISABLED)])
+def test_a_clear_answer_after_an_unclear_one_counts(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str], second: str,
+    expected: ConsentState,
+) -> None:
+    reader = fake_input("maybe", second)
+    monkeypatch.setattr(builtins, "input", reader)
+    assert consent.prompt_user() is expected
+    assert len(reader.calls) == 2  # type: ignore[attr-defined]
+    err = capsys.readouterr().err
+    assert err.count("Please answer") == 1 and "No clear answer" not in err
+
+
+def test_eof_after_an_unclear_answer_is_no(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(builtins, "input", fake_input("maybe", EOFError))
+    assert consent.prompt_user() is ConsentState.DISABLED
+
+
+def test_ctrl_c_can_reach_the_caller(monkeypatch: pytest.MonkeyPatch,
+                                     capsys: pytest.CaptureFixture[str]) -> None:
+    monkeypatch.setattr(builtins, "input", fake_input("maybe", KeyboardInterrupt))
+    with pytest.raises(KeyboardInterrupt):
+        consent.prompt_user(raise_on_interrupt=True)
+    assert capsys.readouterr().err.endswith("[Y/n]: \n")
 
 
 @pytest.mark.parametrize("interrupt", [EOFError, KeyboardInterrupt])
@@ -632,6 +726,126 @@ def test_maybe_prompt_persists_and_flips_live_flag(
     # Decided now: a second call asks nothing.
     consent.maybe_prompt_for_consent()
     assert len(reader.calls) == 1  # type: ignore[attr-defined]
+
+
+@pytest.mark.parametrize(("answer", "word", "other"), [("", "on", "disable"),
+                                                       ("no", "off", "enable")])
+def test_maybe_prompt_confirms_what_was_saved_in_one_line(
+    consent_file: Path, monkeypatch: pytest.MonkeyPatch, answer: str, word: str, other: str
+) -> None:
+    terminal = fake_terminal(monkeypatch)
+    monkeypatch.setattr(builtins, "input", fake_input(answer))
+    consent.maybe_prompt_for_consent()
+    written = "".join(terminal.written)
+    assert written.startswith(consent.render_prompt())
+    assert written[len(consent.render_prompt()):] == (
+        f"Saved: anonymous usage telemetry is {word} for NeMo Agent Toolkit (in "
+        f"{consent_file}). Change it any time with `nat-telemetry {other}`.\n")
+
+
+def test_maybe_prompt_confirmation_names_the_tool(
+    consent_file: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    terminal = fake_terminal(monkeypatch)
+    monkeypatch.setattr(builtins, "input", fake_input("y"))
+    consent.maybe_prompt_for_consent(product_name="Acme CLI", change_command="acme telemetry")
+    written = "".join(terminal.written)
+    assert written.startswith("\nAcme CLI can send")
+    assert written.endswith("telemetry is on for Acme CLI (in "
+                            f"{consent_file}). Change it any time with "
+                            "`acme telemetry disable`.\n")
+    text = consent_file.read_text(encoding="utf-8")
+    assert text.startswith("# Anonymous usage telemetry consent for Acme CLI.\n")
+    assert "`acme telemetry enable`" in text
+    assert consent.read_persisted_consent() is ConsentState.ENABLED
+
+
+def test_maybe_prompt_says_when_the_answer_could_not_be_saved(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    terminal = fake_terminal(monkeypatch)
+    blocker = tmp_path / "blocker"
+    blocker.write_text("")
+    monkeypatch.setattr(builtins, "input", fake_input("n"))
+    consent.maybe_prompt_for_consent(consent_file=blocker / "telemetry.toml")
+    # A real terminal echoes the typed newline; the fake one does not.
+    last = "".join(terminal.written).rpartition("[Y/n]: ")[2]
+    assert last.startswith(f"Could not save your answer to {blocker / 'telemetry.toml'}: "
+                           "telemetry is off for this run only")
+    assert last.endswith("`nat-telemetry enable` changes it.\n") and last.count("\n") == 1
+
+
+def test_maybe_prompt_with_its_own_consent_file(
+    consent_file: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    own = tmp_path / "acme" / "consent.toml"
+    fake_terminal(monkeypatch)
+    reader = fake_input("n")
+    monkeypatch.setattr(builtins, "input", reader)
+    config.TELEMETRY_ENABLED = True
+    consent.maybe_prompt_for_consent(consent_file=own)
+    assert len(reader.calls) == 1  # type: ignore[attr-defined]
+    assert consent.read_consent_record(own).state is ConsentState.DISABLED
+    assert not consent_file.exists()  # the shared file is not touched
+    assert config.TELEMETRY_ENABLED is False
+    # Decided in that file: no question, and its verdict is applied to the process.
+    assert consent.write_persisted_consent(ConsentState.ENABLED, own)
+    consent.maybe_prompt_for_consent(consent_file=own)
+    assert len(reader.calls) == 1  # type: ignore[attr-defined]
+    assert config.TELEMETRY_ENABLED is True
+    assert consent.resolve_consent(own) == (True, "consent file", str(own))
+    assert consent.resolve_consent() == (False, "default", "never asked")
+
+
+def test_own_consent_file_applies_the_environment_rules_too(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    own = tmp_path / "own.toml"
+    assert consent.write_persisted_consent(ConsentState.ENABLED, own)
+    monkeypatch.setenv("DO_NOT_TRACK", "1")
+    config.TELEMETRY_ENABLED = True
+    consent.maybe_prompt_for_consent(consent_file=own)
+    assert config.TELEMETRY_ENABLED is False
+
+
+def test_own_consent_file_without_a_terminal_applies_the_default(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    config.TELEMETRY_ENABLED = True
+    consent.maybe_prompt_for_consent(consent_file=tmp_path / "own.toml")
+    assert config.TELEMETRY_ENABLED is False
+    assert not (tmp_path / "own.toml").exists()
+
+
+@pytest.mark.parametrize("raise_on_interrupt", [False, True])
+def test_maybe_prompt_ctrl_c_saves_no(
+    consent_file: Path, monkeypatch: pytest.MonkeyPatch, raise_on_interrupt: bool
+) -> None:
+    terminal = fake_terminal(monkeypatch)
+    monkeypatch.setattr(builtins, "input", fake_input(KeyboardInterrupt))
+    config.TELEMETRY_ENABLED = True
+    if raise_on_interrupt:
+        with pytest.raises(KeyboardInterrupt):
+            consent.maybe_prompt_for_consent(raise_on_interrupt=True)
+    else:
+        consent.maybe_prompt_for_consent()
+    assert consent.read_persisted_consent() is ConsentState.DISABLED
+    assert config.TELEMETRY_ENABLED is False
+    assert "".join(terminal.written).endswith("`nat-telemetry enable`.\n")
+
+
+@pytest.mark.parametrize(("name", "value"), [("CI", "true"), ("GITHUB_ACTIONS", "true"),
+                                             ("DO_NOT_TRACK", "1"), ("DO_NOT_TRACK", "TRUE")])
+def test_maybe_prompt_noop_in_ci_or_with_do_not_track(
+    consent_file: Path, monkeypatch: pytest.MonkeyPatch, name: str, value: str
+) -> None:
+    terminal = fake_terminal(monkeypatch)
+    monkeypatch.setenv(name, value)
+    reader = fake_input("y")
+    monkeypatch.setattr(builtins, "input", reader)
+    consent.maybe_prompt_for_consent()
+    assert reader.calls == [] and terminal.written == []  # type: ignore[attr-defined]
+    assert not consent_file.exists()
 
 
 def test_maybe_prompt_reasks_after_stale_yes(
