@@ -2,19 +2,22 @@
 
 :func:`gather` collects it as plain data (what ``nat-telemetry status --json``
 prints); :func:`render` turns that into the lines ``nat-telemetry status``
-shows.  Nothing here changes anything.
+shows.  Nothing here changes anything: the spool folder is listed, never
+created.
 """
 
 from __future__ import annotations
 
+import math
 import os
+import time
 from typing import Any
 
 from . import config
 from .consent import PROMPT_VERSION, ConsentState, read_consent_record, resolve_consent
 from .endpoint import endpoint_problem, redact
 
-__all__ = ["ENVELOPE_ADDS", "gather", "render"]
+__all__ = ["ENVELOPE_ADDS", "gather", "last_delivery", "render"]
 
 # What the envelope adds to each event's own fields (see payload).
 ENVELOPE_ADDS = ("sessionId (random per process)", "timestamps", "cpuArchitecture",
@@ -27,6 +30,41 @@ def _event_fields() -> list[str]:
 
     sample = CliCommandEvent(command="x", task_status="success", python_version="3.0.0")
     return list(sample.model_dump(by_alias=True))
+
+
+def _utc(stamp: float | None) -> str | None:
+    if stamp is None:
+        return None
+    return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(stamp))
+
+
+def last_delivery(folder: str | None) -> float | None:
+    """When the spool in ``folder`` last saw a delivery; None when never recorded
+    (or when what is recorded is not a time)."""
+    if folder is None:
+        return None
+    from . import spool
+
+    stamp = spool.last_delivery(folder)
+    return stamp if stamp is not None and math.isfinite(stamp) and stamp > 0 else None
+
+
+def _spool() -> tuple[dict[str, Any], str | None]:
+    from .spool import SPOOL_DIR_ENV_VAR, Spool, default_spool_dir
+
+    folder = default_spool_dir()
+    info: dict[str, Any] = {"enabled": folder is not None, "dir": folder, "batches": 0,
+                            "events": 0, "bytes": 0, "oldest": None, "oldest_unix": None,
+                            "off_because": None}
+    if folder is None:
+        value = os.environ.get(SPOOL_DIR_ENV_VAR)
+        info["off_because"] = (f"{SPOOL_DIR_ENV_VAR}={value!r}" if value
+                               else "no home folder to keep it in")
+        return info, None
+    batches, events, size, oldest = Spool(folder).summary()
+    info.update(batches=batches, events=events, bytes=size, oldest=_utc(oldest),
+                oldest_unix=oldest)
+    return info, folder
 
 
 def gather() -> dict[str, Any]:
@@ -62,11 +100,42 @@ def gather() -> dict[str, Any]:
         "dry_run": config.NAT_TELEMETRY_DRY_RUN,
         "collected": {"event": _event_fields(), "envelope": list(ENVELOPE_ADDS)},
     }
+    info["spool"], folder = _spool()
+    delivered = last_delivery(folder)
+    info["last_delivery"] = {"at": _utc(delivered), "unix": delivered}
     return info
 
 
 def _word(enabled: bool | None) -> str:
     return "enabled" if enabled else "disabled"
+
+
+def _when(stamp: str, unix: float, now: float) -> str:
+    """``2024-05-01 12:00:00 UTC (3 h ago)``."""
+    text = stamp.replace("T", " ").replace("Z", " UTC")
+    age = now - unix
+    if age < 0:
+        return text
+    for size, unit in ((86400, "d"), (3600, "h"), (60, "min")):
+        if age >= size:
+            return f"{text} ({int(age // size)} {unit} ago)"
+    return f"{text} ({int(age)} s ago)"
+
+
+def _spool_lines(info: dict[str, Any]) -> list[str]:
+    spool, now = info["spool"], time.time()
+    if not spool["enabled"]:
+        line = f"Spool: off ({spool['off_because']})"
+    elif spool["events"] == 0:
+        line = f"Spool: empty ({spool['dir']})"
+    else:
+        count = spool["events"]
+        line = (f"Spool: {count} event{'s' if count != 1 else ''} waiting in {spool['dir']} "
+                f"(oldest from {_when(spool['oldest'], spool['oldest_unix'], now)})")
+    delivered = info["last_delivery"]
+    last = ("never recorded" if delivered["at"] is None
+            else _when(delivered["at"], delivered["unix"], now))
+    return [line, f"Last successful delivery: {last}"]
 
 
 def _file_line(info: dict[str, Any]) -> str:
@@ -118,6 +187,7 @@ def render(info: dict[str, Any], prog: str) -> list[str]:
     collected = info["collected"]
     lines.append("Collected per event: " + ", ".join(collected["event"]))
     lines.append("Added per batch: " + ", ".join(collected["envelope"]))
+    lines += _spool_lines(info)
     if rule == "default":
         lines.append(f"Record a decision with `{prog} enable` or `{prog} disable`; "
                      f"an interactive `{prog} run` asks.")

@@ -1,0 +1,232 @@
+"""``nat-telemetry status`` and ``status --json``: every rule, in a fresh process.
+
+Each test runs ``python -m nat_telemetry status`` with a scratch HOME and
+configuration folders and no telemetry variables but the ones it sets, parses
+``--json`` and checks it field by field, and checks that the human output says
+the same.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from nat_telemetry import config
+from nat_telemetry.consent import PROMPT_VERSION
+from nat_telemetry.spool import Spool
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
+EVENT_FIELDS = ["nemoSource", "command", "subcommand", "taskStatus", "durationMs", "exitCode",
+                "errorClass", "pythonVersion"]
+ENVELOPE_ADDS = ["sessionId (random per process)", "timestamps", "cpuArchitecture",
+                 "clientVer"]
+TOP_KEYS = {"enabled", "rule", "detail", "do_not_track", "ci", "env_var", "consent_file",
+            "endpoint", "endpoint_problem", "dry_run", "collected", "spool", "last_delivery"}
+
+
+class Machine:
+    def __init__(self, tmp_path: Path) -> None:
+        self.tmp = tmp_path
+        self.consent_file = tmp_path / "xdg-config" / "nat" / "telemetry.toml"
+        self.spool_dir = tmp_path / "xdg-state" / "nat" / "telemetry-spool"
+        self.env = {k: v for k, v in os.environ.items()
+                    if not k.startswith("NAT_") and k not in config.CI_ENV_VARS
+                    and k != config.DO_NOT_TRACK_ENV_VAR}
+        self.env.update(HOME=str(tmp_path / "home"), XDG_CONFIG_HOME=str(tmp_path / "xdg-config"),
+                        XDG_STATE_HOME=str(tmp_path / "xdg-state"), PYTHONPATH=str(REPO_ROOT))
+
+    def cli(self, *args: str, **extra: str) -> subprocess.CompletedProcess[str]:
+        result = subprocess.run([sys.executable, "-m", "nat_telemetry", *args],
+                                env=dict(self.env, **extra), capture_output=True, text=True,
+                                timeout=60)
+        assert "Traceback" not in result.stderr, result.stderr
+        return result
+
+    def status(self, **extra: str) -> tuple[dict[str, Any], str]:
+        """``status --json`` parsed, and the human ``status`` text."""
+        result = self.cli("status", "--json", **extra)
+        assert result.returncode == 0 and result.stderr == "", result.stderr
+        human = self.cli("status", **extra)
+        assert human.returncode == 0 and human.stderr == "", human.stderr
+        info: dict[str, Any] = json.loads(result.stdout)
+        assert set(info) == TOP_KEYS
+        return info, human.stdout
+
+    def write_consent(self, consent: str) -> None:
+        self.consent_file.parent.mkdir(parents=True, exist_ok=True)
+        self.consent_file.write_text(
+            f'[telemetry]\nconsent = "{consent}"\nprompt_version = "{PROMPT_VERSION}"\n')
+
+
+@pytest.fixture
+def machine(tmp_path: Path) -> Machine:
+    return Machine(tmp_path)
+
+
+def near(stamp: str | None, unix: float) -> bool:
+    """``stamp`` (YYYY-MM-DDTHH:MM:SSZ) is ``unix`` to the second."""
+    return stamp == time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(unix))
+
+
+def test_fresh_machine(machine: Machine) -> None:
+    info, human = machine.status()
+    assert info["enabled"] is False
+    assert info["rule"] == "default"
+    assert info["detail"] == "never asked"
+    assert info["do_not_track"] is False
+    assert info["ci"] is None
+    assert info["env_var"] == {"name": "NAT_TELEMETRY_ENABLED", "value": None,
+                               "recognised": True}
+    assert info["consent_file"] == {
+        "path": str(machine.consent_file), "exists": False, "consent": None,
+        "prompt_version": None, "current_prompt_version": PROMPT_VERSION,
+        "counts_as": "never_asked", "note": "no decision saved",
+    }
+    assert info["endpoint"] is None and info["endpoint_problem"] is None
+    assert info["dry_run"] is False
+    assert info["collected"] == {"event": EVENT_FIELDS, "envelope": ENVELOPE_ADDS}
+    assert info["spool"] == {"enabled": True, "dir": str(machine.spool_dir), "batches": 0,
+                             "events": 0, "bytes": 0, "oldest": None, "oldest_unix": None,
+                             "off_because": None}
+    assert info["last_delivery"] == {"at": None, "unix": None}
+
+    lines = human.splitlines()
+    assert lines[0] == "Telemetry is disabled."
+    assert "Source: default (never asked)" in lines
+    assert f"Spool: empty ({machine.spool_dir})" in lines
+    assert "Last successful delivery: never recorded" in lines
+    # Looking changes nothing: no folder was created.
+    assert not machine.spool_dir.exists() and not machine.consent_file.parent.exists()
+
+
+def test_opted_in_with_a_spool_waiting(machine: Machine) -> None:
+    assert machine.cli("enable").returncode == 0
+    before = time.time()
+    spool = Spool(str(machine.spool_dir))
+    assert spool.write(b"{}", 1).written
+    assert spool.write(b'{"x": 1}', 2).written
+    delivered = 1_700_000_000.5
+    (machine.spool_dir / "last-delivery").write_text(f"{delivered}\n")
+
+    info, human = machine.status()
+    assert info["enabled"] is True
+    assert info["rule"] == "consent file"
+    assert info["detail"] == str(machine.consent_file)
+    assert info["consent_file"]["consent"] == "enabled"
+    assert info["consent_file"]["counts_as"] == "enabled"
+    assert info["consent_file"]["prompt_version"] == PROMPT_VERSION
+    spool_info = info["spool"]
+    assert spool_info["enabled"] is True and spool_info["dir"] == str(machine.spool_dir)
+    assert spool_info["events"] == 3 and spool_info["batches"] == 2
+    assert spool_info["bytes"] > 0
+    assert before - 1 <= spool_info["oldest_unix"] <= time.time()
+    assert near(spool_info["oldest"], spool_info["oldest_unix"])
+    assert info["last_delivery"] == {"at": "2023-11-14T22:13:20Z", "unix": delivered}
+
+    assert "Telemetry is enabled." in human
+    assert f"Spool: 3 events waiting in {machine.spool_dir} (oldest from " in human
+    assert "Last successful delivery: 2023-11-14 22:13:20 UTC (" in human
+
+
+def test_do_not_track_wins_over_everything(machine: Machine) -> None:
+    machine.write_consent("enabled")
+    info, human = machine.status(DO_NOT_TRACK="1", NAT_TELEMETRY_ENABLED="1")
+    assert info["enabled"] is False
+    assert info["rule"] == "DO_NOT_TRACK"
+    assert info["detail"] == "DO_NOT_TRACK='1'"
+    assert info["do_not_track"] is True
+    assert info["env_var"]["value"] == "1"
+    assert info["consent_file"]["counts_as"] == "enabled"  # still shown, not used
+    assert "Telemetry is disabled." in human
+    assert "Source: DO_NOT_TRACK='1' (Do Not Track: always off, never asks)" in human
+
+
+@pytest.mark.parametrize("value", ["true", "TRUE", "True"])
+def test_do_not_track_true_in_any_case(machine: Machine, value: str) -> None:
+    info, _ = machine.status(DO_NOT_TRACK=value, NAT_TELEMETRY_ENABLED="1")
+    assert (info["enabled"], info["rule"]) == (False, "DO_NOT_TRACK")
+
+
+@pytest.mark.parametrize("value", ["0", "false", "no", ""])
+def test_do_not_track_off_values_do_not_decide(machine: Machine, value: str) -> None:
+    info, _ = machine.status(DO_NOT_TRACK=value, NAT_TELEMETRY_ENABLED="1")
+    assert (info["enabled"], info["rule"], info["do_not_track"]) == (True, "environment", False)
+
+
+def test_ci_turns_off_a_saved_yes(machine: Machine) -> None:
+    machine.write_consent("enabled")
+    info, human = machine.status(CI="true")
+    assert info["enabled"] is False
+    assert info["rule"] == "CI"
+    assert info["ci"] == "CI"
+    assert "Source: CI (CI is set" in human and "never asks" in human
+
+
+def test_only_the_variable_turns_it_on_in_ci(machine: Machine) -> None:
+    info, _ = machine.status(GITHUB_ACTIONS="true", NAT_TELEMETRY_ENABLED="yes")
+    assert (info["enabled"], info["rule"], info["ci"]) == (True, "environment", "GITHUB_ACTIONS")
+
+
+def test_environment_variable_with_an_unrecognised_value(machine: Machine) -> None:
+    machine.write_consent("enabled")
+    info, human = machine.status(NAT_TELEMETRY_ENABLED="maybe")
+    assert info["enabled"] is False
+    assert info["rule"] == "environment"
+    assert info["detail"] == "NAT_TELEMETRY_ENABLED='maybe'"
+    assert info["env_var"] == {"name": "NAT_TELEMETRY_ENABLED", "value": "maybe",
+                               "recognised": False}
+    assert "Note: 'maybe' is not one of 1/true/yes (on) or 0/false/no (off)" in human
+
+
+def test_saved_no(machine: Machine) -> None:
+    machine.write_consent("disabled")
+    info, _ = machine.status()
+    assert (info["enabled"], info["rule"]) == (False, "consent file")
+    assert info["consent_file"]["counts_as"] == "disabled"
+
+
+def test_endpoint_is_shown_without_credentials(machine: Machine) -> None:
+    endpoint = "https://alice:hunter2@telemetry.example.com/v1/ingest"
+    info, human = machine.status(NAT_TELEMETRY_ENDPOINT=endpoint, NAT_TELEMETRY_DRY_RUN="1")
+    assert info["endpoint"] == "https://***@telemetry.example.com/v1/ingest"
+    assert info["endpoint_problem"] is None
+    assert info["dry_run"] is True
+    assert "Endpoint: https://***@telemetry.example.com/v1/ingest" in human
+    assert "Dry run: on" in human
+    for text in (human, json.dumps(info)):
+        assert "hunter2" not in text and "alice" not in text
+
+
+def test_spool_turned_off(machine: Machine) -> None:
+    info, human = machine.status(NAT_TELEMETRY_SPOOL_DIR="off")
+    assert info["spool"] == {"enabled": False, "dir": None, "batches": 0, "events": 0,
+                             "bytes": 0, "oldest": None, "oldest_unix": None,
+                             "off_because": "NAT_TELEMETRY_SPOOL_DIR='off'"}
+    assert info["last_delivery"] == {"at": None, "unix": None}
+    assert "Spool: off (NAT_TELEMETRY_SPOOL_DIR='off')" in human
+    assert "Last successful delivery: never recorded" in human
+
+
+@pytest.mark.parametrize("content", [b"", b"yesterday", b"nan", b"-5", b"inf", b"\xff\xfe"])
+def test_an_unusable_last_delivery_file_is_never_recorded(machine: Machine,
+                                                         content: bytes) -> None:
+    machine.spool_dir.mkdir(parents=True, mode=0o700)
+    (machine.spool_dir / "last-delivery").write_bytes(content)
+    info, human = machine.status()
+    assert info["last_delivery"] == {"at": None, "unix": None}
+    assert "Last successful delivery: never recorded" in human
+
+
+def test_a_spool_folder_of_the_users_choice(machine: Machine) -> None:
+    chosen = machine.tmp / "my-spool"
+    Spool(str(chosen)).write(b"{}", 4)
+    info, human = machine.status(NAT_TELEMETRY_SPOOL_DIR=str(chosen))
+    assert (info["spool"]["dir"], info["spool"]["events"]) == (str(chosen), 4)
+    assert f"Spool: 4 events waiting in {chosen}" in human
