@@ -1,9 +1,10 @@
 """The ``nat-telemetry`` command line (also ``python -m nat_telemetry``).
 
-Two jobs.  ``status``, ``enable`` and ``disable`` let a person see and change
-their telemetry decision without editing a file, and say plainly where the
-effective answer comes from: an environment variable silently overriding a
-saved "no" is exactly the surprise an opt-in system must not spring.
+Two jobs.  ``status``, ``enable``, ``disable``, ``reset`` and ``schema`` let a
+person see and change their telemetry decision without editing a file, say
+plainly where the effective answer comes from (an environment variable
+silently overriding a saved "no" is exactly the surprise an opt-in system must
+not spring), and show what could ever be sent.
 ``run -- CMD`` instruments any program, shell pipelines included, with one
 event naming the program (never its arguments), while staying out of its
 way: the program keeps the terminal, and ``run`` exits with its exit code.
@@ -29,6 +30,8 @@ from pathlib import Path
 
 from . import _log
 from .consent import (
+    DEFAULT_CHANGE_COMMAND,
+    DEFAULT_PRODUCT_NAME,
     TELEMETRY_ENV_VAR,
     ConsentState,
     consent_file_path,
@@ -108,21 +111,42 @@ def build_parser() -> argparse.ArgumentParser:
     disable = commands.add_parser(
         "disable",
         help="turn anonymous usage telemetry off and save that decision",
-        description="Turn anonymous usage telemetry off: save the decision in the consent file "
-        f"and check that it was saved. {TELEMETRY_ENV_VAR}, when set, still overrides it.",
+        description="Turn anonymous usage telemetry off: save the decision in the consent file, "
+        "check that it was saved, and delete the events waiting in the spool. "
+        f"{TELEMETRY_ENV_VAR}, when set, still overrides it.",
     )
     disable.set_defaults(func=_cmd_disable)
+
+    reset = commands.add_parser(
+        "reset",
+        help="forget the decision (back to never asked) and empty the spool",
+        description="Delete the consent file, so telemetry is off and you are asked again at "
+        "the next interactive `run`, and delete the events waiting in the spool.",
+    )
+    reset.set_defaults(func=_cmd_reset)
+
+    schema = commands.add_parser(
+        "schema",
+        help="print the JSON Schema of every event and of the envelope",
+        description="Print, as JSON, the JSON Schema (draft 2020-12) of everything a request "
+        "can carry: {\"envelope\": ..., \"events\": {NAME: ...}}. With WHICH, only that "
+        "schema: 'envelope' or an event name.",
+    )
+    schema.add_argument("which", nargs="?", metavar="WHICH",
+                        help="'envelope' or an event name (default: all)")
+    schema.set_defaults(func=_cmd_schema)
 
     run = commands.add_parser(
         "run",
         help="run a command and record one anonymous event about it",
-        usage=f"{PROG} run [-h] [--name NAME] -- CMD [ARGS ...]",
+        usage=f"{PROG} run [-h] [--name NAME] [--product-name NAME] [--change-command CMD] "
+        "[--consent-file PATH] -- CMD [ARGS ...]",
         description="Run CMD with ARGS, with this terminal's input and output, and exit with "
         "its exit status (128+N when signal N killed it, 127 when CMD is not found, 126 when "
         "it cannot be executed). If telemetry is enabled, one event is recorded: the command "
         "name (NAME, or the file name of CMD), the outcome, the duration and the exit status. "
         "ARGS are never recorded. Asks for consent first if nobody has decided yet and this "
-        "is an interactive terminal.",
+        "is an interactive terminal; Ctrl-C there saves 'no' and exits 130 without running CMD.",
     )
     run.add_argument(
         "--name",
@@ -130,6 +154,14 @@ def build_parser() -> argparse.ArgumentParser:
         help="the command name to record instead of CMD's file name: 1 to 64 letters, "
         "digits, '-', '_', '.' or ':'",
     )
+    run.add_argument("--product-name", metavar="NAME", default=DEFAULT_PRODUCT_NAME,
+                     help=f"who asks for consent, in the prompt (default: {DEFAULT_PRODUCT_NAME})")
+    run.add_argument("--change-command", metavar="CMD", default=DEFAULT_CHANGE_COMMAND,
+                     help="the command that changes the decision, named in the prompt with "
+                     f"enable/disable/status after it (default: {DEFAULT_CHANGE_COMMAND})")
+    run.add_argument("--consent-file", metavar="PATH",
+                     help="keep the decision in this file instead of the shared one "
+                     "(default: the one `status` shows)")
     run.add_argument("cmd", nargs=argparse.REMAINDER, metavar="CMD", help=argparse.SUPPRESS)
     run.set_defaults(func=_cmd_run)
 
@@ -182,6 +214,20 @@ def _cmd_status(args: argparse.Namespace) -> int:
     return 0
 
 
+def _warn_about_environment(state: ConsentState) -> None:
+    """Say so when NAT_TELEMETRY_ENABLED decides instead of what was just done."""
+    env_value = os.environ.get(TELEMETRY_ENV_VAR)
+    if env_value is None:
+        return
+    from_env = resolve_env_consent()
+    if from_env != (state is ConsentState.ENABLED):
+        _err(f"warning: {TELEMETRY_ENV_VAR}={env_value!r} is set and overrides this "
+             f"decision: telemetry stays {_word(from_env)} until you unset it")
+    else:
+        _err(f"note: {TELEMETRY_ENV_VAR}={env_value!r} is set and takes precedence over "
+             "the saved decision until you unset it")
+
+
 def _save_decision(state: ConsentState) -> int:
     _, path_text = _consent_path()
     saved = write_persisted_consent(state)
@@ -190,16 +236,23 @@ def _save_decision(state: ConsentState) -> int:
              "and the disk is not full (the previous decision is unchanged)")
         return 1
     print(f"Telemetry {state.value}. Decision saved to {path_text}.")
-    env_value = os.environ.get(TELEMETRY_ENV_VAR)
-    if env_value is not None:
-        from_env = resolve_env_consent()
-        if from_env != (state is ConsentState.ENABLED):
-            _err(f"warning: {TELEMETRY_ENV_VAR}={env_value!r} is set and overrides this "
-                 f"decision: telemetry stays {_word(from_env)} until you unset it")
-        else:
-            _err(f"note: {TELEMETRY_ENV_VAR}={env_value!r} is set and takes precedence over "
-                 "the saved decision until you unset it")
+    _warn_about_environment(state)
     return 0
+
+
+def _empty_spool() -> tuple[str | None, int]:
+    """Delete every event waiting in the spool (and the sender's files, the time of
+    the last delivery among them): ``(folder or None when off, events deleted)``."""
+    from . import spool
+
+    folder = spool.default_spool_dir()
+    if folder is None:
+        return None, 0
+    return folder, spool.Spool(folder).clear()
+
+
+def _events(count: int) -> str:
+    return f"{count} event{'' if count == 1 else 's'}"
 
 
 def _cmd_enable(args: argparse.Namespace) -> int:
@@ -207,7 +260,56 @@ def _cmd_enable(args: argparse.Namespace) -> int:
 
 
 def _cmd_disable(args: argparse.Namespace) -> int:
-    return _save_decision(ConsentState.DISABLED)
+    # Emptied even if the decision cannot be saved: "no" must stop what is queued.
+    _, deleted = _empty_spool()
+    result = _save_decision(ConsentState.DISABLED)
+    if deleted:
+        print(f"Deleted {_events(deleted)} waiting in the spool.")
+    return result
+
+
+def _cmd_reset(args: argparse.Namespace) -> int:
+    path, path_text = _consent_path()
+    if path is None:
+        _err(f"could not find the consent file {path_text}")
+        return 1
+    try:
+        path.unlink()
+        forgotten = f"Decision forgotten: deleted {path_text}."
+    except FileNotFoundError:
+        forgotten = f"No decision was saved ({path_text})."
+    except OSError as exc:
+        _err(f"could not delete {path_text}: {exc.strerror or type(exc).__name__} "
+             "(the decision is unchanged)")
+        return 1
+    folder, deleted = _empty_spool()
+    print(forgotten)
+    print("Spool: off, nothing to empty." if folder is None
+          else f"Spool emptied: {_events(deleted)} deleted.")
+    print(f"Telemetry is off until you decide: `{PROG} enable` or `{PROG} disable`, or answer "
+          f"the question an interactive `{PROG} run` asks.")
+    _warn_about_environment(ConsentState.DISABLED)
+    return 0
+
+
+def _cmd_schema(args: argparse.Namespace) -> int:
+    import json
+
+    from . import schema
+
+    everything = schema.schemas()
+    if args.which is None:
+        document = everything
+    elif args.which == "envelope":
+        document = everything["envelope"]
+    elif args.which in everything["events"]:
+        document = everything["events"][args.which]
+    else:
+        names = ", ".join(["envelope", *everything["events"]])
+        _err(f"schema: unknown schema {args.which!r} (one of: {names})")
+        return EXIT_USAGE
+    print(json.dumps(document, indent=2))
+    return 0
 
 
 # -------------------------------------------------------------------- run
@@ -288,7 +390,12 @@ def _cmd_run(args: argparse.Namespace) -> int:
         _err(f"run: invalid --name {name!r}: {reason}")
         return EXIT_USAGE
 
-    maybe_prompt_for_consent()
+    try:
+        maybe_prompt_for_consent(product_name=args.product_name,
+                                 change_command=args.change_command,
+                                 consent_file=args.consent_file, raise_on_interrupt=True)
+    except KeyboardInterrupt:  # "no" is saved; the user wants out, not the program
+        return EXIT_CODE_INTERRUPTED
     handler = NATTelemetryHandler(session_id=uuid.uuid4().hex)
     with _parent_ignores_sigint():
         start = time.perf_counter()

@@ -34,6 +34,7 @@ class Env:
         self.vars.update(
             HOME=str(tmp_path / "home"),
             XDG_CONFIG_HOME=str(tmp_path / "xdg"),
+            XDG_STATE_HOME=str(tmp_path / "state"),  # `disable` empties the spool there
             NAT_TELEMETRY_CONSENT_FILE=str(self.consent_file),
             PYTHONPATH=str(REPO_ROOT),
         )
@@ -323,7 +324,7 @@ def test_help_works_for_every_subcommand(capsys: pytest.CaptureFixture[str]) -> 
     parser = cli.build_parser()
     subparsers = next(a for a in parser._actions if a.choices and hasattr(a, "add_parser"))
     names = list(subparsers.choices)
-    assert {"status", "enable", "disable", "run"} <= set(names)
+    assert {"status", "enable", "disable", "reset", "schema", "run"} <= set(names)
     for args in [["--help"], *[[name, "--help"] for name in names]]:
         with pytest.raises(SystemExit) as exited:
             cli.main(args)
@@ -336,6 +337,8 @@ def test_help_in_a_subprocess(env: Env) -> None:
     result = env.run("run", "--help")
     assert result.returncode == 0
     assert "--name NAME" in result.stdout and "never recorded" in result.stdout
+    for option in ("--product-name NAME", "--change-command CMD", "--consent-file PATH"):
+        assert option in result.stdout, option
 
 
 def test_unexpected_errors_are_one_line(monkeypatch: pytest.MonkeyPatch,
