@@ -5,6 +5,10 @@
 Every figure is the median of several repeats, and is printed next to a floor
 measured in the same run, interleaved with it, so a busy machine slows both:
 the ratio is the number to read, the absolute value is context.
+
+What telemetry adds to a whole command line invocation (bare interpreter
+against a ``track_command`` script, per endpoint behaviour, and offline
+delivery) is measured by ``benchmarks/cli_cost.py``.
 """
 
 from __future__ import annotations
