@@ -209,6 +209,7 @@ class NATTelemetryHandler:
         self._stop_deadline: float | None = None
         self._flush_requested = 0
         self._flush_completed = 0
+        self._flush_deadline: float | None = None
         self._failures = 0  # consecutive transient failures
         self._backoff_until = 0.0
         self._delivery_noted_at = float("-inf")
@@ -288,15 +289,26 @@ class NATTelemetryHandler:
         self._send_leftovers()
 
     def flush(self, timeout: float | None = None) -> bool:
-        """Send everything pending and the dead-letter queue now, ignoring backoff.
+        """Deliver everything pending and the dead-letter queue, within ``timeout``.
 
-        Waits up to ``timeout`` seconds (None: until the attempt is over) and
-        returns True when nothing is left pending or in the dead-letter queue.
+        Sends at once, ignoring any backoff.  With a ``timeout``, keeps retrying
+        what failed as the retry policy allows (its backoff and ``Retry-After``)
+        until nothing is left, the retries are used up, or ``timeout`` seconds
+        have passed; a wait that would end past the deadline ends the flush.
+        Without one, makes that one attempt and waits for it: there is no
+        bound to fit backoffs into.  Returns True when nothing is left pending
+        or in the dead-letter queue.
         """
         deadline = None if timeout is None else time.monotonic() + timeout
         with self._lock:
             if self._state is not _RUNNING or threading.current_thread() is self._worker:
                 return self._nothing_left()
+            if self._flush_requested == self._flush_completed:
+                self._flush_deadline = deadline
+            elif self._flush_deadline is not None:
+                # Callers waiting together: the worker keeps on until the latest deadline.
+                self._flush_deadline = None if deadline is None else max(
+                    self._flush_deadline, deadline)
             self._flush_requested += 1
             ticket = self._flush_requested
         self._wake.set()
@@ -397,6 +409,7 @@ class NATTelemetryHandler:
             self._wake.clear()
             with self._lock:
                 state, flush_ticket = self._state, self._flush_requested
+                flush_deadline = self._flush_deadline
             if state is not _RUNNING:
                 # One attempt, like flush(): an offline machine must not spend its
                 # whole shutdown budget on retries at every exit.
@@ -404,7 +417,7 @@ class NATTelemetryHandler:
                 return
             now = time.monotonic()
             if flush_ticket > self._flush_completed:
-                self._guarded(self._send_all, None)
+                self._guarded(self._flush_until, flush_deadline)
                 with self._lock:
                     self._flush_completed = flush_ticket
                     self._flushed.notify_all()
@@ -422,6 +435,25 @@ class NATTelemetryHandler:
                 or next_timed_flush <= time.monotonic()
             wake_at = self._backoff_until if due else next_timed_flush
             self._wake.wait(_bounded_wait(wake_at - time.monotonic()))
+
+    def _flush_until(self, deadline: float | None) -> None:
+        """Send everything now; then, given a deadline, retry the dead-letter queue
+        as the policy allows until it is empty or the deadline has passed."""
+        self._send_all(deadline)
+        while deadline is not None:
+            self._wake.clear()  # stop() sets the state first, then wakes: checked below
+            with self._lock:
+                if self._state is not _RUNNING or not self._dlq:
+                    return
+            now = time.monotonic()
+            if deadline is not None and now >= deadline:
+                return
+            if now < self._backoff_until:
+                if deadline is not None and self._backoff_until >= deadline:
+                    return  # the endpoint asked for more time than the caller gave
+                self._wake.wait(_bounded_wait(self._backoff_until - now))
+                continue
+            self._send_all(deadline)
 
     def _guarded(self, step: Callable[..., _T], *args: Any) -> _T | None:
         # The worker must outlive any bug or surprise in one round of sending.

@@ -49,13 +49,13 @@ def parse_retry_after(value: str | None, now: float | None = None) -> float | No
     text = value.strip()
     if not text:
         return None
-    if text.isdigit():
-        return float(text)
+    if text.isascii() and text.isdigit():  # "²".isdigit() too, but float() refuses it
+        return float(text)  # 5,000 digits give inf: capped by the policy
     from email.utils import parsedate_to_datetime  # only needed for the rare date form
 
     try:
         when = parsedate_to_datetime(text)
-    except (TypeError, ValueError, IndexError, OverflowError):
+    except Exception:  # any text at all may arrive here; none of it may raise
         return None
     if when is None or when.tzinfo is None:
         return None  # RFC 9110 dates are always GMT; a zoneless one is not one

@@ -139,19 +139,20 @@ def test_dropped_retries_exhausted(make_handler: MakeHandler, collector: Collect
     handler = make_handler(endpoint=collector.url, max_retries=1)
     for n in range(3):
         handler.enqueue(event(duration_ms=n))
-    handler.flush(timeout=5)  # first failure: into the dead-letter queue
-    assert handler.stats()["dlq"] == 3
-    assert handler.flush(timeout=5)  # second failure: given up, together
+    # A failure, one retry after the backoff, a second failure: given up, together.
+    assert handler.flush(timeout=5)
+    assert handler.stats()["dlq"] == 0 and handler.stats()["retries"] == 3
     assert_logged_once(records, handler, "dropped_retries_exhausted", events=3)
 
 
 def test_dropped_dlq_full(make_handler: MakeHandler, collector: Collector,
                           records: Records) -> None:
     collector.set_default(503)
-    handler = make_handler(endpoint=collector.url, max_dlq_size=1)
+    slow = RetryPolicy(3, backoff_base=5.0, backoff_max=5.0)
+    handler = make_handler(endpoint=collector.url, max_dlq_size=1, retry_policy=slow)
     for n in range(3):
         handler.enqueue(event(duration_ms=n))
-    handler.flush(timeout=5)
+    handler.flush(timeout=1)  # the backoff ends past the deadline: one attempt
     stats = handler.stats()
     assert stats["dlq"] == 1 and stats["retries"] == 3
     assert_logged_once(records, handler, "dropped_dlq_full", events=2)

@@ -159,3 +159,12 @@ def test_defaults() -> None:
 def test_invalid_arguments(kwargs: dict) -> None:
     with pytest.raises(ValueError):
         RetryPolicy(**kwargs)
+
+
+@pytest.mark.parametrize("value", ["²", "-5", "1e999", "9" * 5000, "\x00", "Tue, 99 Foo 2026",
+                                   "١٢", "  ", "inf", "nan", "Wed, 21 Oct 10000 07:28:00 GMT"])
+def test_retry_after_of_any_text_never_raises(value: str) -> None:
+    answer = parse_retry_after(value)
+    assert answer is None or answer >= 0
+    policy = RetryPolicy(3)
+    assert 0 <= policy.delay(1, value) <= policy.retry_after_max
