@@ -74,7 +74,7 @@ def real_collector(tmp_path: Path):  # type: ignore[no-untyped-def]
 def test_event_arrives_after_the_process_exited(tmp_path: Path,
                                                 real_collector: Collector) -> None:
     spool = tmp_path / "spool"
-    result, took = run_tool(tmp_path, real_collector.url, spool)
+    result, _ = run_tool(tmp_path, real_collector.url, spool)
     assert result.returncode == 0, result.stderr
     assert result.stdout == "output of the tool\n" and result.stderr == ""
     assert wait_for(lambda: real_collector.stored_count() == 1)
