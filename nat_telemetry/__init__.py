@@ -24,7 +24,12 @@ TYPE_CHECKING = False  # typing.TYPE_CHECKING without importing typing at run ti
 if TYPE_CHECKING:
     from typing import Any
 
-    from .consent import ConsentState, maybe_prompt_for_consent
+    from .consent import (
+        ConsentState,
+        maybe_prompt_for_consent,
+        read_persisted_consent,
+        write_persisted_consent,
+    )
     from .events import (
         CliCommandEvent,
         NemoSourceEnum,
@@ -67,6 +72,8 @@ sys.modules[__name__].__class__ = _Package
 _EXPORTS = {
     "ConsentState": "consent",
     "maybe_prompt_for_consent": "consent",
+    "read_persisted_consent": "consent",
+    "write_persisted_consent": "consent",
     "CliCommandEvent": "events",
     "NemoSourceEnum": "events",
     "TaskStatusEnum": "events",
@@ -93,8 +100,10 @@ __all__ = [
     "build_payload",
     "config",
     "maybe_prompt_for_consent",
+    "read_persisted_consent",
     "resolve_subcommand",
     "track_command",
+    "write_persisted_consent",
 ]
 
 

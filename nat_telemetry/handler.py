@@ -35,6 +35,7 @@ from typing import Any, Callable, TypeVar
 
 from . import _log, config
 from ._args import require
+from .endpoint import endpoint_problem
 from .event_queue import EventQueue
 from .events import TelemetryEvent
 from .payload import QueuedEvent
@@ -84,6 +85,7 @@ COUNTERS = (
     "dropped_retries_exhausted",
     "dropped_dlq_full",
     "dropped_shutdown",
+    "dropped_bad_endpoint",
     "spooled",
     "dropped_spool_full",
     "dropped_spool_expired",
@@ -165,6 +167,10 @@ class NATTelemetryHandler:
         require(max_buffer_size >= 1, "max_buffer_size", max_buffer_size)
         require(max_dlq_size >= 0, "max_dlq_size", max_dlq_size)
         require(max_batch_size >= 1, "max_batch_size", max_batch_size)
+        if endpoint is not None:
+            problem = endpoint_problem(endpoint)
+            if problem is not None:
+                raise ValueError(problem)
 
         self.flush_interval_seconds = float(flush_interval_seconds)
         self.max_queue_size = max_queue_size
@@ -521,6 +527,8 @@ class NATTelemetryHandler:
                 self._settle(part, "skipped")
             elif outcome is Outcome.REJECTED:
                 self._settle(part, "dropped_rejected")
+            elif outcome is Outcome.UNUSABLE:
+                self._settle(part, "dropped_bad_endpoint")
             elif outcome is Outcome.TOO_LARGE:
                 if len(part) == 1:
                     self._settle(part, "dropped_too_large")

@@ -21,6 +21,7 @@ class Outcome(enum.Enum):
     REJECTED = "rejected"  # the endpoint will never take these events
     TOO_LARGE = "too_large"  # take them in smaller batches
     TRANSIENT = "transient"  # try again later
+    UNUSABLE = "unusable"  # the endpoint can never be sent to (not a URL)
 
 
 def classify_status(status: int) -> Outcome:

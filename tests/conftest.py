@@ -57,6 +57,7 @@ SETTLED_KEYS = (
     "dropped_retries_exhausted",
     "dropped_dlq_full",
     "dropped_shutdown",
+    "dropped_bad_endpoint",
     "spooled",
     "dropped_spool_full",
     "dropped_spool_expired",
