@@ -381,15 +381,21 @@ def measure_subject(subject: Subject, python: str, folder: Path, pairs: int,
             extra = ({"NAT_TELEMETRY_ENABLED": "0"} if key == "disabled" else
                      {"NAT_TELEMETRY_ENABLED": "1", "NAT_TELEMETRY_ENDPOINT": endpoints[key]})
             print(f"  {subject.name}: {key} ...", file=sys.stderr, flush=True)
-            rows.append(measure_row(key, python, folder / key, (bare, tool), extra, pairs,
-                                    warmup, settle, collector if key == "answers" else None))
+            try:
+                rows.append(measure_row(key, python, folder / key, (bare, tool), extra, pairs,
+                                        warmup, settle, collector if key == "answers" else None))
+            except RunFailed as exc:
+                rows.append(Row(key, [], [], [f"FAILED: {exc}"]))
     finally:
         collector.close()
         silent.close()
         refused.close()
     print(f"  {subject.name}: offline, then online ...", file=sys.stderr, flush=True)
     (folder / "offline").mkdir()
-    return rows, offline_check(python, subject, folder / "offline", within)
+    try:
+        return rows, offline_check(python, subject, folder / "offline", within)
+    except RunFailed as exc:
+        return rows, (False, "FAILED", str(exc))
 
 
 # -------------------------------------------------------------- importtime
@@ -475,6 +481,9 @@ def render(results: dict[str, tuple[list[Row], tuple[bool, str, str]]]) -> list[
         header = f"{name:46}{'bare ms':>8}{'tool ms':>9}{'ratio':>8}{'added ms':>10}   goal"
         lines += ["", header, "-" * (len(header) + 30)]
         for row in rows:
+            if not row.tool:
+                lines.append(f"{labels[row.key]:46}{'; '.join(row.notes)}")
+                continue
             max_ratio, max_ms = _goal(row.key)
             met = row.ratio <= max_ratio and row.added_ms <= max_ms
             lines.append(
@@ -497,6 +506,20 @@ def _iqr(values: list[float]) -> float:
         return 0.0
     quartiles = statistics.quantiles(values, n=4)
     return quartiles[2] - quartiles[0]
+
+
+def code_version() -> str:
+    """The commit measured, and whether the package had uncommitted changes."""
+    try:
+        head = subprocess.run(["git", "-C", str(ROOT), "rev-parse", "--short", "HEAD"],
+                              capture_output=True, text=True, timeout=10, check=True)
+        dirty = subprocess.run(["git", "-C", str(ROOT), "status", "--porcelain", "--",
+                                "nat_telemetry"], capture_output=True, text=True, timeout=10,
+                               check=True)
+    except (OSError, subprocess.SubprocessError):
+        return "unknown"
+    changed = " with uncommitted changes to nat_telemetry/" if dirty.stdout.strip() else ""
+    return head.stdout.strip() + changed
 
 
 def original_subject(python: str, import_line: str) -> tuple[Subject | None, str]:
@@ -536,6 +559,7 @@ def main(argv: list[str] | None = None) -> int:
     warmup = args.warmup if args.warmup is not None else (1 if args.quick else 3)
     python = os.path.realpath(args.python)  # a shim script would be timed too
 
+    measured = code_version()  # before the runs: the files may change while they last
     results: dict[str, tuple[list[Row], tuple[bool, str, str]]] = {}
     extra_lines: list[str] = []
     with tempfile.TemporaryDirectory(prefix="cli-cost-") as scratch:
@@ -560,7 +584,7 @@ def main(argv: list[str] | None = None) -> int:
     print(f"Python {version} on {platform.machine()}, {os.cpu_count()} CPU(s), "
           + ("as is" if args.as_is else "a venv without the system site-packages' .pth files")
           + f"; whole-process wall time, medians of {pairs} alternating pairs (bare, tool) "
-          f"per row after {warmup} warm-up pair(s)")
+          f"per row after {warmup} warm-up pair(s); code: {measured}")
     print("bare: `import sys`; tool: one `with track_command(\"tool\", \"x\"): pass` block; "
           "each tool run gets a new, empty spool folder, and its detached sender is awaited "
           f"up to {args.settle:g} s before the next run; ratio and added ms from the same row")
