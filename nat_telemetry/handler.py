@@ -33,7 +33,7 @@ import weakref
 from datetime import datetime, timezone
 from typing import Any, Callable, TypeVar
 
-from . import _log, config
+from . import __version__, _log, config
 from ._args import require
 from .endpoint import endpoint_problem
 from .event_queue import EventQueue
@@ -61,6 +61,10 @@ DEFAULT_SHUTDOWN_TIMEOUT_SECONDS: float = 2.0
 DEFAULT_MAX_BUFFER_SIZE: int = 10_000
 DEFAULT_MAX_DLQ_SIZE: int = 1_000
 DEFAULT_MAX_BATCH_SIZE: int = 500
+# This package's version, as sent in every envelope.  The package's own
+# __version__ (the metadata setup.cfg installs says the same), not a look-up in
+# importlib.metadata: that scans sys.path, and costs a command line ~10 ms.
+CLIENT_VERSION: str = __version__
 # spool_dir's default: the folder default_spool_dir() names (a marker, not a path).
 DEFAULT_SPOOL: str = "<default spool>"
 
@@ -108,26 +112,6 @@ class State(enum.Enum):
 _NEW, _RUNNING, _STOPPING, _STOPPED = State.NEW, State.RUNNING, State.STOPPING, State.STOPPED
 
 _T = TypeVar("_T")
-
-
-def __getattr__(name: str) -> Any:
-    # Looking up the installed version imports importlib.metadata and scans
-    # sys.path: done on first use, not on `import nat_telemetry`.
-    if name == "CLIENT_VERSION":
-        globals()["CLIENT_VERSION"] = _installed_version()
-        return globals()["CLIENT_VERSION"]
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-
-
-def _installed_version() -> str:
-    try:
-        from importlib.metadata import PackageNotFoundError, version
-    except ImportError:  # pragma: no cover - every supported Python has it
-        return "unknown"
-    try:
-        return version("nat-telemetry")
-    except PackageNotFoundError:
-        return "unknown"
 
 
 class NATTelemetryHandler:
@@ -182,7 +166,7 @@ class NATTelemetryHandler:
         self.endpoint = endpoint
         self.source_client_version = (
             source_client_version if source_client_version is not None
-            else __getattr__("CLIENT_VERSION")
+            else CLIENT_VERSION
         )
         prefix = config.SESSION_PREFIX
         self.session_id = f"{prefix}{session_id}" if prefix else session_id

@@ -22,23 +22,24 @@ id, so parent and child never report under the same session.
 
 from __future__ import annotations
 
-import functools
-import inspect
 import os
 import threading
 import time
-from types import TracebackType
-from typing import Any, Callable, Literal, TypeVar, cast
 
 from . import _log, config
-from .events import CliCommandEvent, ValidationError
-from .handler import NATTelemetryHandler
-from .outcome import EXIT_CODE_INTERRUPTED, outcome_of, python_version
 
-__all__ = ["EXIT_CODE_INTERRUPTED", "outcome_of", "python_version", "track_command"]
+TYPE_CHECKING = False  # typing.TYPE_CHECKING without importing typing at run time
+if TYPE_CHECKING:
+    from types import TracebackType
+    from typing import Any, Callable, Literal, TypeVar
 
+    from .events import CliCommandEvent
+    from .handler import NATTelemetryHandler
 
-_F = TypeVar("_F", bound=Callable[..., Any])
+    _F = TypeVar("_F", bound=Callable[..., Any])
+
+__all__ = ["track_command"]
+
 
 # ------------------------------------------------------------ shared handlers
 
@@ -62,6 +63,8 @@ def _shared_handler(session_id: str | None) -> NATTelemetryHandler:
                 session_id_to_use = uuid.uuid4().hex
             else:
                 session_id_to_use = session_id
+            from .handler import NATTelemetryHandler  # only when something is recorded
+
             # NATTelemetryHandler applies NAT_SESSION_PREFIX itself.
             handler = NATTelemetryHandler(session_id=session_id_to_use)
             _handlers[session_id] = handler
@@ -125,6 +128,8 @@ class track_command:  # used like a function: `with track_command("x"):`
         # The same validation the event applies at exit, done now, so a bad
         # name fails loudly where it is written.  Only the caller's names
         # count here: the interpreter's version is nothing the caller can fix.
+        from .events import ValidationError
+
         try:
             self._build_event(None, -1)
         except ValidationError as exc:
@@ -155,6 +160,9 @@ class track_command:  # used like a function: `with track_command("x"):`
     # ----------------------------------------------------------- decorator
 
     def __call__(self, func: _F) -> _F:
+        import functools
+        import inspect  # only for decorators: costly, and a `with` block needs neither
+
         if inspect.iscoroutinefunction(func):
 
             @functools.wraps(func)
@@ -168,7 +176,26 @@ class track_command:  # used like a function: `with track_command("x"):`
                 self._record(start, None)
                 return result
 
-            return cast(_F, async_wrapper)
+            return async_wrapper  # type: ignore[return-value]
+
+        if inspect.isgeneratorfunction(func):
+            # Timed across the whole iteration: the generator's work happens
+            # while it is consumed, not when it is called.
+            @functools.wraps(func)
+            def generator_wrapper(*args: Any, **kwargs: Any) -> Any:
+                start = time.perf_counter()
+                try:
+                    result = yield from func(*args, **kwargs)
+                except GeneratorExit:
+                    self._record(start, None)  # the consumer stopped early: not a failure
+                    raise
+                except BaseException as exc:
+                    self._record(start, exc)
+                    raise
+                self._record(start, None)
+                return result
+
+            return generator_wrapper  # type: ignore[return-value]
 
         @functools.wraps(func)
         def wrapper(*args: Any, **kwargs: Any) -> Any:
@@ -181,11 +208,14 @@ class track_command:  # used like a function: `with track_command("x"):`
             self._record(start, None)
             return result
 
-        return cast(_F, wrapper)
+        return wrapper  # type: ignore[return-value]
 
     # -------------------------------------------------------------- record
 
     def _build_event(self, exc: BaseException | None, duration_ms: int) -> CliCommandEvent:
+        from .events import CliCommandEvent
+        from .outcome import outcome_of, python_version
+
         task_status, exit_code, error_class = outcome_of(exc)
         return CliCommandEvent(
             command=self.command,
@@ -201,13 +231,12 @@ class track_command:  # used like a function: `with track_command("x"):`
         """Build and enqueue the event; never raises."""
         try:
             duration_ms = -1 if start is None else max(0, int((time.perf_counter() - start) * 1000))
-            event = self._build_event(exc, duration_ms)
             handler = self.handler
             if handler is None:
                 if not config.TELEMETRY_ENABLED:
-                    return  # no thread, no handler, for a user who said no
+                    return  # no thread, no handler, no event, for a user who said no
                 handler = _shared_handler(self.session_id)
-            handler.enqueue(event)
+            handler.enqueue(self._build_event(exc, duration_ms))
         except Exception:  # telemetry must not break the command
             _log.debug("could not record the %r command", self.command, exc_info=True)
 

@@ -42,3 +42,14 @@ def test_a_handler_honours_the_package_flag(make_handler) -> None:  # type: igno
 def test_consent_state_prints_as_its_value() -> None:
     assert str(consent.ConsentState.ENABLED) == "enabled"
     assert f"{consent.ConsentState.NEVER_ASKED}" == "never_asked"
+
+
+def test_the_version_sent_is_the_version_installed() -> None:
+    import configparser
+    from pathlib import Path
+
+    from nat_telemetry.handler import CLIENT_VERSION
+
+    setup = configparser.ConfigParser()
+    setup.read(Path(__file__).resolve().parents[1] / "setup.cfg")
+    assert CLIENT_VERSION == nat_telemetry.__version__ == setup["metadata"]["version"]

@@ -300,7 +300,7 @@ def test_shared_handler_is_created_once_across_threads(monkeypatch: pytest.Monke
         created.append(handler)
         return handler
 
-    monkeypatch.setattr(track, "NATTelemetryHandler", counting)
+    monkeypatch.setattr("nat_telemetry.handler.NATTelemetryHandler", counting)
     barrier = threading.Barrier(16)
 
     def work() -> None:
@@ -389,7 +389,7 @@ def test_python_version_format(monkeypatch: pytest.MonkeyPatch, info: tuple[Any,
 
 
 def test_python_version_matches_platform() -> None:
-    assert track.python_version() == platform.python_version().rstrip("+")
+    assert outcome.python_version() == platform.python_version().rstrip("+")
 
 
 # -------------------------------------------------------- resolve_subcommand
