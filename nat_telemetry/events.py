@@ -166,7 +166,7 @@ def _validate(cls: type[TelemetryEvent], data: Mapping[str, Any], by_alias: bool
     values: dict[str, Any] = {}
     errors: list[tuple[str, str]] = []
     known: set[str] = set()
-    for spec in cls.__fields_spec__:
+    for spec in cls._fields_spec:
         keys = [key for key, allowed in ((spec.name, by_name), (spec.alias, by_alias))
                 if allowed or spec.alias == spec.name]
         known.update(keys)
@@ -244,6 +244,7 @@ def _compile(cls: type, specs: tuple[_Spec, ...]) -> tuple[Callable[..., None], 
     init.__module__ = cls.__module__
     init.__annotations__ = {spec.name: spec.info.annotation for spec in specs}
     init.__annotations__["return"] = None
+    init.__doc__ = "Check every field; a ValidationError names each one that is wrong."
     init.__wrapped__ = _Signature(specs)  # followed by inspect.signature, so by help() too
     return init, namespace["dump_False"], namespace["dump_True"]
 
@@ -299,8 +300,8 @@ class TelemetryEvent:
     _event_name: ClassVar[str]
     _schema_version: ClassVar[str] = "1.5"
     model_fields: ClassVar[Mapping[str, FieldInfo]] = MappingProxyType({})
-    __fields_spec__: ClassVar[tuple[_Spec, ...]] = ()
-    __dumpers__: ClassVar[tuple[_Dump, ...]] = ()
+    _fields_spec: ClassVar[tuple[_Spec, ...]] = ()
+    _dumpers: ClassVar[tuple[_Dump, ...]] = ()
 
     def __init_subclass__(cls, **kwargs: Any) -> None:
         super().__init_subclass__(**kwargs)
@@ -313,8 +314,8 @@ class TelemetryEvent:
             if name in cls.__dict__:
                 delattr(cls, name)  # values live on instances; the class keeps no default
         cls.model_fields = MappingProxyType(infos)
-        cls.__fields_spec__ = specs
-        cls.__dumpers__ = (dump, dump_by_alias)
+        cls._fields_spec = specs
+        cls._dumpers = (dump, dump_by_alias)
         # Assignments mypy would refuse: a method and a name it reserves for dataclasses.
         setattr(cls, "__match_args__", tuple(infos))  # noqa: B010
         setattr(cls, "__init__", init)  # noqa: B010
@@ -382,7 +383,7 @@ class TelemetryEvent:
 
         data = load_json(cls, json_data)
         if isinstance(data, dict):
-            for spec in cls.__fields_spec__:
+            for spec in cls._fields_spec:
                 if spec.kind.is_int:
                     for key in {spec.name, spec.alias}:
                         value = data.get(key)
@@ -399,13 +400,13 @@ class TelemetryEvent:
         """
         if mode != "python" and mode != "json":
             raise ValueError(f"mode must be 'python' or 'json', not {mode!r}")
-        return self.__dumpers__[by_alias](self.__dict__)
+        return self._dumpers[by_alias](self.__dict__)
 
     def model_dump_json(self, *, indent: int | None = None, by_alias: bool = False) -> str:
         """``model_dump()`` as JSON text: compact unless ``indent`` is given, as pydantic does."""
         import json
 
-        return json.dumps(self.__dumpers__[by_alias](self.__dict__), indent=indent,
+        return json.dumps(self._dumpers[by_alias](self.__dict__), indent=indent,
                           ensure_ascii=False, separators=None if indent else (",", ":"))
 
     @classmethod
@@ -413,9 +414,10 @@ class TelemetryEvent:
                           mode: str = "validation") -> dict[str, Any]:
         """A JSON Schema (draft 2020-12) of the event, as ``model_validate_json`` checks it.
 
-        With ``by_alias`` (the default) it describes the wire form: it accepts
-        exactly the JSON objects that ``model_validate_json(..., by_name=False)``
-        accepts (``by_alias=False``: field names, ``by_alias=False`` there).
+        With ``by_alias`` (the default) it describes the wire form and accepts
+        exactly the JSON objects ``model_validate_json(text, by_name=False)``
+        accepts; with ``by_alias=False``, the objects keyed by field names that
+        ``model_validate_json(text, by_alias=False)`` accepts.
         ``mode="serialization"`` describes ``model_dump`` output instead: every
         field present.
         """
