@@ -17,9 +17,9 @@ version numbers, so an argument, a path, a message or a user name cannot ride
 along.
 
 Importing this module is on the path of every recorded command, so it imports
-only ``enum`` (and ``types``, which ``enum`` loads anyway).  ``re``, ``json``,
-``dataclasses`` and ``typing`` are loaded on first use, by the few methods that
-need them.
+only ``enum`` (and the small ``types`` and ``keyword``).  ``re``, ``json``,
+``inspect``, ``dataclasses`` and ``typing`` are loaded by the few methods that
+need them, when they are called.
 """
 
 from __future__ import annotations
@@ -407,7 +407,7 @@ class TelemetryEvent:
         import json
 
         return json.dumps(self._dumpers[by_alias](self.__dict__), indent=indent,
-                          ensure_ascii=False, separators=None if indent else (",", ":"))
+                          ensure_ascii=False, separators=(",", ":") if indent is None else None)
 
     @classmethod
     def model_json_schema(cls, by_alias: bool = True, *,
