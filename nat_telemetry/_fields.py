@@ -1,7 +1,8 @@
-"""Fields of telemetry events: what a field declares and the checks behind it.
+"""Fields of telemetry events: what a field declares, the checks behind it and
+the ``__init__`` and ``model_dump`` generated from them.
 
 Private to :mod:`.events`, which exports :class:`FieldInfo`.  Loaded with it,
-so it imports nothing ``enum`` does not: the three string languages of
+so it imports nothing heavy: the three string languages of
 :class:`~.events.CliCommandEvent` are checked by hand-written predicates
 (each tested equal to its regular expression), and ``re`` is only imported
 for a pattern of another event class.
@@ -20,12 +21,15 @@ if TYPE_CHECKING:
     from typing import Any
 
     Checker = Callable[[Any], Any]
+    Dump = Callable[[dict[str, Any]], dict[str, Any]]
 
 INT64_MIN = -(2**63)
 INT64_MAX = 2**63 - 1
 
 # What an acceptor returns instead of raising: the fast path never builds an exception.
 REJECT: Any = object()
+# A parameter left out of a call.
+MISSING: Any = object()
 
 # Per string field, values already known to be valid.  A CLI records a handful
 # of command names over and over; the bound keeps a hostile caller from
@@ -318,3 +322,99 @@ def field_infos(cls: type, reserved: type) -> dict[str, FieldInfo]:
                                 f"{keys[key]!r} and the field {info.name!r}")
             keys[key] = info.name
     return infos
+
+
+# --------------------------------------------------------------- generated methods
+
+
+class Spec:
+    """A field as the generated code uses it."""
+
+    __slots__ = ("alias", "default", "info", "kind", "name", "required")
+
+    def __init__(self, info: FieldInfo, kind: Kind) -> None:
+        self.info, self.kind = info, kind
+        self.name: str = info.name
+        self.alias: str = info.alias or info.name
+        self.default: Any = info.default
+        self.required = info.is_required()
+
+
+def compile_methods(cls: type, specs: tuple[Spec, ...], slow: Callable[..., None],
+                    ) -> tuple[Callable[..., None], Dump, Dump]:
+    """``__init__`` and the two ``model_dump``s, written out.
+
+    Binding arguments by name and checking each field in straight-line code is
+    what keeps construction near a microsecond (``dataclasses`` generates its
+    ``__init__`` the same way).  Anything unusual - an unknown, missing or
+    doubled key, a rejected value - goes to ``slow``, which reports every
+    problem at once.  Locals start with ``_``, which no field name does.
+    """
+    names = [spec.name for spec in specs]
+    # An alias that cannot be a parameter name arrives in ``_unknown`` instead.
+    aliases = [spec.alias for spec in specs if spec.alias != spec.name
+               and spec.alias.isidentifier() and not iskeyword(spec.alias)
+               and not spec.alias.startswith("_")]
+    keywords = "".join(f"{p}=_MISSING, " for p in names + aliases)
+    lines = [f"def __init__(_self, /, {'*, ' if keywords else ''}{keywords}**_unknown):"]
+    namespace: dict[str, Any] = {"_MISSING": MISSING, "_REJECT": REJECT, "_slow": slow}
+    for i, spec in enumerate(specs):
+        name, alias = spec.name, spec.alias
+        value = name
+        if alias in aliases:
+            value = (f"({name} if {alias} is _MISSING"
+                     f" else {alias} if {name} is _MISSING else _REJECT)")
+        if spec.required:
+            lines.append(f"    _v{i} = _REJECT if {value} is _MISSING else _accept{i}({value})")
+        else:
+            lines.append(f"    _v{i} = {value}")
+            lines.append(f"    _v{i} = _default{i} if _v{i} is _MISSING else _accept{i}(_v{i})")
+        namespace[f"_accept{i}"] = spec.kind.accept
+        namespace[f"_default{i}"] = spec.default
+    unusual = " or ".join(["_unknown"] + [f"_v{i} is _REJECT" for i in range(len(specs))])
+    given = ", ".join(f"{p!r}: {p}" for p in names + aliases)
+    lines.append(f"    if {unusual}:")
+    lines.append(f"        return _slow(_self, {{{given}}}, _unknown)")
+    lines.append("    _self.__dict__.update(" + ", ".join(
+        f"{name}=_v{i}" for i, name in enumerate(names)) + ")")
+    for by_alias in (False, True):
+        items = ", ".join(
+            f"{spec.alias if by_alias else spec.name!r}: "
+            f"_values[{spec.name!r}]{'._value_' if spec.kind.is_enum else ''}"
+            for spec in specs)
+        lines.append(f"def dump_{by_alias}(_values): return {{{items}}}")
+    exec("\n".join(lines), namespace)
+    init = namespace["__init__"]
+    init.__qualname__ = f"{cls.__qualname__}.__init__"
+    init.__module__ = cls.__module__
+    init.__annotations__ = {spec.name: spec.info.annotation for spec in specs}
+    init.__annotations__["return"] = None
+    init.__doc__ = "Check every field; a ValidationError names each one that is wrong."
+    init.__wrapped__ = Signature(specs)  # followed by inspect.signature, so by help() too
+    return init, namespace["dump_False"], namespace["dump_True"]
+
+
+class Signature:
+    """What ``inspect.signature()`` and ``help()`` show for a generated ``__init__``.
+
+    The fields as keyword-only parameters with their types, required ones
+    without a default, rather than the catch-all the constructor really
+    has.  Built when asked for, as ``inspect`` is only loaded by the asker.
+    """
+
+    __slots__ = ("specs",)
+
+    def __init__(self, specs: tuple[Spec, ...]) -> None:
+        self.specs = specs
+
+    @property
+    def __signature__(self) -> Any:
+        import inspect
+
+        empty, keyword = inspect.Parameter.empty, inspect.Parameter.KEYWORD_ONLY
+        me = "_self" if any(spec.name == "self" for spec in self.specs) else "self"
+        parameters = [inspect.Parameter(me, inspect.Parameter.POSITIONAL_ONLY)]
+        parameters += [inspect.Parameter(spec.name, keyword, annotation=spec.info.annotation,
+                                         default=empty if spec.required else spec.default)
+                       for spec in self.specs]
+        return inspect.Signature(parameters, return_annotation=None)

@@ -29,25 +29,27 @@ from types import MappingProxyType
 
 from ._fields import (
     DOTTED_IDENTIFIER,
+    MISSING,
     PYTHON_VERSION,
-    REJECT,
     TOKEN,
     FieldInfo,
     Invalid,
-    Kind,
+    Spec,
+    compile_methods,
     field_infos,
     kind_of,
 )
 
 TYPE_CHECKING = False  # typing.TYPE_CHECKING without importing typing at run time
 if TYPE_CHECKING:
-    from collections.abc import Callable, Mapping
+    from collections.abc import Mapping
     from typing import Any, ClassVar, Literal, TypeVar, overload
 
     from typing_extensions import dataclass_transform
 
+    from ._fields import Dump
+
     _E = TypeVar("_E", bound="TelemetryEvent")
-    _Dump = Callable[[dict[str, Any]], dict[str, Any]]
     _T = TypeVar("_T")
 else:
     def dataclass_transform(**_options: object):  # PEP 681: only type checkers read it
@@ -143,23 +145,6 @@ def Field(default: Any = ..., *, alias: str | None = None, ge: int | None = None
                      max_length=max_length, rule=rule)
 
 
-# A parameter left out of a call.
-_MISSING: Any = object()
-
-
-class _Spec:
-    """A field as the generated code uses it."""
-
-    __slots__ = ("alias", "default", "info", "kind", "name", "required")
-
-    def __init__(self, info: FieldInfo, kind: Kind) -> None:
-        self.info, self.kind = info, kind
-        self.name: str = info.name
-        self.alias: str = info.alias or info.name
-        self.default: Any = info.default
-        self.required = info.is_required()
-
-
 def _validate(cls: type[TelemetryEvent], data: Mapping[str, Any], by_alias: bool = True,
               by_name: bool = True) -> dict[str, Any]:
     """Check ``data`` against ``cls``'s fields; every problem goes in one ValidationError."""
@@ -190,89 +175,8 @@ def _validate(cls: type[TelemetryEvent], data: Mapping[str, Any], by_alias: bool
 
 def _slow_init(self: TelemetryEvent, given: dict[str, Any], unknown: dict[str, Any]) -> None:
     """Where the generated ``__init__`` goes when anything is unusual."""
-    data = {key: value for key, value in given.items() if value is not _MISSING}
+    data = {key: value for key, value in given.items() if value is not MISSING}
     self.__dict__.update(_validate(type(self), {**data, **unknown}))
-
-
-def _compile(cls: type, specs: tuple[_Spec, ...]) -> tuple[Callable[..., None], _Dump, _Dump]:
-    """``__init__`` and the two ``model_dump``s, written out.
-
-    Binding arguments by name and checking each field in straight-line code is
-    what keeps construction near a microsecond (``dataclasses`` generates its
-    ``__init__`` the same way).  Anything unusual - an unknown, missing or
-    doubled key, a rejected value - goes to :func:`_slow_init`, which reports
-    every problem at once.  Locals start with ``_``, which no field name does.
-    """
-    from keyword import iskeyword
-
-    names = [spec.name for spec in specs]
-    # An alias that cannot be a parameter name arrives in ``_unknown`` instead.
-    aliases = [spec.alias for spec in specs if spec.alias != spec.name
-               and spec.alias.isidentifier() and not iskeyword(spec.alias)
-               and not spec.alias.startswith("_")]
-    keywords = "".join(f"{p}=_MISSING, " for p in names + aliases)
-    lines = [f"def __init__(_self, /, {'*, ' if keywords else ''}{keywords}**_unknown):"]
-    namespace: dict[str, Any] = {"_MISSING": _MISSING, "_REJECT": REJECT, "_slow": _slow_init}
-    for i, spec in enumerate(specs):
-        name, alias = spec.name, spec.alias
-        value = name
-        if alias in aliases:
-            value = (f"({name} if {alias} is _MISSING"
-                     f" else {alias} if {name} is _MISSING else _REJECT)")
-        if spec.required:
-            lines.append(f"    _v{i} = _REJECT if {value} is _MISSING else _accept{i}({value})")
-        else:
-            lines.append(f"    _v{i} = {value}")
-            lines.append(f"    _v{i} = _default{i} if _v{i} is _MISSING else _accept{i}(_v{i})")
-        namespace[f"_accept{i}"] = spec.kind.accept
-        namespace[f"_default{i}"] = spec.default
-    unusual = " or ".join(["_unknown"] + [f"_v{i} is _REJECT" for i in range(len(specs))])
-    given = ", ".join(f"{p!r}: {p}" for p in names + aliases)
-    lines.append(f"    if {unusual}:")
-    lines.append(f"        return _slow(_self, {{{given}}}, _unknown)")
-    lines.append("    _self.__dict__.update(" + ", ".join(
-        f"{name}=_v{i}" for i, name in enumerate(names)) + ")")
-    for by_alias in (False, True):
-        items = ", ".join(
-            f"{spec.alias if by_alias else spec.name!r}: "
-            f"_values[{spec.name!r}]{'._value_' if spec.kind.is_enum else ''}"
-            for spec in specs)
-        lines.append(f"def dump_{by_alias}(_values): return {{{items}}}")
-    exec("\n".join(lines), namespace)
-    init = namespace["__init__"]
-    init.__qualname__ = f"{cls.__qualname__}.__init__"
-    init.__module__ = cls.__module__
-    init.__annotations__ = {spec.name: spec.info.annotation for spec in specs}
-    init.__annotations__["return"] = None
-    init.__doc__ = "Check every field; a ValidationError names each one that is wrong."
-    init.__wrapped__ = _Signature(specs)  # followed by inspect.signature, so by help() too
-    return init, namespace["dump_False"], namespace["dump_True"]
-
-
-class _Signature:
-    """What ``inspect.signature()`` and ``help()`` show for a generated ``__init__``.
-
-    The fields as keyword-only parameters with their types, required ones
-    without a default, rather than the catch-all the constructor really
-    has.  Built when asked for, as ``inspect`` is only loaded by the asker.
-    """
-
-    __slots__ = ("specs",)
-
-    def __init__(self, specs: tuple[_Spec, ...]) -> None:
-        self.specs = specs
-
-    @property
-    def __signature__(self) -> Any:
-        import inspect
-
-        empty, keyword = inspect.Parameter.empty, inspect.Parameter.KEYWORD_ONLY
-        me = "_self" if any(spec.name == "self" for spec in self.specs) else "self"
-        parameters = [inspect.Parameter(me, inspect.Parameter.POSITIONAL_ONLY)]
-        parameters += [inspect.Parameter(spec.name, keyword, annotation=spec.info.annotation,
-                                         default=empty if spec.required else spec.default)
-                       for spec in self.specs]
-        return inspect.Signature(parameters, return_annotation=None)
 
 
 class _DataclassFields:
@@ -300,16 +204,16 @@ class TelemetryEvent:
     _event_name: ClassVar[str]
     _schema_version: ClassVar[str] = "1.5"
     model_fields: ClassVar[Mapping[str, FieldInfo]] = MappingProxyType({})
-    _fields_spec: ClassVar[tuple[_Spec, ...]] = ()
-    _dumpers: ClassVar[tuple[_Dump, ...]] = ()
+    _fields_spec: ClassVar[tuple[Spec, ...]] = ()
+    _dumpers: ClassVar[tuple[Dump, ...]] = ()
 
     def __init_subclass__(cls, **kwargs: Any) -> None:
         super().__init_subclass__(**kwargs)
         if "_event_name" not in cls.__dict__:
             raise TypeError(f"{cls.__name__} must define '_event_name' class variable")
         infos = field_infos(cls, reserved=TelemetryEvent)
-        specs = tuple(_Spec(info, kind_of(cls, info)) for info in infos.values())
-        init, dump, dump_by_alias = _compile(cls, specs)
+        specs = tuple(Spec(info, kind_of(cls, info)) for info in infos.values())
+        init, dump, dump_by_alias = compile_methods(cls, specs, _slow_init)
         for name in infos:
             if name in cls.__dict__:
                 delattr(cls, name)  # values live on instances; the class keeps no default

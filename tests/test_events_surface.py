@@ -403,6 +403,19 @@ def test_mistakes_in_an_event_class_are_type_errors(body: dict[str, Any], messag
         type("Broken", (TelemetryEvent,), {"_event_name": "broken", **body})
 
 
+def test_field_names_cannot_clash_with_the_generated_code() -> None:
+    names = ["self", "MISSING", "REJECT", "v0", "accept0", "default0", "values", "unknown"]
+    Clash = type("Clash", (TelemetryEvent,), {
+        "_event_name": "clash", "__annotations__": dict.fromkeys(names, int),
+        **{name: Field(default=i) for i, name in enumerate(names)}})
+    assert Clash().model_dump() == {name: i for i, name in enumerate(names)}
+    assert Clash(self=9, MISSING=8).model_dump(by_alias=True)["MISSING"] == 8
+    with pytest.raises(ValidationError) as exc_info:
+        Clash(v0="x")
+    assert error_fields(exc_info) == ["v0"]
+    assert list(inspect.signature(Clash).parameters) == names
+
+
 def test_an_alias_that_is_no_identifier_still_works() -> None:
     Odd = type("Odd", (TelemetryEvent,), {
         "_event_name": "odd", "__annotations__": {"a": int, "b": str},
