@@ -1,0 +1,420 @@
+"""Fields of telemetry events: what a field declares, the checks behind it and
+the ``__init__`` and ``model_dump`` generated from them.
+
+Private to :mod:`.events`, which exports :class:`FieldInfo`.  Loaded with it,
+so it imports nothing heavy: the three string languages of
+:class:`~.events.CliCommandEvent` are checked by hand-written predicates
+(each tested equal to its regular expression), and ``re`` is only imported
+for a pattern of another event class.
+"""
+
+from __future__ import annotations
+
+import builtins
+import enum
+import sys
+from keyword import iskeyword
+
+TYPE_CHECKING = False  # typing.TYPE_CHECKING without importing typing at run time
+if TYPE_CHECKING:
+    from collections.abc import Callable
+    from typing import Any
+
+    Checker = Callable[[Any], Any]
+    Dump = Callable[[dict[str, Any]], dict[str, Any]]
+
+INT64_MIN = -(2**63)
+INT64_MAX = 2**63 - 1
+
+# What an acceptor returns instead of raising: the fast path never builds an exception.
+REJECT: Any = object()
+# A parameter left out of a call.
+MISSING: Any = object()
+
+# Per string field, values already known to be valid.  A CLI records a handful
+# of command names over and over; the bound keeps a hostile caller from
+# growing it without limit.
+_KNOWN_VALUES_MAX = 256
+
+
+class Invalid(Exception):
+    """A single field's value was rejected; the message says why."""
+
+
+class FieldInfo:
+    """A field of an event class, as ``model_fields`` maps its name to it.
+
+    ``annotation`` is the field's type (``str``, ``int`` or a ``str`` enum);
+    ``default`` its default, ``...`` when the field is required (then
+    ``is_required()``); ``alias`` its wire name, ``None`` when that is the
+    field name; ``ge``, ``le``, ``pattern``, ``max_length`` and ``rule`` its
+    constraints as declared (an ``int`` is also always within
+    [-2**63, 2**63-1]); ``name`` the field name.
+    """
+
+    __slots__ = ("alias", "annotation", "default", "ge", "le", "max_length", "name",
+                 "pattern", "rule")
+
+    REQUIRED: Any = ...
+
+    def __init__(self, default: Any = ..., *, alias: str | None = None, ge: int | None = None,
+                 le: int | None = None, pattern: str | None = None,
+                 max_length: int | None = None, rule: str | None = None) -> None:
+        self.default = default
+        self.alias = alias
+        self.ge, self.le = ge, le
+        self.pattern, self.max_length, self.rule = pattern, max_length, rule
+        self.name = ""
+        self.annotation: Any = None
+
+    def is_required(self) -> bool:
+        return self.default is FieldInfo.REQUIRED
+
+    def bound(self, name: str, annotation: Any) -> FieldInfo:
+        """A copy for the field ``name`` of type ``annotation``."""
+        info = FieldInfo(self.default, alias=self.alias, ge=self.ge, le=self.le,
+                         pattern=self.pattern, max_length=self.max_length, rule=self.rule)
+        info.name, info.annotation = name, annotation
+        return info
+
+    def __repr__(self) -> str:
+        shown = getattr(self.annotation, "__name__", self.annotation)
+        parts = [f"annotation={shown}", "required=True" if self.is_required()
+                 else f"default={self.default!r}"]
+        parts += [f"{key}={getattr(self, key)!r}" for key in
+                  ("alias", "ge", "le", "pattern", "max_length") if getattr(self, key) is not None]
+        return f"FieldInfo({', '.join(parts)})"
+
+
+class Kind:
+    """How one field checks a value: ``check`` raises :class:`Invalid`, ``accept``
+    returns :data:`REJECT` instead; both return the value to store."""
+
+    __slots__ = ("accept", "check", "is_enum", "is_int")
+
+    def __init__(self, check: Checker, accept: Checker, *, is_enum: bool = False,
+                 is_int: bool = False) -> None:
+        self.check, self.accept, self.is_enum, self.is_int = check, accept, is_enum, is_int
+
+
+# --------------------------------------------------------------- string languages
+
+TOKEN = r"[A-Za-z0-9_.:-]{1,64}"
+DOTTED_IDENTIFIER = r"[A-Za-z_][A-Za-z0-9_]*(?:\.[A-Za-z_][A-Za-z0-9_]*)*"
+PYTHON_VERSION = r"[0-9]{1,3}\.[0-9]{1,3}(?:\.[0-9]{1,3})?(?:(?:a|b|rc)[0-9]{1,3})?\+?"
+
+_TOKEN_CHARACTERS = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789_.:-"
+_DIGITS = "0123456789"
+
+
+def is_token(text: str) -> bool:
+    """``re.fullmatch(TOKEN, text)``: stripping the allowed characters leaves nothing."""
+    return 0 < len(text) <= 64 and not text.strip(_TOKEN_CHARACTERS)
+
+
+def is_dotted_identifier(text: str) -> bool:
+    """``re.fullmatch(DOTTED_IDENTIFIER, text)``: on ASCII, ``isidentifier`` is that language."""
+    return text.isascii() and all(part.isidentifier() for part in text.split("."))
+
+
+def _is_number(text: str) -> bool:
+    return 0 < len(text) <= 3 and not text.strip(_DIGITS)
+
+
+def is_python_version(text: str) -> bool:
+    """``re.fullmatch(PYTHON_VERSION, text)``: MAJOR.MINOR[.MICRO][(a|b|rc)N][+]."""
+    if text.endswith("+"):
+        text = text[:-1]
+    for tag in ("rc", "a", "b"):
+        release, found, serial = text.partition(tag)
+        if found:
+            if not _is_number(serial):
+                return False
+            text = release
+            break
+    parts = text.split(".")
+    return 2 <= len(parts) <= 3 and all(_is_number(part) for part in parts)
+
+
+PREDICATES: dict[str, Callable[[str], bool]] = {
+    TOKEN: is_token, DOTTED_IDENTIFIER: is_dotted_identifier, PYTHON_VERSION: is_python_version,
+}
+
+
+# --------------------------------------------------------------- kinds
+
+def int_bounds(info: FieldInfo) -> tuple[int, int]:
+    """The values an ``int`` field takes: its ``ge``/``le`` within a signed 64-bit integer."""
+    low = INT64_MIN if info.ge is None else max(info.ge, INT64_MIN)
+    high = INT64_MAX if info.le is None else min(info.le, INT64_MAX)
+    return low, high
+
+
+def _int_kind(info: FieldInfo) -> Kind:
+    low, high = int_bounds(info)
+
+    def check(value: Any) -> int:
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise Invalid(f"must be an integer, got {type(value).__name__}")
+        number = int.__int__(value)  # not an int subclass's own __int__
+        if not low <= number <= high:
+            # The number is not repeated: it may have thousands of digits.
+            raise Invalid(f"must be an integer from {low} to {high}")
+        return number
+
+    def accept(value: Any) -> Any:
+        if value.__class__ is int and low <= value <= high:
+            return value
+        try:
+            return check(value)
+        except Invalid:
+            return REJECT
+
+    return Kind(check, accept, is_int=True)
+
+
+def _str_kind(info: FieldInfo) -> Kind:
+    pattern, max_length = info.pattern, info.max_length
+    matches: Callable[[str], Any] | None = None
+    if pattern is not None:
+        matches = PREDICATES.get(pattern)
+        if matches is None:
+            import re
+
+            matches = re.compile(pattern).fullmatch
+    wording = info.rule or f"must match {pattern!r}"
+    known: set[str] = set()
+
+    def check(value: Any) -> str:
+        if not isinstance(value, str) or isinstance(value, enum.Enum):
+            raise Invalid(f"must be a string, got {type(value).__name__}")
+        text: str = value if type(value) is str else str.__str__(value)
+        if max_length is not None and len(text) > max_length:
+            raise Invalid(f"must be at most {max_length} characters, got {len(text)}")
+        if matches is not None and not matches(text):
+            raise Invalid(wording)
+        return text
+
+    def accept(value: Any) -> Any:
+        if value.__class__ is str and value in known:
+            return value
+        try:
+            value = check(value)
+        except Invalid:
+            return REJECT
+        if len(known) < _KNOWN_VALUES_MAX:
+            known.add(value)
+        return value
+
+    return Kind(check, accept)
+
+
+def _enum_kind(enum_type: type[enum.Enum]) -> Kind:
+    # A str enum member hashes and compares like its value, so one dict serves
+    # both the members and their string values.
+    by_value: dict[Any, enum.Enum] = {member.value: member for member in enum_type}
+    allowed = ", ".join(repr(v) for v in by_value)
+
+    def check(value: Any) -> enum.Enum:
+        member = by_value.get(value) if isinstance(value, str) else None
+        if member is None:
+            # The rejected value is not repeated: it may be exactly what must not leak.
+            raise Invalid(f"must be one of {allowed}")
+        return member
+
+    def accept(value: Any) -> Any:
+        if isinstance(value, str):
+            return by_value.get(value, REJECT)
+        return REJECT
+
+    return Kind(check, accept, is_enum=True)
+
+
+def kind_of(owner: type, info: FieldInfo) -> Kind:
+    """The checks of ``info``'s type and constraints; normalizes its default."""
+    where = f"{owner.__name__}.{info.name}"
+    annotation = info.annotation
+    is_str = annotation is str
+    if is_str:
+        kind = _str_kind(info)
+    elif annotation is int:
+        kind = _int_kind(info)
+        low, high = int_bounds(info)
+        if low > high:
+            raise TypeError(f"{where}: no integer is >= {low} and <= {high}")
+    elif isinstance(annotation, enum.EnumMeta) and issubclass(annotation, str):
+        kind = _enum_kind(info.annotation)
+    else:
+        raise TypeError(f"{where}: unsupported field type {annotation!r} "
+                        "(use str, int or a str enum)")
+    if not is_str and (info.pattern is not None or info.max_length is not None):
+        raise TypeError(f"{where}: pattern and max_length only apply to a str field")
+    if annotation is not int and (info.ge is not None or info.le is not None):
+        raise TypeError(f"{where}: ge and le only apply to an int field")
+    if not info.is_required():
+        try:
+            info.default = kind.check(info.default)
+        except Invalid as exc:
+            raise TypeError(f"{where}: invalid default: {exc}") from None
+    return kind
+
+
+# --------------------------------------------------------------- declarations
+
+_CLASSVAR: Any = object()
+
+
+def _resolve(cls: type, name: str, annotation: Any) -> Any:
+    """The type an annotation names (a string one evaluated as get_type_hints would)."""
+    if isinstance(annotation, str):
+        text = annotation.strip()
+        head = text.split("[", 1)[0].strip()
+        if head == "ClassVar" or head.endswith(".ClassVar"):
+            return _CLASSVAR
+        module = sys.modules.get(cls.__module__)
+        module_names: dict[str, Any] = vars(module) if module is not None else {}
+        scopes = (cls.__dict__, module_names, vars(builtins))
+        for scope in scopes:
+            if text in scope:
+                return scope[text]
+        try:
+            annotation = eval(text, dict(module_names), dict(cls.__dict__))
+        except Exception as exc:
+            raise TypeError(f"{cls.__name__}.{name}: cannot resolve the annotation "
+                            f"{text!r} ({type(exc).__name__}: {exc})") from None
+    typing = sys.modules.get("typing")  # a ClassVar annotation means it is loaded
+    if typing is not None and (annotation is typing.ClassVar
+                               or getattr(annotation, "__origin__", None) is typing.ClassVar):
+        return _CLASSVAR
+    return annotation
+
+
+def field_infos(cls: type, reserved: type) -> dict[str, FieldInfo]:
+    """``cls``'s fields, inherited ones first, each a FieldInfo of its own."""
+    infos: dict[str, FieldInfo] = {}
+    for base in reversed(cls.__mro__[1:]):
+        for name, info in base.__dict__.get("model_fields", {}).items():
+            infos[name] = info.bound(name, info.annotation)
+    if sys.version_info >= (3, 10):
+        annotations = cls.__annotations__  # the class's own (3.9 would give a base's)
+    else:
+        # The annotations HOWTO's way on 3.9 (no typing_extensions here).
+        annotations = cls.__dict__.get("__annotations__", {})  # noqa: RUF063
+    for name, annotation in annotations.items():
+        if name.startswith("_"):
+            continue  # private: a class variable, never on the wire
+        resolved = _resolve(cls, name, annotation)
+        if resolved is _CLASSVAR:
+            continue
+        if not name.isidentifier() or iskeyword(name) or hasattr(reserved, name):
+            raise TypeError(f"{cls.__name__}.{name}: a field cannot have this name")
+        declared = cls.__dict__.get(name, FieldInfo.REQUIRED)
+        info = declared if isinstance(declared, FieldInfo) else FieldInfo(declared)
+        infos[name] = info.bound(name, resolved)
+    for name, value in cls.__dict__.items():
+        if isinstance(value, FieldInfo) and name not in infos:
+            raise TypeError(f"{cls.__name__}.{name}: a Field() needs a type annotation")
+    keys: dict[str, str] = {}
+    for info in infos.values():
+        for key in dict.fromkeys((info.name, info.alias or info.name)):
+            if key in keys:
+                raise TypeError(f"{cls.__name__}: {key!r} names both the field "
+                                f"{keys[key]!r} and the field {info.name!r}")
+            keys[key] = info.name
+    return infos
+
+
+# --------------------------------------------------------------- generated methods
+
+
+class Spec:
+    """A field as the generated code uses it."""
+
+    __slots__ = ("alias", "default", "info", "kind", "name", "required")
+
+    def __init__(self, info: FieldInfo, kind: Kind) -> None:
+        self.info, self.kind = info, kind
+        self.name: str = info.name
+        self.alias: str = info.alias or info.name
+        self.default: Any = info.default
+        self.required = info.is_required()
+
+
+def compile_methods(cls: type, specs: tuple[Spec, ...], slow: Callable[..., None],
+                    ) -> tuple[Callable[..., None], Dump, Dump]:
+    """``__init__`` and the two ``model_dump``s, written out.
+
+    Binding arguments by name and checking each field in straight-line code is
+    what keeps construction near a microsecond (``dataclasses`` generates its
+    ``__init__`` the same way).  Anything unusual - an unknown, missing or
+    doubled key, a rejected value - goes to ``slow``, which reports every
+    problem at once.  Locals start with ``_``, which no field name does.
+    """
+    names = [spec.name for spec in specs]
+    # An alias that cannot be a parameter name arrives in ``_unknown`` instead.
+    aliases = [spec.alias for spec in specs if spec.alias != spec.name
+               and spec.alias.isidentifier() and not iskeyword(spec.alias)
+               and not spec.alias.startswith("_")]
+    keywords = "".join(f"{p}=_MISSING, " for p in names + aliases)
+    lines = [f"def __init__(_self, /, {'*, ' if keywords else ''}{keywords}**_unknown):"]
+    namespace: dict[str, Any] = {"_MISSING": MISSING, "_REJECT": REJECT, "_slow": slow}
+    for i, spec in enumerate(specs):
+        name, alias = spec.name, spec.alias
+        value = name
+        if alias in aliases:
+            value = (f"({name} if {alias} is _MISSING"
+                     f" else {alias} if {name} is _MISSING else _REJECT)")
+        if spec.required:
+            lines.append(f"    _v{i} = _REJECT if {value} is _MISSING else _accept{i}({value})")
+        else:
+            lines.append(f"    _v{i} = {value}")
+            lines.append(f"    _v{i} = _default{i} if _v{i} is _MISSING else _accept{i}(_v{i})")
+        namespace[f"_accept{i}"] = spec.kind.accept
+        namespace[f"_default{i}"] = spec.default
+    unusual = " or ".join(["_unknown"] + [f"_v{i} is _REJECT" for i in range(len(specs))])
+    given = ", ".join(f"{p!r}: {p}" for p in names + aliases)
+    lines.append(f"    if {unusual}:")
+    lines.append(f"        return _slow(_self, {{{given}}}, _unknown)")
+    lines.append("    _self.__dict__.update(" + ", ".join(
+        f"{name}=_v{i}" for i, name in enumerate(names)) + ")")
+    for by_alias in (False, True):
+        items = ", ".join(
+            f"{spec.alias if by_alias else spec.name!r}: "
+            f"_values[{spec.name!r}]{'._value_' if spec.kind.is_enum else ''}"
+            for spec in specs)
+        lines.append(f"def dump_{by_alias}(_values): return {{{items}}}")
+    exec("\n".join(lines), namespace)
+    init = namespace["__init__"]
+    init.__qualname__ = f"{cls.__qualname__}.__init__"
+    init.__module__ = cls.__module__
+    init.__annotations__ = {spec.name: spec.info.annotation for spec in specs}
+    init.__annotations__["return"] = None
+    init.__doc__ = "Check every field; a ValidationError names each one that is wrong."
+    init.__wrapped__ = Signature(specs)  # followed by inspect.signature, so by help() too
+    return init, namespace["dump_False"], namespace["dump_True"]
+
+
+class Signature:
+    """What ``inspect.signature()`` and ``help()`` show for a generated ``__init__``.
+
+    The fields as keyword-only parameters with their types, required ones
+    without a default, rather than the catch-all the constructor really
+    has.  Built when asked for, as ``inspect`` is only loaded by the asker.
+    """
+
+    __slots__ = ("specs",)
+
+    def __init__(self, specs: tuple[Spec, ...]) -> None:
+        self.specs = specs
+
+    @property
+    def __signature__(self) -> Any:
+        import inspect
+
+        empty, keyword = inspect.Parameter.empty, inspect.Parameter.KEYWORD_ONLY
+        me = "_self" if any(spec.name == "self" for spec in self.specs) else "self"
+        parameters = [inspect.Parameter(me, inspect.Parameter.POSITIONAL_ONLY)]
+        parameters += [inspect.Parameter(spec.name, keyword, annotation=spec.info.annotation,
+                                         default=empty if spec.required else spec.default)
+                       for spec in self.specs]
+        return inspect.Signature(parameters, return_annotation=None)
