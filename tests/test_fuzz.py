@@ -116,12 +116,17 @@ def _str_field(check: Any) -> Any:
     return accept
 
 
+INT64_MIN, INT64_MAX = -(2**63), 2**63 - 1  # the wire schema's integers
+
+
 def _int_field(floor: int | None) -> Any:
+    low = INT64_MIN if floor is None else floor
+
     def accept(value: Any) -> Any:
         if isinstance(value, bool) or not isinstance(value, int):
             return _MISSING
         number = int(value)
-        return number if floor is None or number >= floor else _MISSING
+        return number if low <= number <= INT64_MAX else _MISSING
     return accept
 
 
@@ -243,8 +248,8 @@ def valid_values() -> st.SearchStrategy[dict[str, Any]]:
         "command": VALID_TOKENS,
         "subcommand": VALID_TOKENS,
         "task_status": st.sampled_from(list(TaskStatusEnum)),
-        "duration_ms": st.integers(-1, 2**63),
-        "exit_code": st.integers(-(2**63), 2**63),
+        "duration_ms": st.integers(-1, INT64_MAX),
+        "exit_code": st.integers(INT64_MIN, INT64_MAX),
         "error_class": VALID_IDENTIFIERS,
         "python_version": VALID_VERSIONS,
     })
@@ -256,7 +261,7 @@ VALID_VALUE: dict[str, st.SearchStrategy[Any]] = {
     "task_status": st.one_of(st.sampled_from(list(TaskStatusEnum)),
                              st.sampled_from([m.value for m in TaskStatusEnum])),
     "command": VALID_TOKENS, "subcommand": VALID_TOKENS,
-    "duration_ms": st.integers(-1, 2**64), "exit_code": st.integers(),
+    "duration_ms": st.integers(-1, INT64_MAX), "exit_code": st.integers(INT64_MIN, INT64_MAX),
     "error_class": VALID_IDENTIFIERS, "python_version": VALID_VERSIONS,
 }
 
