@@ -140,8 +140,8 @@ def answer(status: int, headers: dict[str, str] | None = None, body: bytes = b""
     return respond
 
 
-@pytest.fixture
-def serve() -> Iterator[Callable[[Responder], RawServer]]:
+@pytest.fixture(name="serve")  # named: other test modules import it as serve_fixture
+def serve_fixture() -> Iterator[Callable[[Responder], RawServer]]:
     servers: list[RawServer] = []
 
     def start(respond: Responder) -> RawServer:
@@ -154,8 +154,8 @@ def serve() -> Iterator[Callable[[Responder], RawServer]]:
         server.close()
 
 
-@pytest.fixture(params=[RequestsClient, UrllibClient])
-def client(request: pytest.FixtureRequest) -> Iterator[AnyClient]:
+@pytest.fixture(name="client", params=[RequestsClient, UrllibClient])
+def client_fixture(request: pytest.FixtureRequest) -> Iterator[AnyClient]:
     instance: AnyClient = request.param()
     yield instance
     instance.close()
@@ -222,20 +222,45 @@ def test_no_answer_times_out(client: AnyClient, serve: ServeFixture) -> None:
     assert 0.25 <= time.monotonic() - started < 1.5
 
 
-def test_timeout_is_per_socket_operation(client: AnyClient, serve: ServeFixture) -> None:
-    # Every byte comes well within the timeout, the whole answer does not:
-    # like requests, the timeout bounds each wait, not the request.
-    def trickle(server: RawServer, conn: socket.socket, request: RawRequest) -> None:
-        head = b"HTTP/1.1 200 OK\r\nContent-Length: 4\r\nConnection: close\r\n\r\n"
-        for piece in (head[:10], head[10:], b"a", b"b", b"c", b"d"):
+def trickle(pieces: list[bytes], every: float) -> Responder:
+    def respond(server: RawServer, conn: socket.socket, request: RawRequest) -> None:
+        for piece in pieces:
             conn.sendall(piece)
-            if server.closing.wait(0.12):
+            if server.closing.wait(every):
                 return
 
-    server = serve(trickle)
+    return respond
+
+
+TRICKLED_HEAD = b"HTTP/1.1 200 OK\r\nContent-Length: 4\r\nConnection: close\r\n\r\n"
+
+
+def test_a_trickle_within_the_timeout_is_an_answer(
+    client: AnyClient, serve: ServeFixture
+) -> None:
+    server = serve(trickle([TRICKLED_HEAD[:10], TRICKLED_HEAD[10:], b"ab", b"cd"], 0.05))
+    assert client.post(server.url, BODY, 2.0) == Response(200, None)
+
+
+def test_the_timeout_bounds_the_whole_exchange_not_each_wait(
+    client: AnyClient, serve: ServeFixture
+) -> None:
+    # Every byte comes well within the timeout, the status line does not.
+    head = TRICKLED_HEAD
+    server = serve(trickle([head[i:i + 4] for i in range(0, len(head), 4)], 0.12))
     started = time.monotonic()
-    assert client.post(server.url, BODY, 0.4) == Response(200, None)
-    assert time.monotonic() - started > 0.4
+    with pytest.raises(TransportError, match="deadline"):
+        client.post(server.url, BODY, 0.4)
+    assert 0.35 <= time.monotonic() - started < 1.0
+
+
+def test_a_body_cut_by_the_timeout_still_gives_the_status(
+    client: AnyClient, serve: ServeFixture
+) -> None:
+    server = serve(trickle([TRICKLED_HEAD, b"a", b"b", b"c", b"d"], 0.15))
+    started = time.monotonic()
+    assert client.post(server.url, BODY, 0.3) == Response(200, None)
+    assert time.monotonic() - started < 0.55  # the last byte would come at 0.6 s
 
 
 def test_closed_without_answer_is_a_transport_error(
