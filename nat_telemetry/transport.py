@@ -127,16 +127,51 @@ class DryRun(Transport):
 
 
 class HttpTransport(Transport):
-    """A POST to ``url``: 2xx sent, 413 too large, 408/429/5xx or no answer transient."""
+    """A POST to ``url``: 2xx sent, 413 too large, 408/429/5xx or no answer transient.
 
-    def __init__(self, url: str, client: HttpClient | None = None) -> None:
+    ``token`` (a collector's ``--token``) is sent as ``Authorization: Bearer
+    <token>`` with every POST.  It takes the place of any ``user:password@``
+    in ``url``: one request carries one ``Authorization`` header, and the
+    token is the credential given for this purpose, so the URL's userinfo is
+    then not sent at all.  The token is never logged, nor shown in an error
+    or a ``repr``.
+    """
+
+    def __init__(self, url: str, client: HttpClient | None = None,
+                 token: str | None = None) -> None:
         self.url = url
         self.spool_url = url
         self.client: HttpClient = client if client is not None else default_client()
+        self._headers: dict[str, str] = {}
+        if token:
+            if not self.is_sendable_token(token):
+                # Never the token itself: it is a secret, even a malformed one.
+                raise ValueError("a telemetry token must be printable ASCII without spaces")
+            self._headers["Authorization"] = f"Bearer {token}"
+
+    @staticmethod
+    def is_sendable_token(token: str) -> bool:
+        """Fits in a header as it is: printable ASCII, no spaces (RFC 6750's token68 and more)."""
+        return token.isascii() and token.isprintable() and " " not in token
+
+    @classmethod
+    def token_from_environment(cls) -> str | None:
+        """``NAT_TELEMETRY_TOKEN`` (blanks around it ignored), or None when unset or unusable."""
+        import os
+
+        token = os.environ.get(config.TOKEN_ENV_VAR, "").strip()
+        if token and not cls.is_sendable_token(token):
+            _log.warning("%s is not a token that can be sent (printable ASCII without "
+                         "spaces): sending without it", config.TOKEN_ENV_VAR)
+            return None
+        return token or None
 
     def send(self, body: bytes, timeout: float) -> Delivery:
         try:
-            response = self.client.post(self.url, body, timeout)
+            if self._headers:
+                response = self.client.post(self.url, body, timeout, headers=self._headers)
+            else:  # a caller's client may take only the first three arguments
+                response = self.client.post(self.url, body, timeout)
         except TransportError as exc:
             _log.debug("telemetry POST failed: %s", exc)
             return Delivery(Outcome.TRANSIENT)
@@ -155,4 +190,4 @@ def transport_for(endpoint: str, *, dry_run: bool | None = None) -> Transport:
         return StdoutSink()
     if config.NAT_TELEMETRY_DRY_RUN if dry_run is None else dry_run:
         return DryRun(endpoint)
-    return HttpTransport(endpoint)
+    return HttpTransport(endpoint, token=HttpTransport.token_from_environment())
