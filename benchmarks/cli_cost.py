@@ -20,7 +20,8 @@ tool run gets a new, empty spool folder, as a user's spool usually is.  The
 detached sender a run starts is awaited (up to ``--settle`` seconds) before
 the next run; senders still alive then are idle (sleeping between retries, or
 waiting on a silent socket, at low priority), are counted in the output, and
-are all awaited before the next row.
+are all awaited before the next row.  Each enabled row accounts for every
+run's event: delivered to the collector, waiting in a spool, or lost.
 
 The interpreter timed is, by default, a venv made from ``--python`` without
 the system site-packages, which it still sees through a plain path line in a
@@ -309,12 +310,13 @@ def measure_row(key: str, python: str, folder: Path, scripts: tuple[Path, Path],
                  if wait_sender(spool, row_end - time.monotonic())[0] == "running"]
     if lingering:
         notes.append(f"{len(lingering)} sender(s) still alive {ROW_END_WAIT:.0f} s after the row")
-    if collector is not None:
-        stored = collector.subcommands().count("x")
-        notes.append(f"collector stored {stored} of {warmup + pairs} events")
-    left = sum(Spool(str(spool)).summary()[1] for spool in senders)
-    if left:
-        notes.append(f"{left} event(s) left in spools")
+    if key != "disabled":  # where every run's event went: a silent loss shows here
+        runs = warmup + pairs
+        stored = collector.subcommands().count("x") if collector is not None else 0
+        waiting = sum(Spool(str(spool)).summary()[1] for spool in spools.iterdir())
+        lost = runs - stored - waiting
+        notes.append(f"of {runs} events {stored} delivered, {waiting} waiting in spools"
+                     + (f", {lost} LOST" if lost > 0 else ""))
     return Row(key, bare, tool, notes)
 
 
