@@ -27,6 +27,7 @@ from collections.abc import Sequence
 from typing import TYPE_CHECKING, NamedTuple
 
 from . import _log, config
+from .endpoint import endpoint_problem
 from .http_client import HttpClient, TransportError, default_client
 from .retry import Outcome, classify_status
 
@@ -40,6 +41,7 @@ __all__ = [
     "NoEndpoint",
     "StdoutSink",
     "Transport",
+    "Unusable",
     "transport_for",
 ]
 
@@ -83,7 +85,19 @@ class NoEndpoint(Transport):
 
 
 class StdoutSink(Transport):
-    """Each payload as one JSON line on stderr (stdout is the command's own output)."""
+    """Each payload as one JSON line on stderr (stdout is the command's own output).
+
+    Written as ``json.dumps`` writes by default (``", "`` and ``": "``), as
+    the original client did, so the greps people wrote against it still match.
+    """
+
+    def encode(self, batch: Sequence[QueuedEvent], *, source_client_version: str,
+               session_id: str) -> bytes:
+        from .payload import build_payload
+
+        payload = build_payload(batch, source_client_version=source_client_version,
+                                session_id=session_id)
+        return json.dumps(payload).encode("utf-8")
 
     def send(self, body: bytes, timeout: float) -> Delivery:
         stream = sys.stderr
@@ -95,6 +109,24 @@ class StdoutSink(Transport):
         except (OSError, ValueError):
             return Delivery(Outcome.REJECTED)
         return Delivery(Outcome.SENT)
+
+
+# Unusable endpoints already reported by this process: said once, not per batch.
+_reported_problems: set[str] = set()
+
+
+class Unusable(Transport):
+    """An endpoint that can never be sent to: said once, at WARNING; events dropped."""
+
+    def __init__(self, problem: str) -> None:
+        self.problem = problem
+
+    def send(self, body: bytes, timeout: float) -> Delivery:
+        if self.problem not in _reported_problems:
+            _reported_problems.add(self.problem)
+            _log.warning("telemetry is not sent: %s (from %s)", self.problem,
+                         config.ENDPOINT_ENV_VAR)
+        return Delivery(Outcome.UNUSABLE)
 
 
 class DryRun(Transport):
@@ -188,6 +220,9 @@ def transport_for(endpoint: str, *, dry_run: bool | None = None) -> Transport:
         return NoEndpoint()
     if endpoint == config.STDOUT_ENDPOINT_SENTINEL:
         return StdoutSink()
+    problem = endpoint_problem(endpoint)
+    if problem is not None:
+        return Unusable(problem)
     if config.NAT_TELEMETRY_DRY_RUN if dry_run is None else dry_run:
         return DryRun(endpoint)
     return HttpTransport(endpoint, token=HttpTransport.token_from_environment())
