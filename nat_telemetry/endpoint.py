@@ -30,26 +30,27 @@ def redact(endpoint: str) -> str:
 
 
 def endpoint_problem(endpoint: str) -> str | None:
-    """Why ``endpoint`` can never be sent to, or None when it can (or is empty/stdout)."""
+    """Why ``endpoint`` can never be sent to, or None when it can (or is empty/stdout).
+
+    Read by hand rather than with :mod:`urllib.parse`, which a command line
+    that never POSTs in-process would otherwise import at exit.
+    """
     if endpoint in ("", "stdout"):
         return None
-    from urllib.parse import urlsplit  # only for endpoints that are URLs
-
     shown = redact(endpoint)
-    scheme = endpoint.partition("://")[0].lower() if "://" in endpoint else ""
-    if scheme not in _SCHEMES:
+    scheme, sep, rest = endpoint.partition("://")
+    if not sep or scheme.lower() not in _SCHEMES:
         return (f"endpoint {shown!r} is not a URL this client can send to "
                 f"(it needs one of {', '.join(s + '://' for s in _SCHEMES)})")
-    try:
-        parts = urlsplit(endpoint)
-        host = parts.hostname
-        parts.port  # noqa: B018  (raises ValueError for a bad port)
-    except ValueError as exc:
-        return f"endpoint {shown!r} is not a valid URL: {_redacted_reason(exc, endpoint)}"
-    if not host:
-        return f"endpoint {shown!r} has no host"
     if any(c.isspace() for c in endpoint):
         return f"endpoint {shown!r} contains white space"
+    host, port = _host_and_port(rest)
+    if host is None:
+        return f"endpoint {shown!r} is not a valid URL: {port}"
+    if not host:
+        return f"endpoint {shown!r} has no host"
+    if port and not (port.isascii() and port.isdigit() and int(port) <= 65535):
+        return f"endpoint {shown!r} is not a valid URL: bad port"
     return None
 
 
@@ -57,12 +58,27 @@ def host_of(endpoint: str) -> str | None:
     """The host a URL endpoint sends to (for the consent prompt), or None."""
     if endpoint_problem(endpoint) is not None or "://" not in endpoint:
         return None
-    from urllib.parse import urlsplit
+    host, _ = _host_and_port(endpoint.partition("://")[2])
+    return host.lower() if host else None
 
-    return urlsplit(endpoint).hostname
+
+def _host_and_port(rest: str) -> tuple[str | None, str]:
+    """``(host, port)`` of what follows ``scheme://``; ``(None, reason)`` when unreadable."""
+    authority = rest
+    for end in "/?#":
+        authority = authority.partition(end)[0]
+    hostport = authority.rpartition("@")[2]
+    if hostport.startswith("["):
+        address, bracket, after = hostport[1:].partition("]")
+        if not bracket or not address or not all(c in _IPV6 for c in address):
+            return None, "invalid IPv6 address"
+        if after and not after.startswith(":"):
+            return None, "invalid IPv6 address"
+        return address, after[1:]
+    host, _, port = hostport.partition(":")
+    if ":" in port:
+        return None, "bad port"
+    return host, port
 
 
-def _redacted_reason(exc: Exception, endpoint: str) -> str:
-    reason = str(exc)
-    userinfo = endpoint.partition("://")[2].partition("/")[0].rpartition("@")[0]
-    return reason.replace(userinfo, "***") if userinfo else reason
+_IPV6 = frozenset("0123456789abcdefABCDEF:.%")

@@ -4,7 +4,10 @@ from __future__ import annotations
 
 import queue
 import threading
-from typing import Any
+
+TYPE_CHECKING = False  # typing.TYPE_CHECKING without importing typing at run time
+if TYPE_CHECKING:
+    from typing import Any
 
 __all__ = ["EventQueue"]
 

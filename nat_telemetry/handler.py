@@ -31,7 +31,6 @@ import threading
 import time
 import weakref
 from datetime import datetime, timezone
-from typing import Any, Callable, TypeVar
 
 from . import __version__, _log, config
 from ._args import require
@@ -42,6 +41,12 @@ from .payload import QueuedEvent
 from .retry import Outcome, RetryPolicy
 from .spool import default_spool_dir
 from .transport import Transport, transport_for
+
+TYPE_CHECKING = False  # typing.TYPE_CHECKING without importing typing at run time
+if TYPE_CHECKING:
+    from typing import Any, Callable, TypeVar
+
+    _T = TypeVar("_T")
 
 __all__ = [
     "DEFAULT_FLUSH_INTERVAL_SECONDS",
@@ -111,7 +116,6 @@ class State(enum.Enum):
 
 _NEW, _RUNNING, _STOPPING, _STOPPED = State.NEW, State.RUNNING, State.STOPPING, State.STOPPED
 
-_T = TypeVar("_T")
 
 
 class NATTelemetryHandler:

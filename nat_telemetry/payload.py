@@ -9,14 +9,17 @@ that is a privacy decision, not a refactoring.
 
 from __future__ import annotations
 
-import dataclasses
 import time
-from collections.abc import Sequence
 from datetime import datetime, timezone
-from typing import Any
 
 from . import config
-from .events import TelemetryEvent
+
+TYPE_CHECKING = False  # typing.TYPE_CHECKING without importing typing at run time
+if TYPE_CHECKING:
+    from collections.abc import Sequence
+    from typing import Any
+
+    from .events import TelemetryEvent
 
 __all__ = [
     "ENVELOPE_KEYS",
@@ -56,13 +59,50 @@ ENVELOPE_KEYS = (
 EVENT_KEYS = ("ts", "parameters", "name")
 
 
-@dataclasses.dataclass
+class _DataclassFields:
+    """``__dataclass_fields__``, made on first use.
+
+    :class:`QueuedEvent` behaves as the dataclass it is documented to be
+    (``dataclasses.fields``, ``asdict`` and ``replace`` work on it) without
+    importing :mod:`dataclasses`, which pulls in :mod:`inspect` and costs a
+    command line more than the whole handler.
+    """
+
+    def __get__(self, instance: object, owner: type) -> dict[str, Any]:
+        import dataclasses
+
+        shadow = dataclasses.make_dataclass(owner.__name__, [
+            ("event", "TelemetryEvent"),
+            ("timestamp", "datetime"),
+            ("retry_count", "int", dataclasses.field(default=0)),
+        ])
+        fields: dict[str, Any] = getattr(shadow, "__dataclass_fields__")  # noqa: B009
+        type.__setattr__(owner, "__dataclass_fields__", fields)
+        return fields
+
+
 class QueuedEvent:
     """An accepted event, when it was accepted, and how often sending it failed."""
 
-    event: TelemetryEvent
-    timestamp: datetime
-    retry_count: int = 0
+    __slots__ = ("event", "retry_count", "timestamp")
+    __dataclass_fields__ = _DataclassFields()
+    __hash__ = None  # type: ignore[assignment]  # mutable, compared by value: as a dataclass
+
+    def __init__(self, event: TelemetryEvent, timestamp: datetime, retry_count: int = 0) -> None:
+        self.event = event
+        self.timestamp = timestamp
+        self.retry_count = retry_count
+
+    def __repr__(self) -> str:
+        return (f"QueuedEvent(event={self.event!r}, timestamp={self.timestamp!r}, "
+                f"retry_count={self.retry_count!r})")
+
+    def __eq__(self, other: object) -> bool:
+        if other.__class__ is not self.__class__:
+            return NotImplemented
+        assert isinstance(other, QueuedEvent)
+        return ((self.event, self.timestamp, self.retry_count)
+                == (other.event, other.timestamp, other.retry_count))
 
 
 # The "YYYY-MM-DDTHH:MM:SS" part of the last second formatted: the events of a

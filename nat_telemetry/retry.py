@@ -8,7 +8,10 @@ from __future__ import annotations
 
 import enum
 import time
-from typing import Callable
+
+TYPE_CHECKING = False  # typing.TYPE_CHECKING without importing typing at run time
+if TYPE_CHECKING:
+    from typing import Callable
 
 __all__ = ["Outcome", "RetryPolicy", "classify_status", "parse_retry_after"]
 
@@ -91,11 +94,7 @@ class RetryPolicy:
         self.backoff_base = backoff_base
         self.backoff_max = backoff_max
         self.retry_after_max = retry_after_max
-        if rng is None:
-            import random  # kept out of `import nat_telemetry`
-
-            rng = random.uniform
-        self._rng = rng
+        self._rng = rng  # random.uniform, imported at the first backoff
 
     def exhausted(self, retry_count: int) -> bool:
         """Whether an event that has failed ``retry_count`` times is given up."""
@@ -105,6 +104,10 @@ class RetryPolicy:
               now: float | None = None) -> float:
         """Seconds to wait after the ``failures``-th consecutive transient failure."""
         ceiling = min(self.backoff_max, self.backoff_base * 2.0 ** max(0, failures - 1))
+        if self._rng is None:
+            import random  # only a failure needs it: kept off a command line's path
+
+            self._rng = random.uniform
         wait = self._rng(ceiling / 2.0, ceiling)
         asked = parse_retry_after(retry_after, now)
         if asked is not None:

@@ -39,63 +39,25 @@ _DESCRIPTIONS = {
 
 
 def event_classes() -> list[type[TelemetryEvent]]:
-    """Every event class defined so far, by event name."""
+    """The event classes this package sends, by event name.
+
+    Only the package's own: a class a program defines for itself is that
+    program's to document, and one defined in this process (a test's, say)
+    is no part of what ``nat-telemetry schema`` promises.
+    """
     found: dict[str, type[TelemetryEvent]] = {}
     pending = list(TelemetryEvent.__subclasses__())
     while pending:
         cls = pending.pop(0)
-        found.setdefault(cls._event_name, cls)
+        if cls.__module__ == TelemetryEvent.__module__:
+            found.setdefault(cls._event_name, cls)
         pending.extend(cls.__subclasses__())
     return [found[name] for name in sorted(found)]
 
 
 def event_schema(cls: type[TelemetryEvent]) -> dict[str, Any]:
     """The JSON Schema of one event's ``parameters``, as sent."""
-    method = getattr(cls, "model_json_schema", None)
-    if callable(method):
-        schema: dict[str, Any] = method()
-        return schema
-    return _schema_from_fields(cls)
-
-
-def _schema_from_fields(cls: type[TelemetryEvent]) -> dict[str, Any]:
-    # For event classes without model_json_schema(): the same facts, read
-    # from the dataclass fields and their metadata.
-    import dataclasses
-    import enum
-    import inspect
-    import typing
-
-    hints = typing.get_type_hints(cls)
-    properties: dict[str, Any] = {}
-    required: list[str] = []
-    for field in dataclasses.fields(cls):  # type: ignore[arg-type]
-        meta = field.metadata
-        key = meta.get("alias") or field.name
-        annotation = hints[field.name]
-        prop: dict[str, Any]
-        if isinstance(annotation, type) and issubclass(annotation, enum.Enum):
-            prop = {"type": "string", "enum": [member.value for member in annotation]}
-        elif annotation is int:
-            prop = {"type": "integer"}
-            if meta.get("ge") is not None:
-                prop["minimum"] = meta["ge"]
-        else:
-            prop = {"type": "string"}
-            if meta.get("max_length") is not None:
-                prop["maxLength"] = meta["max_length"]
-            if meta.get("pattern") is not None:
-                prop["pattern"] = f"^(?:{meta['pattern']})(?![\\s\\S])"
-        if field.default is dataclasses.MISSING:
-            required.append(key)
-        else:
-            default = field.default
-            prop["default"] = default.value if isinstance(default, enum.Enum) else default
-        properties[key] = prop
-    return {"$schema": DRAFT, "title": cls.__name__,
-            "description": inspect.cleandoc(cls.__doc__ or cls.__name__),
-            "type": "object", "properties": properties, "required": required,
-            "additionalProperties": False}
+    return cls.model_json_schema()
 
 
 def _embed(schema: dict[str, Any], prefix: str, defs: dict[str, Any]) -> dict[str, Any]:

@@ -57,12 +57,9 @@ def _shared_handler(session_id: str | None) -> NATTelemetryHandler:
     with _handlers_lock:
         handler = _handlers.get(session_id)
         if handler is None:
-            if session_id is None:
-                import uuid  # on first use: keeps `import nat_telemetry` cheap
-
-                session_id_to_use = uuid.uuid4().hex
-            else:
-                session_id_to_use = session_id
+            # 128 random bits, as uuid4().hex would give without its import
+            # (which imports platform, and costs a command line ~3 ms).
+            session_id_to_use = os.urandom(16).hex() if session_id is None else session_id
             from .handler import NATTelemetryHandler  # only when something is recorded
 
             # NATTelemetryHandler applies NAT_SESSION_PREFIX itself.
