@@ -15,7 +15,6 @@ later changes (the consent prompt may flip it).
 
 from __future__ import annotations
 
-import importlib
 import os as _os
 import sys
 
@@ -123,7 +122,8 @@ def __getattr__(name: str) -> Any:
     module = _EXPORTS.get(name)
     if module is None:
         raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-    value = getattr(importlib.import_module(f".{module}", __name__), name)
+    # __import__ rather than importlib: importing importlib costs a command line more.
+    value = getattr(__import__(f"{__name__}.{module}", fromlist=[name]), name)
     globals()[name] = value
     return value
 

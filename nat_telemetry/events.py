@@ -28,10 +28,7 @@ import enum
 from types import MappingProxyType
 
 from ._fields import (
-    DOTTED_IDENTIFIER,
     MISSING,
-    PYTHON_VERSION,
-    TOKEN,
     FieldInfo,
     Invalid,
     Spec,
@@ -39,6 +36,7 @@ from ._fields import (
     field_infos,
     kind_of,
 )
+from ._rules import DOTTED_IDENTIFIER, PYTHON_VERSION, TOKEN
 
 TYPE_CHECKING = False  # typing.TYPE_CHECKING without importing typing at run time
 if TYPE_CHECKING:

@@ -22,11 +22,12 @@ id, so parent and child never report under the same session.
 
 from __future__ import annotations
 
+import _thread  # threading's primitives, without importing threading
 import os
-import threading
 import time
 
 from . import _log, config
+from ._rules import is_token
 
 TYPE_CHECKING = False  # typing.TYPE_CHECKING without importing typing at run time
 if TYPE_CHECKING:
@@ -46,7 +47,7 @@ __all__ = ["track_command"]
 # Handlers owned by this module, keyed by the session id the caller asked for
 # (None: the process's own random id).  Almost always just the None entry.
 _handlers: dict[str | None, NATTelemetryHandler] = {}
-_handlers_lock = threading.Lock()
+_handlers_lock = _thread.allocate_lock()
 
 
 def _shared_handler(session_id: str | None) -> NATTelemetryHandler:
@@ -74,7 +75,7 @@ def _forget_handlers_after_fork() -> None:
     # random id); the lock is replaced because another thread may have held
     # it at the moment of the fork.
     global _handlers_lock
-    _handlers_lock = threading.Lock()
+    _handlers_lock = _thread.allocate_lock()
     _handlers.clear()
 
 
@@ -121,18 +122,13 @@ class track_command:  # used like a function: `with track_command("x"):`
         self.subcommand = "undefined" if subcommand is None else subcommand
         self.handler = handler
         self.session_id = session_id
-        self._local = threading.local()
-        # The same validation the event applies at exit, done now, so a bad
-        # name fails loudly where it is written.  Only the caller's names
-        # count here: the interpreter's version is nothing the caller can fix.
-        from .events import ValidationError
-
-        try:
-            self._build_event(None, -1)
-        except ValidationError as exc:
-            if any(field in ("command", "subcommand") for field, _ in exc.errors):
-                raise
-            _log.debug("track_command(%r): events will not validate: %s", command, exc)
+        self._local = _thread._local()
+        # The event's own rule for the names, checked now, so a bad name fails
+        # loudly where it is written, telemetry on or off.  The check itself
+        # imports nothing; only a bad name builds the event, for its error.
+        if not (isinstance(command, str) and is_token(command)
+                and isinstance(self.subcommand, str) and is_token(self.subcommand)):
+            self._build_event(None, -1)  # raises ValidationError naming the field
 
     # ----------------------------------------------------- context manager
 

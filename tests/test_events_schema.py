@@ -27,7 +27,7 @@ import regress
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from nat_telemetry import _fields
+from nat_telemetry import _fields, _rules
 from nat_telemetry.events import CliCommandEvent, NemoSourceEnum, TaskStatusEnum, ValidationError
 
 PROPERTY = settings(
@@ -225,9 +225,9 @@ PATTERNS = {
     field: (info.pattern, SCHEMA[True]["properties"][info.alias or field]["pattern"])
     for field, info in FIELDS.items() if info.pattern is not None
 }
-PREDICATES = {_fields.TOKEN: _fields.is_token,
-              _fields.DOTTED_IDENTIFIER: _fields.is_dotted_identifier,
-              _fields.PYTHON_VERSION: _fields.is_python_version}
+PREDICATES = {_rules.TOKEN: _rules.is_token,
+              _rules.DOTTED_IDENTIFIER: _rules.is_dotted_identifier,
+              _rules.PYTHON_VERSION: _rules.is_python_version}
 ECMA = {published: (regress.Regex(published), regress.Regex(published, "u"))
         for _, published in PATTERNS.values()}
 

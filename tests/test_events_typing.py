@@ -81,7 +81,7 @@ def test_mypy_strict_sees_each_field_with_its_type(tmp_path: Path) -> None:
     vendored = tmp_path / "vendored"
     vendored.mkdir()
     (vendored / "__init__.py").write_text("", encoding="utf-8")
-    for module in ("events.py", "_fields.py", "_schema.py"):
+    for module in ("events.py", "_fields.py", "_rules.py", "_schema.py"):
         shutil.copy(PACKAGE / module, vendored / module)
     program = tmp_path / "program.py"
     source = _checked_program()

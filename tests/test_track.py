@@ -459,3 +459,30 @@ def test_resolve_subcommand_result_feeds_track_command(sink: Sink) -> None:
         pass
     assert sink.only_event()["subcommand"] == "create"
     assert "my_agent" not in sink.bodies()
+
+
+def test_telemetry_off_imports_nothing_of_ours_but_config_and_the_name_rules() -> None:
+    """The disabled path of a command line: config, the name check, nothing else."""
+    code = ("import sys\n"
+            "from nat_telemetry import track_command\n"
+            "with track_command('tool', 'x'):\n"
+            "    pass\n"
+            "print(' '.join(sorted(m for m in sys.modules if m.startswith('nat_telemetry')"
+            " or m in ('threading', 'enum', 'logging', 'typing', 'inspect'))))\n")
+    env = {k: v for k, v in os.environ.items() if not k.startswith("NAT_")}
+    env.update(NAT_TELEMETRY_ENABLED="0", PYTHONPATH=str(REPO_ROOT))
+    result = subprocess.run([sys.executable, "-S", "-c", code], env=env, capture_output=True,
+                            text=True, timeout=60, check=True)
+    assert result.stdout.split() == ["nat_telemetry", "nat_telemetry._log",
+                                     "nat_telemetry._rules", "nat_telemetry.config",
+                                     "nat_telemetry.track"]
+
+
+def test_a_bad_name_fails_at_the_call_site_with_telemetry_off(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setattr(config, "TELEMETRY_ENABLED", False)
+    with pytest.raises(ValidationError, match="command"):
+        track_command("/home/alice/bin/tool")
+    with pytest.raises(ValidationError, match="subcommand"):
+        track_command("tool", "two words")
