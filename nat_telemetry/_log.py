@@ -16,9 +16,11 @@ PACKAGE = __name__.rpartition(".")[0]
 
 
 def logger() -> logging.Logger:
-    import logging  # see _fork_guard for why a handler imports it up front
+    # Often first needed on a worker thread: imported under the fork guard.
+    from ._fork_guard import import_guarded
 
-    return logging.getLogger(PACKAGE)
+    found: logging.Logger = import_guarded("logging").getLogger(PACKAGE)
+    return found
 
 
 def debug(message: str, *args: object, exc_info: bool = False) -> None:

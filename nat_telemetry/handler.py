@@ -34,6 +34,7 @@ from datetime import datetime, timezone
 
 from . import __version__, _log, config
 from ._args import require
+from ._fork_guard import import_guarded
 from .endpoint import endpoint_problem
 from .event_queue import EventQueue
 from .events import TelemetryEvent
@@ -271,6 +272,8 @@ class NATTelemetryHandler:
         self._start(restart=True)
 
     def _start(self, restart: bool) -> None:
+        # logging on this thread, before any worker runs: see _fork_guard.
+        import_guarded("logging")
         with self._lock:
             if not (self._state is _NEW or (restart and self._state is _STOPPED)):
                 return

@@ -27,12 +27,16 @@ from collections.abc import Sequence
 from typing import TYPE_CHECKING, NamedTuple
 
 from . import _log, config
+from ._fork_guard import import_guarded
 from .endpoint import endpoint_problem
-from .http_client import HttpClient, TransportError, default_client
 from .retry import Outcome, classify_status
 
 if TYPE_CHECKING:
+    from .http_client import HttpClient
     from .payload import QueuedEvent
+
+# This package's own name, as vendored copies rename it.
+_PACKAGE = __name__.rpartition(".")[0]
 
 __all__ = [
     "Delivery",
@@ -173,7 +177,7 @@ class HttpTransport(Transport):
                  token: str | None = None) -> None:
         self.url = url
         self.spool_url = url
-        self.client: HttpClient = client if client is not None else default_client()
+        self._client = client
         self._headers: dict[str, str] = {}
         if token:
             if not self.is_sendable_token(token):
@@ -198,20 +202,34 @@ class HttpTransport(Transport):
             return None
         return token or None
 
+    @property
+    def client(self) -> HttpClient:
+        """The HTTP client, made at the first POST.
+
+        Not before: a command line whose events go to the spool at exit never
+        imports the HTTP stack.  Usually on the worker thread, so the import
+        goes through the fork guard.
+        """
+        if self._client is None:
+            self._client = import_guarded(f"{_PACKAGE}.http_client").default_client()
+        return self._client
+
     def send(self, body: bytes, timeout: float) -> Delivery:
+        transport_error = import_guarded(f"{_PACKAGE}.http_client").TransportError
         try:
             if self._headers:
                 response = self.client.post(self.url, body, timeout, headers=self._headers)
             else:  # a caller's client may take only the first three arguments
                 response = self.client.post(self.url, body, timeout)
-        except TransportError as exc:
+        except transport_error as exc:
             _log.debug("telemetry POST failed: %s", exc)
             return Delivery(Outcome.TRANSIENT)
         _log.debug("telemetry POST answered %d", response.status)
         return Delivery(classify_status(response.status), response.retry_after)
 
     def close(self) -> None:
-        self.client.close()
+        if self._client is not None:
+            self._client.close()
 
 
 def transport_for(endpoint: str, *, dry_run: bool | None = None) -> Transport:
