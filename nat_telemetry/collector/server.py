@@ -7,9 +7,10 @@ request among those stalled on their client (an idle keep-alive connection, a
 client that connected and said nothing, or one trickling its request in); a
 connection whose request is being processed, or is already in its socket
 waiting to be read, is never closed.  When every connection is busy, new ones
-wait in the listen backlog.  Running out of descriptors (``EMFILE``) closes
-the longest-waiting connection too, and the accept loop always waits before
-trying again: it never spins.
+wait in the listen backlog.  The cap is lowered to what the descriptor
+limit leaves room for, keeping a reserve; should the process still run out
+(``EMFILE``), the longest-stalled connection is closed too, and the accept
+loop always waits before trying again: it never spins.
 """
 
 from __future__ import annotations
@@ -45,6 +46,10 @@ _BACKLOG = 128
 # request has been on its way for this long (a trickle, one byte at a time).
 _BLOCKED_SECONDS = 0.005
 _SLOW_SECONDS = 1.0
+# Descriptors kept free of connections: for SQLite (which needs three to open a
+# database again), the modules a request may import on first use, and the rest
+# of the process.
+_RESERVED_DESCRIPTORS = 32
 _OUT_OF_DESCRIPTORS = {errno.EMFILE, errno.ENFILE, errno.ENOBUFS, errno.ENOMEM}
 
 
@@ -103,6 +108,12 @@ class Listener:
             self.socket.close()
             raise
         self.port = int(self.socket.getsockname()[1])
+        # Descriptors are handed out lowest first: the listening socket's
+        # number is about how many the process has open.
+        room = _descriptor_room(in_use=self.socket.fileno() + 1)
+        if room is not None and room < max_connections:
+            logger.debug("collector: %d connections at most, for the descriptor limit", room)
+            self.max_connections = max(1, room)
         self._connections: dict[socket.socket, Connection] = {}
         self._changed = threading.Condition()
         self._reserved = 0  # slots taken: running connections and one being accepted
@@ -238,3 +249,14 @@ class Listener:
         with self._changed:
             return len(self._connections)
 
+
+def _descriptor_room(in_use: int) -> int | None:
+    """Connections the descriptor limit leaves room for; None when unlimited or unknown."""
+    try:
+        import resource
+    except ImportError:  # not POSIX
+        return None
+    soft = resource.getrlimit(resource.RLIMIT_NOFILE)[0]
+    if soft == resource.RLIM_INFINITY:
+        return None
+    return int(soft) - in_use - _RESERVED_DESCRIPTORS

@@ -272,12 +272,20 @@ def test_max_inflight_must_hold_one_body(tmp_path: Path) -> None:
 # --------------------------------------------------------- in a subprocess
 
 COLLECT_IN_CHILD = r"""
-import resource, sys, time
+import os, resource, sys, time
 from nat_telemetry.collector import Collector
 
 soft = int(sys.argv[2])
 resource.setrlimit(resource.RLIMIT_NOFILE, (soft, resource.getrlimit(resource.RLIMIT_NOFILE)[1]))
-collector = Collector(sys.argv[1], request_timeout=30).start()
+collector = Collector(sys.argv[1]).start()
+if sys.argv[3] == "host":  # the program around the collector takes every descriptor left
+    taken = []
+    try:
+        while True:
+            taken.append(os.open(os.devnull, os.O_RDONLY))
+    except OSError:
+        for fd in taken[:4]:
+            os.close(fd)
 print(collector.url, flush=True)
 for line in sys.stdin:  # "cpu": the CPU seconds used so far
     print(time.process_time(), flush=True)
@@ -286,17 +294,19 @@ collector.stop()
 
 
 @pytest.mark.skipif(sys.platform == "win32", reason="resource.setrlimit is POSIX")
-def test_out_of_descriptors_never_spins_and_still_serves(tmp_path: Path) -> None:
+@pytest.mark.parametrize("taken_by", ["connections", "host"])
+def test_out_of_descriptors_never_spins_and_still_serves(tmp_path: Path, taken_by: str) -> None:
+    # "connections": idle clients beyond what the limit allows; "host": the
+    # process around the collector took the descriptors, so accept() fails.
     proc = subprocess.Popen(
-        [sys.executable, "-c", COLLECT_IN_CHILD, str(tmp_path / "fd.db"), "48"],
+        [sys.executable, "-c", COLLECT_IN_CHILD, str(tmp_path / "fd.db"), "64", taken_by],
         stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True, env=child_env(tmp_path))
     assert proc.stdin is not None and proc.stdout is not None
     idle: list[socket.socket] = []
     try:
         url = proc.stdout.readline().strip()
         port = int(url.split(":")[2].split("/")[0])
-        # More idle connections than the child has descriptors for.
-        idle = [connect(port) for _ in range(80)]
+        idle = [connect(port) for _ in range(80)]  # more than the child has descriptors for
 
         def cpu() -> float:
             proc.stdin.write("cpu\n")  # type: ignore[union-attr]
