@@ -330,3 +330,71 @@ def test_out_of_descriptors_never_spins_and_still_serves(tmp_path: Path, taken_b
             proc.kill()
             proc.wait()
     assert proc.returncode == 0
+
+
+MEMORY_CHILD = r"""
+import sys
+from nat_telemetry.collector import Collector
+
+def peak_kib():  # this process's own peak (ru_maxrss would include the parent's, from fork)
+    with open("/proc/self/status") as status:
+        return next(int(line.split()[1]) for line in status if line.startswith("VmHWM:"))
+
+collector = Collector(sys.argv[1]).start()
+print(collector.url, flush=True)
+for line in sys.stdin:  # "rss": the peak resident size so far, in KiB
+    print(peak_kib(), flush=True)
+collector.stop()
+"""
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="reads /proc/self/status")
+def test_many_near_complete_bodies_are_not_all_held_in_memory(tmp_path: Path) -> None:
+    proc = subprocess.Popen(
+        [sys.executable, "-c", MEMORY_CHILD, str(tmp_path / "mem.db")],
+        stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True, env=child_env(tmp_path))
+    assert proc.stdin is not None and proc.stdout is not None
+
+    def peak_kib() -> int:
+        proc.stdin.write("rss\n")  # type: ignore[union-attr]
+        proc.stdin.flush()  # type: ignore[union-attr]
+        return int(proc.stdout.readline())  # type: ignore[union-attr]
+
+    length = 1_048_576 - 100
+    socks: list[socket.socket] = []
+    try:
+        port = int(proc.stdout.readline().split(":")[2].split("/")[0])
+        before = peak_kib()
+        # 48 clients each send all but the last byte of a 1 MiB body: 48 MiB
+        # offered at once, no body ever complete.
+        pending = {}
+        for _ in range(48):
+            sock = connect(port)
+            sock.sendall(POST_HEAD.format(length).encode())
+            sock.setblocking(False)
+            socks.append(sock)
+            pending[sock] = memoryview(b" " * (length - 1))
+        deadline = time.monotonic() + 3.0
+        while pending and time.monotonic() < deadline:
+            for sock, rest in list(pending.items()):
+                try:
+                    sent = sock.send(rest[:262144])
+                except BlockingIOError:
+                    continue
+                pending[sock] = rest[sent:]
+                if not pending[sock]:
+                    del pending[sock]
+            time.sleep(0.001)
+        time.sleep(0.3)
+        grown_mib = (peak_kib() - before) / 1024
+        # The default budget is 8 MiB of bodies; without one, all 48 are read.
+        assert grown_mib < 24, f"the collector grew by {grown_mib:.0f} MiB"
+    finally:
+        for sock in socks:
+            sock.close()
+        proc.stdin.close()
+        try:
+            proc.wait(timeout=15)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
