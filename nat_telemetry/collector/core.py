@@ -9,7 +9,7 @@ for someone who wants to see exactly what their tool would send.
 
 This module holds its lifecycle, its options and its books; the parts live
 next to it: :mod:`.validation`, :mod:`.storage`, :mod:`.faults`,
-:mod:`.limits`, :mod:`.server` and :mod:`.ingest`.
+:mod:`.limits`, :mod:`.server`, :mod:`.exchange` and :mod:`.ingest`.
 
 It is meant for one machine: a developer's, a test's, a CI job's.  Past that,
 send the client's OTLP export (``otlp+http://`` endpoints) to an

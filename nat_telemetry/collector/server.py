@@ -61,6 +61,7 @@ class Connection:
         self.waiting_since = time.monotonic()
         self.busy = False  # a whole request was read and is being processed
         self.evicted = False  # closed by the listener to make room
+        self.evicted_at = 0.0
         self.reader: DeadlineReader | None = None  # set by the request handler
 
     def waiting(self) -> None:
@@ -182,14 +183,14 @@ class Listener:
         a connection is (still) on its way out.
         """
         connections = self._connections.values()
-        if any(c.evicted for c in connections):
-            return True
         now = time.monotonic()
-        waiting = [c for c in connections if c.stalled(now)]
+        if any(c.evicted and now - c.evicted_at < _SLOW_SECONDS for c in connections):
+            return True
+        waiting = [c for c in connections if not c.evicted and c.stalled(now)]
         if not waiting:
             return False
         victim = min(waiting, key=lambda connection: connection.waiting_since)
-        victim.evicted = True
+        victim.evicted, victim.evicted_at = True, now
         self._tally.add("connections", "evicted")
         with contextlib.suppress(OSError):
             victim.sock.shutdown(socket.SHUT_RDWR)  # its thread wakes up and ends

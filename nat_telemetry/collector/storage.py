@@ -149,6 +149,7 @@ class Store:
         self._db: sqlite3.Connection | None = None
         self._identity: tuple[int, int] | None = None  # of the file open now
         self._wal_identity: tuple[int, int] | None = None  # of its log, kept after closing
+        self._closed = False
 
     def open(self) -> None:
         """Create the table if needed and connect; ``sqlite3.Error`` if unusable."""
@@ -163,6 +164,8 @@ class Store:
         not be acknowledged (the next call writes to the new one).
         """
         with self._lock:
+            if self._closed:  # a request that outlived the collector's stop
+                raise sqlite3.OperationalError("the collector has stopped")
             if self._db is None or _identity(self.path) != self._identity:
                 self._open()  # deleted or replaced while idle: write to what is there now
             assert self._db is not None
@@ -173,7 +176,9 @@ class Store:
                                     "were written; they were not kept")
 
     def close(self) -> None:
+        """Checkpoint and close; later :meth:`store` calls fail (nothing reopens the file)."""
         with self._lock:
+            self._closed = True
             self._close()
 
     def _open(self) -> None:

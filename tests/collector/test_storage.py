@@ -114,3 +114,14 @@ def test_a_database_replaced_during_the_write_is_answered_503(
     assert live.counts()["stored_events"] == 2  # only the first request's
     assert post(session, live.url, 40) == 200  # the retry
     assert ids_at(path) == [40, 41]
+
+
+def test_nothing_is_written_once_the_collector_stopped(tmp_path: Path) -> None:
+    collector = Collector(tmp_path / "stopped.db").start()
+    collector.stop()
+    Path(collector.db_path).unlink()
+    # A request that outlived stop() must not bring a database back to life.
+    with pytest.raises(sqlite3.Error, match="stopped"):
+        collector.store.store([("r", "s", "1", "x86_64", "1.5", "nat_cli_command",
+                                "2026-01-01T00:00:00.000Z", "{}")])
+    assert not Path(collector.db_path).exists()
