@@ -126,11 +126,11 @@ def test_a_silent_connection_is_closed_without_an_answer(
 def test_an_idle_keep_alive_connection_gets_a_fresh_deadline_per_request(
     start_collector: Callable[..., Collector]
 ) -> None:
-    collector = start_collector(request_timeout=0.4)
+    collector = start_collector(request_timeout=0.3)
     session = http()
-    for _ in range(3):  # 0.6 s in all: longer than one deadline, each request within its own
+    for _ in range(3):  # 0.45 s in all: longer than one deadline, each request within its own
         assert session.post(collector.url, json=make_envelope(1), timeout=5).status_code == 200
-        time.sleep(0.2)
+        time.sleep(0.15)
     assert collector.counts()["connections"]["accepted"] == 1
 
 
@@ -213,7 +213,7 @@ def test_when_every_connection_is_busy_new_ones_wait_in_the_backlog(
 ) -> None:
     # Two slow requests hold both slots; nothing may be evicted, so the third
     # connection waits (not refused, not served early) and is served after them.
-    collector = start_collector(max_connections=2, delay_ms=400)
+    collector = start_collector(max_connections=2, delay_ms=250)
     results: list[tuple[int, float]] = []
     lock = threading.Lock()
 
@@ -231,7 +231,7 @@ def test_when_every_connection_is_busy_new_ones_wait_in_the_backlog(
     for thread in clients:
         thread.join()
     assert [status for status, _ in results] == [200, 200]
-    assert third[0] == 200 and third[1] >= 0.6  # its own 0.4 s, after waiting for a slot
+    assert third[0] == 200 and third[1] >= 0.4  # its own 0.25 s, after waiting for a slot
     assert collector.counts()["connections"]["evicted"] == 0
 
 
@@ -241,7 +241,7 @@ def test_when_every_connection_is_busy_new_ones_wait_in_the_backlog(
 def test_bodies_wait_for_the_budget_and_answer_503_at_the_deadline(
     start_collector: Callable[..., Collector]
 ) -> None:
-    collector = start_collector(max_body=2000, max_inflight=2000, request_timeout=0.6)
+    collector = start_collector(max_body=2000, max_inflight=2000, request_timeout=0.4)
     # The waiter connects first, so its deadline comes before the holder's.
     waiter = connect(collector.port)
     time.sleep(0.05)
@@ -313,9 +313,9 @@ def test_out_of_descriptors_never_spins_and_still_serves(tmp_path: Path, taken_b
             proc.stdin.flush()  # type: ignore[union-attr]
             return float(proc.stdout.readline())  # type: ignore[union-attr]
 
-        time.sleep(0.3)
+        time.sleep(0.2)
         before, started = cpu(), time.monotonic()
-        time.sleep(1.0)
+        time.sleep(0.5)
         share = (cpu() - before) / (time.monotonic() - started)
         assert share < 0.3, f"the collector used {share:.0%} of a core doing nothing"
         status, seconds = post_once(url)
