@@ -56,7 +56,8 @@ def _add_collect(commands: argparse._SubParsersAction[Any]) -> None:
                     "SQLite. Runs until Ctrl-C or SIGTERM.",
     )
     parser.add_argument("--host", default="127.0.0.1",
-                        help="address to bind (default: %(default)s, loopback only)")
+                        help="address to bind (default: %(default)s, loopback only; any "
+                             "other needs --token or --insecure)")
     parser.add_argument("--port", type=_port, default=DEFAULT_PORT,
                         help="port to listen on, 0 for a free one (default: %(default)s)")
     parser.add_argument("--db", default=DEFAULT_DB, metavar="PATH",

@@ -107,6 +107,7 @@ class Exchange(BaseHTTPRequestHandler):
             self.wfile.flush()
         except HeadTooLarge:
             self._refuse_unread(431, "too_large", "request line and headers too large")
+            self._discard_unread_input()
         except socket.timeout:
             self._timed_out()
         except OSError:  # reset, or the listener closed this connection
