@@ -161,3 +161,45 @@ def build_payload(
     ]
     # The reference order, so a body reads like the documented example.
     return {key: envelope[key] for key in ENVELOPE_KEYS}
+
+
+# ------------------------------------------------- envelope text field rules
+#
+# What each of the envelope's free-text fields may hold: short names and
+# version numbers, never a path, a sentence or a user name.  The collector
+# refuses envelopes that break them; a client may check its own values with
+# the same function before sending.
+
+# key -> (pattern matched in full, what it must be, in words)
+ENVELOPE_TEXT_RULES: dict[str, tuple[str, str]] = {
+    "clientId": (r"[A-Za-z0-9_.:-]{1,64}", "1 to 64 letters, digits, '-', '_', '.' or ':'"),
+    "clientType": (r"[A-Za-z0-9_.-]{1,32}", "a name of 1 to 32 letters, digits, '-', '_' or '.'"),
+    "clientVariant": (r"[A-Za-z0-9_.-]{1,32}",
+                      "a name of 1 to 32 letters, digits, '-', '_' or '.'"),
+    "clientVer": (r"[A-Za-z0-9][A-Za-z0-9_.+!-]{0,63}",
+                  "a version such as '1.2.3', '2.0rc1' or '0.1.dev3+g1a2b' (1 to 64 characters)"),
+    "cpuArchitecture": (r"[A-Za-z0-9_.-]{1,32}", "a machine name such as 'x86_64' or 'arm64'"),
+    "eventProtocol": (r"[0-9]{1,4}(?:\.[0-9]{1,4}){0,3}", "a version number such as '1.6'"),
+    "eventSchemaVer": (r"[0-9]{1,4}(?:\.[0-9]{1,4}){0,3}", "a version number such as '1.5'"),
+    "eventSysVer": (r"[A-Za-z][A-Za-z0-9_.-]{0,63}/[0-9][A-Za-z0-9_.+-]{0,31}",
+                    "a library and its version such as 'nat-telemetry/1.0'"),
+    "sessionId": (r"[A-Za-z0-9_.:-]{1,128}",
+                  "1 to 128 letters, digits, '-', '_', '.' or ':' (no spaces or paths)"),
+}
+_ENVELOPE_TEXT_PATTERNS: dict[str, Any] = {}
+
+
+def envelope_text_problem(key: str, value: Any) -> str | None:
+    """Why ``value`` may not be the envelope's ``key`` field; None when it may.
+
+    ``KeyError`` for a key that is not one of :data:`TEXT_FIELDS`.
+    """
+    pattern_text, wording = ENVELOPE_TEXT_RULES[key]
+    pattern = _ENVELOPE_TEXT_PATTERNS.get(key)
+    if pattern is None:
+        import re  # here, so this section stands alone
+
+        pattern = _ENVELOPE_TEXT_PATTERNS[key] = re.compile(pattern_text)
+    if isinstance(value, str) and pattern.fullmatch(value) is not None:
+        return None
+    return f"must be a string: {wording}"

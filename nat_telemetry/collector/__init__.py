@@ -4,9 +4,13 @@ Nothing in the client imports this folder: a project vendoring the package
 may delete it and keep everything it uses.  The parts:
 
 * :mod:`.validation` — is a body an envelope we may store (strict, whole or nothing);
-* :mod:`.storage` — the SQLite file, one row per event;
+* :mod:`.storage` — the SQLite file, one row per event, and proof a row is in it;
 * :mod:`.faults` — which requests to fail, drop or answer late;
-* :mod:`.server` — HTTP on loopback, one thread per connection;
+* :mod:`.limits` — deadlines and the budget of bytes in flight;
+* :mod:`.server` — the listening socket, a capped number of connections;
+* :mod:`.exchange` — a connection's requests read and answered over HTTP;
+* :mod:`.ingest` — what a request means: token, POST, fault, store, answer;
+* :mod:`.counts` — the books every request lands in;
 * :mod:`.core` — :class:`Collector`, which puts them together;
 * :mod:`.report`, :mod:`.demo`, :mod:`.cli` — ``report``, ``demo`` and
   ``collect`` for the ``nat-telemetry`` command line.

@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import argparse
 import functools
-import ipaddress
 import json
 import logging
 import os
@@ -22,11 +21,15 @@ import sys
 import threading
 from typing import Any, Callable, NoReturn
 
-__all__ = ["DEFAULT_DB", "DEFAULT_PORT", "register"]
+__all__ = ["DEFAULT_DB", "DEFAULT_PORT", "TOKEN_ENV_VAR", "register"]
 
 DEFAULT_DB = "nat-telemetry.db"
 DEFAULT_PORT = 8765
-_DEFAULT_MAX_BODY = 1_048_576  # core.DEFAULT_MAX_BODY, without importing it
+TOKEN_ENV_VAR = "NAT_TELEMETRY_COLLECTOR_TOKEN"
+# core's defaults, without importing it (http.server, sqlite3) to build a parser.
+_DEFAULT_MAX_BODY = 1_048_576
+_DEFAULT_MAX_CONNECTIONS = 64
+_DEFAULT_REQUEST_TIMEOUT = 10.0
 
 # The package's own logger, also in a copy vendored under another name.
 logger = logging.getLogger(__name__.rsplit(".", 2)[0])
@@ -53,7 +56,8 @@ def _add_collect(commands: argparse._SubParsersAction[Any]) -> None:
                     "SQLite. Runs until Ctrl-C or SIGTERM.",
     )
     parser.add_argument("--host", default="127.0.0.1",
-                        help="address to bind (default: %(default)s, loopback only)")
+                        help="address to bind (default: %(default)s, loopback only; any "
+                             "other needs --token or --insecure)")
     parser.add_argument("--port", type=_port, default=DEFAULT_PORT,
                         help="port to listen on, 0 for a free one (default: %(default)s)")
     parser.add_argument("--db", default=DEFAULT_DB, metavar="PATH",
@@ -61,9 +65,28 @@ def _add_collect(commands: argparse._SubParsersAction[Any]) -> None:
     parser.add_argument("--max-body", type=_positive_int, default=_DEFAULT_MAX_BODY,
                         metavar="BYTES",
                         help="larger bodies are answered 413 unread (default: %(default)s)")
+    limits = parser.add_argument_group(
+        "limits and access", "What hostile or broken clients may cost, and who may write.")
+    limits.add_argument("--max-connections", type=_positive_int,
+                        default=_DEFAULT_MAX_CONNECTIONS, metavar="N",
+                        help="connections open at once; at the cap a new one replaces the one "
+                             "waiting longest for its request (default: %(default)s)")
+    limits.add_argument("--request-timeout", type=_positive_seconds,
+                        default=_DEFAULT_REQUEST_TIMEOUT, metavar="S",
+                        help="a request must arrive whole within S seconds, or is answered 408 "
+                             "(a silent connection is closed) (default: %(default)g)")
+    limits.add_argument("--max-inflight", type=_positive_int, metavar="BYTES",
+                        help="request bodies held at once, all connections together "
+                             "(default: 8 MiB, or --max-body if larger)")
+    limits.add_argument("--token", metavar="TOKEN",
+                        help="require 'Authorization: Bearer TOKEN' (401 otherwise); default: "
+                             f"${TOKEN_ENV_VAR}, which keeps it out of the process list")
+    limits.add_argument("--insecure", action="store_true",
+                        help="allow --host beyond loopback without a token")
     faults = parser.add_argument_group(
-        "fault injection", "Decided per request, in arrival order, from one seeded "
-                           "random generator. A drop wins over a failure.")
+        "fault injection", "One fault plan, drawn once per request in arrival order from "
+                           "one seeded random generator: --drop-rate takes the first share "
+                           "of requests, --fail-rate the next.")
     faults.add_argument("--fail-rate", type=_probability, default=0.0, metavar="P",
                         help="share of requests answered --fail-status (0 to 1)")
     faults.add_argument("--fail-status", type=_fail_status, default=503, metavar="CODE",
@@ -120,21 +143,32 @@ def _add_demo(commands: argparse._SubParsersAction[Any]) -> None:
 def _collect(args: argparse.Namespace) -> int:
     import sqlite3
 
-    from .core import Collector
+    from .core import Collector, is_loopback
 
     if args.verbose:
         handler = logging.StreamHandler(sys.stderr)
         handler.setFormatter(logging.Formatter("%(asctime)s %(message)s"))
         logger.addHandler(handler)
         logger.setLevel(logging.DEBUG)
-    if not _is_loopback(args.host):
+    token = args.token if args.token is not None else os.environ.get(TOKEN_ENV_VAR) or None
+    if token is None and not args.insecure and not is_loopback(args.host):
+        _error("collect", f"listening on {args.host} lets any machine that reaches it write: "
+                          f"give --token (or {TOKEN_ENV_VAR}), or --insecure")
+        return 2
+    if not is_loopback(args.host):
         _warn("collect", f"listening on {args.host}: other machines can reach this collector")
-    collector = Collector(
-        args.db, host=args.host, port=args.port, max_body=args.max_body,
-        fail_rate=args.fail_rate, fail_status=args.fail_status, retry_after=args.retry_after,
-        delay_ms=args.delay_ms, drop_rate=args.drop_rate,
-        drop_after_store=args.drop_after_store, seed=args.seed,
-    )
+    try:
+        collector = Collector(
+            args.db, host=args.host, port=args.port, max_body=args.max_body,
+            fail_rate=args.fail_rate, fail_status=args.fail_status,
+            retry_after=args.retry_after, delay_ms=args.delay_ms, drop_rate=args.drop_rate,
+            drop_after_store=args.drop_after_store, seed=args.seed,
+            max_connections=args.max_connections, request_timeout=args.request_timeout,
+            max_inflight=args.max_inflight, token=token, insecure=args.insecure,
+        )
+    except ValueError as exc:  # e.g. a token no HTTP header can carry (never shown)
+        _error("collect", str(exc))
+        return 2
     try:
         collector.start()
     except OSError as exc:
@@ -144,8 +178,9 @@ def _collect(args: argparse.Namespace) -> int:
         _error("collect", f"cannot use database {args.db}: {exc}")
         return 1
     faults = _describe_faults(args)
+    access = "; token required" if token is not None else ""
     print(f"nat-telemetry collector listening on {collector.url} "
-          f"(database: {os.path.abspath(args.db)}{faults})", flush=True)
+          f"(database: {os.path.abspath(args.db)}{access}{faults})", flush=True)
     previous = signal.getsignal(signal.SIGTERM)
     if threading.current_thread() is threading.main_thread():
         signal.signal(signal.SIGTERM, _raise_interrupt)
@@ -222,15 +257,6 @@ def _s(count: int) -> str:
     return "" if count == 1 else "s"
 
 
-def _is_loopback(host: str) -> bool:
-    if host == "localhost":
-        return True
-    try:
-        return ipaddress.ip_address(host).is_loopback
-    except ValueError:
-        return False  # a host name: it may well resolve to a public address
-
-
 def _describe_faults(args: argparse.Namespace) -> str:
     parts = []
     if args.fail_rate:
@@ -275,6 +301,16 @@ def _non_negative_int(text: str) -> int:
     value = _integer(text)
     if value < 0:
         raise argparse.ArgumentTypeError(f"must not be negative, got {value}")
+    return value
+
+
+def _positive_seconds(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a number: {text!r}") from None
+    if not 0 < value < 1e6:  # also rejects nan and inf
+        raise argparse.ArgumentTypeError(f"must be a number of seconds above 0, got {text}")
     return value
 
 

@@ -4,7 +4,13 @@
 + ``faults['drop']`` + ``faults['drop_after_store']`` + sum(``errors``);
 ``faults['delay']`` counts delayed answers on top.  ``stored_events`` =
 ``accepted_events`` + ``stored_then_dropped_events``.  A stress test reconciles
-what its clients believe with these.
+what its clients believe with these.  ``fail_statuses`` splits
+``faults['fail']`` by the status answered.
+
+A request is counted once a byte of it arrived.  ``connections`` counts
+connections, not requests: ``accepted``; ``evicted`` (closed to make room for
+a new one, or to free a descriptor); ``timed_out`` (closed at the request
+deadline, silent or not); ``accept_errors`` (no descriptor left to accept one).
 """
 
 from __future__ import annotations
@@ -15,9 +21,13 @@ from typing import Any
 from .faults import FAULT_KINDS
 from .validation import REJECT_REASONS
 
-__all__ = ["ERROR_KINDS", "Tally"]
+__all__ = ["CONNECTION_KINDS", "ERROR_KINDS", "Tally"]
 
-ERROR_KINDS = ("incomplete_body", "storage")
+# incomplete_body: the client hung up mid-body; storage: not stored, 503;
+# evicted: a partly received request closed to make room; busy: no room in the
+# bytes-in-flight budget before the request's deadline, 503.
+ERROR_KINDS = ("incomplete_body", "storage", "evicted", "busy")
+CONNECTION_KINDS = ("accepted", "evicted", "timed_out", "accept_errors")
 
 
 class Tally:
@@ -35,6 +45,7 @@ class Tally:
             "faults": dict.fromkeys(FAULT_KINDS, 0),
             "fail_statuses": {},
             "errors": dict.fromkeys(ERROR_KINDS, 0),
+            "connections": dict.fromkeys(CONNECTION_KINDS, 0),
         }
 
     def request(self, bucket: str | None, key: str | None, *,

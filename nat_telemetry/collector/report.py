@@ -27,6 +27,8 @@ from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import Any, Union
 
+from .storage import schema_problem
+
 __all__ = ["ReportError", "build_report", "percentile", "render_table", "summarize"]
 
 PERCENTILE_METHOD = "nearest-rank"
@@ -67,6 +69,9 @@ def build_report(db_path: StrPath, *, top: int = _DEFAULT_TOP) -> dict[str, Any]
             ).fetchone()
             if table is None:
                 raise ReportError(f"{path} has no 'events' table: not a nat-telemetry database")
+            problem = schema_problem(db, path)
+            if problem:
+                raise ReportError(f"{problem}: not a nat-telemetry database")
             rows = db.execute(
                 "SELECT received_at, session_id, name, parameters FROM events ORDER BY id")
             report = summarize(rows, top=top)

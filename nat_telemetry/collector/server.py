@@ -1,310 +1,263 @@
-"""The collector's HTTP side: one thread per connection, keep-alive, JSON answers.
+"""The listening socket: at most ``max_connections`` connections, one thread each.
 
-Built on ``http.server`` so it runs wherever the client runs.  Any method but
-``POST`` is answered 405, an over-size or undeclared body 413/411 unread (and
-drained, so the client reads the answer instead of a reset); a ``POST`` body
-is read whole, given its fault, validated, stored, and answered.
+A thread per connection keeps the request handling plain and blocking, so
+the number of connections is what must be bounded.  At the cap, a new
+connection takes the place of the one that has waited longest for its next
+request among those stalled on their client (an idle keep-alive connection, a
+client that connected and said nothing, or one trickling its request in); a
+connection whose request is being processed, or is already in its socket
+waiting to be read, is never closed.  When every connection is busy, new ones
+wait in the listen backlog.  The cap is lowered to what the descriptor
+limit leaves room for, keeping a reserve; should the process still run out
+(``EMFILE``), the longest-stalled connection is closed too, and the accept
+loop always waits before trying again: it never spins.
 """
 
 from __future__ import annotations
 
 import contextlib
-import json
+import errno
 import logging
-import re
+import os
+import selectors
 import socket
-import socketserver
-import sqlite3
+import threading
 import time
-from collections.abc import Mapping
-from http import HTTPStatus
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Callable
 
-from .faults import Decision
-from .storage import connect, insert_rows
-from .validation import EnvelopeRejected, Row, parse_envelope
+from .counts import Tally
+from .limits import DeadlineReader
 
 if TYPE_CHECKING:
     from .core import Collector
 
-__all__ = ["Server"]
+__all__ = ["Connection", "Listener"]
 
 # The package's own logger, also in a copy vendored under another name.
 logger = logging.getLogger(__name__.rsplit(".", 2)[0])
 
-_CONTENT_LENGTH = re.compile(r"[0-9]{1,19}")
-# An idle keep-alive connection is closed after this long.
-_IDLE_TIMEOUT_SECONDS = 30.0
-# How long an unread body (413, 411, 405) is drained before closing; see
-# _RequestHandler._discard_unread_input.
-_LINGER_SECONDS = 2.0
+# How often the accept loop looks at its stop flag, and how long it waits for a
+# slot or after a failed accept before looking at the listening socket again.
+_POLL_SECONDS = 0.05
+# The default of 5 turns a burst of senders into SYN retries.
+_BACKLOG = 128
+# A connection is stalled on its client once a read has found nothing to read
+# for this long (a request already in the socket is read at once), or once its
+# request has been on its way for this long (a trickle, one byte at a time).
+_BLOCKED_SECONDS = 0.005
+_SLOW_SECONDS = 1.0
+# Descriptors kept free of connections: for SQLite (which needs three to open a
+# database again), the modules a request may import on first use, and the rest
+# of the process.
+_RESERVED_DESCRIPTORS = 32
+_OUT_OF_DESCRIPTORS = {errno.EMFILE, errno.ENFILE, errno.ENOBUFS, errno.ENOMEM}
 
 
-class Server(ThreadingHTTPServer):
-    daemon_threads = True  # a stuck client never keeps the process alive
-    request_queue_size = 128  # the default 5 turns concurrent senders into SYN retries
-    allow_reuse_address = True
+class Connection:
+    """One accepted connection, as the listener sees it."""
 
-    def __init__(self, address: tuple[str, int], collector: Collector) -> None:
-        # An instance attribute read by TCPServer.__init__ when it creates the socket.
-        self.address_family = socket.AF_INET6 if ":" in address[0] else socket.AF_INET
-        self.collector = collector
-        super().__init__(address, _RequestHandler)
+    def __init__(self, sock: socket.socket) -> None:
+        self.sock = sock
+        self.waiting_since = time.monotonic()
+        self.busy = False  # a whole request was read and is being processed
+        self.evicted = False  # closed by the listener to make room
+        self.evicted_at = 0.0
+        self.reader: DeadlineReader | None = None  # set by the request handler
 
-    def server_bind(self) -> None:
-        # HTTPServer.server_bind calls socket.getfqdn(): a reverse DNS lookup
-        # that can take seconds and tells us nothing we need.
-        socketserver.TCPServer.server_bind(self)
-        host, port = self.server_address[:2]
-        self.server_name = str(host)
-        self.server_port = int(port)
+    def waiting(self) -> None:
+        """Ready for the next request (evictable until it has been read)."""
+        self.waiting_since = time.monotonic()
+        self.busy = False
 
-    def handle_error(self, request: Any, client_address: Any) -> None:
-        # Clients hang up, time out and reset: never a traceback on stderr.
-        logger.debug("collector: error serving %s", client_address, exc_info=True)
+    def was_evicted(self) -> bool:
+        return self.evicted
+
+    def stalled(self, now: float) -> bool:
+        """Waiting on the client: blocked reading right now, or without a request for long.
+
+        A connection whose thread has not read yet, or that is between two
+        reads, may have its request right there in the socket: not stalled,
+        unless its request has been on its way for a second already.
+        """
+        reader = self.reader
+        if self.busy or reader is None:
+            return False
+        since = reader.blocked_since
+        return ((since is not None and now - since >= _BLOCKED_SECONDS)
+                or now - self.waiting_since >= _SLOW_SECONDS)
 
 
-class _RequestHandler(BaseHTTPRequestHandler):
-    protocol_version = "HTTP/1.1"  # keep-alive, as the real ingest does
-    # A request line too broken to carry a version still gets a status line
-    # (the base class would answer such a line HTTP/0.9-style: a bare body).
-    default_request_version = "HTTP/1.0"
-    # Headers and body leave in two writes; with Nagle on, the body would wait
-    # for the client's delayed ACK (~40 ms) on every reused connection.
-    disable_nagle_algorithm = True
-    server_version = "nat-telemetry-collector"
-    timeout = _IDLE_TIMEOUT_SECONDS
-    server: Server
-    _db: sqlite3.Connection | None = None  # this connection's own, opened on first store
-    _linger = False  # an answer went out before the body was read: drain it
+class Listener:
+    """Accepts connections and runs ``handle(sock, address, connection)`` on a thread each."""
 
-    def setup(self) -> None:
-        super().setup()
-        self.server.collector._track(self.connection)
-
-    def finish(self) -> None:
+    def __init__(self, address: tuple[str, int], *, max_connections: int, tally: Tally,
+                 handle: Callable[[socket.socket, Any, Connection], None],
+                 collector: Collector) -> None:
+        self.collector = collector  # what the request handler reads its settings from
+        self.max_connections = max_connections
+        self._tally = tally
+        self._handle = handle
+        family = socket.AF_INET6 if ":" in address[0] else socket.AF_INET
+        self.socket = socket.socket(family, socket.SOCK_STREAM)
         try:
-            super().finish()
-        finally:
-            self.server.collector._untrack(self.connection)
-            if self._db is not None:
-                with contextlib.suppress(sqlite3.Error):
-                    self._db.close()
+            if os.name != "nt":  # on Windows, SO_REUSEADDR lets others steal the port
+                self.socket.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            self.socket.bind(address)
+            self.socket.listen(_BACKLOG)
+            self.socket.setblocking(False)
+        except OSError:
+            self.socket.close()
+            raise
+        self.port = int(self.socket.getsockname()[1])
+        # Descriptors are handed out lowest first: the listening socket's
+        # number is about how many the process has open.
+        room = _descriptor_room(in_use=self.socket.fileno() + 1)
+        if room is not None and room < max_connections:
+            logger.debug("collector: %d connections at most, for the descriptor limit", room)
+            self.max_connections = max(1, room)
+        self._connections: dict[socket.socket, Connection] = {}
+        self._changed = threading.Condition()
+        self._reserved = 0  # slots taken: running connections and one being accepted
+        self._closing = threading.Event()
 
-    def version_string(self) -> str:
-        return self.server_version  # not the Python version: nobody needs to know it
+    # ------------------------------------------------------------ accepting
 
-    def log_message(self, format: str, *args: Any) -> None:
-        logger.debug("collector: %s %s", self.address_string(), format % args)
+    def serve(self) -> None:
+        """The accept loop; returns once :meth:`close` was called."""
+        with selectors.DefaultSelector() as selector:
+            selector.register(self.socket, selectors.EVENT_READ)
+            while not self._closing.is_set():
+                try:
+                    if selector.select(_POLL_SECONDS) and self._take_slot():
+                        self._accept()
+                except Exception:  # the accept loop must outlive anything one client does
+                    logger.debug("collector: accept loop error", exc_info=True)
+                    self._closing.wait(_POLL_SECONDS)
 
-    # ---------------------------------------------------------- dispatch
+    def _accept(self) -> None:
+        try:
+            sock, address = self.socket.accept()
+        except (BlockingIOError, InterruptedError):
+            self._free_slot()
+        except OSError as exc:
+            self._free_slot()
+            self._accept_failed(exc)
+        else:
+            self._start(sock, address)
 
-    def __getattr__(self, name: str) -> Any:
-        # BaseHTTPRequestHandler answers 501 for a method without a do_X; any
-        # method but POST is a 405 here, whatever its name.
-        if name.startswith("do_"):
-            return self._method_not_allowed
-        raise AttributeError(name)
+    def _take_slot(self) -> bool:
+        """Reserve a slot for the waiting connection; at the cap, make room (never spins)."""
+        with self._changed:
+            if self._reserved < self.max_connections:
+                self._reserved += 1
+                return True
+            self._evict_longest_waiting()
+            # Until a connection ends (an evicted one ends at once); then try again.
+            self._changed.wait(_POLL_SECONDS)
+            return False
 
-    def handle_expect_100(self) -> bool:
-        # Invite the body only when it will be read: an over-size or undeclared
-        # body gets its 413/411 at once, and the client never sends it.
-        length = _content_length(self.headers.get("Content-Length"))
-        if (self.command == "POST" and length is not None
-                and length <= self.server.collector.max_body
-                and "Transfer-Encoding" not in self.headers):
-            return super().handle_expect_100()
+    def _free_slot(self) -> None:
+        with self._changed:
+            self._reserved -= 1
+            self._changed.notify_all()
+
+    def _accept_failed(self, exc: OSError) -> None:
+        # Whatever went wrong, the listening socket still reads as ready: wait,
+        # for a connection to end (one is made to when descriptors ran out).
+        if exc.errno in _OUT_OF_DESCRIPTORS:
+            self._tally.add("connections", "accept_errors")
+            logger.debug("collector: cannot accept (%s); closing an idle connection", exc)
+            with self._changed:
+                if self._evict_longest_waiting():
+                    self._changed.wait(_POLL_SECONDS)
+                    return
+        else:
+            logger.debug("collector: accept failed", exc_info=True)
+        self._closing.wait(_POLL_SECONDS)
+
+    def _evict_longest_waiting(self) -> bool:
+        """Close the connection waiting longest for a request (caller holds the lock).
+
+        One at a time: while an evicted connection's thread is still ending,
+        its slot is about to be free and nobody else needs to go.  True when
+        a connection is (still) on its way out.
+        """
+        connections = self._connections.values()
+        now = time.monotonic()
+        if any(c.evicted and now - c.evicted_at < _SLOW_SECONDS for c in connections):
+            return True
+        waiting = [c for c in connections if not c.evicted and c.stalled(now)]
+        if not waiting:
+            return False
+        victim = min(waiting, key=lambda connection: connection.waiting_since)
+        victim.evicted, victim.evicted_at = True, now
+        self._tally.add("connections", "evicted")
+        with contextlib.suppress(OSError):
+            victim.sock.shutdown(socket.SHUT_RDWR)  # its thread wakes up and ends
+        self.collector.budget.wake()  # ... also when it was waiting for bytes to read into
         return True
 
-    def send_error(self, code: int, message: str | None = None,
-                   explain: str | None = None) -> None:
-        # Called by the base class for a malformed request line or headers:
-        # answer JSON like everything else.
-        collector = self.server.collector
-        collector.tally.request("rejected", "bad_request")
-        self._answer(code, {"error": message or _phrase(code) or "bad request"}, close=True)
-
-    def do_POST(self) -> None:
-        collector = self.server.collector
-        with collector._busy():
-            self._handle_post(collector)
-        if self._linger:
-            self._discard_unread_input()
-
-    def _method_not_allowed(self) -> None:
-        collector = self.server.collector
-        with collector._busy():
-            collector.tally.request("rejected", "method_not_allowed")
-            declared = _content_length(self.headers.get("Content-Length"))
-            self._linger = bool(declared) or "Transfer-Encoding" in self.headers
-            self._answer(405, {"error": f"method {self.command} not allowed; use POST"},
-                         headers={"Allow": "POST"}, close=True)
-        if self._linger:
-            self._discard_unread_input()
-
-    # -------------------------------------------------------------- POST
-
-    def _handle_post(self, collector: Collector) -> None:
-        if "Transfer-Encoding" in self.headers:
-            self._refuse_unread(collector, 411, "length_required",
-                                "Transfer-Encoding is not supported; send a Content-Length")
-            return
-        declared = self.headers.get_all("Content-Length") or []
-        if not declared:
-            self._refuse_unread(collector, 411, "length_required",
-                                "a Content-Length header is required")
-            return
-        length = _content_length(declared[0]) if len(declared) == 1 else None
-        if length is None:
-            self._refuse_unread(collector, 400, "bad_request",
-                                "invalid Content-Length header")
-            return
-        if length > collector.max_body:
-            self._refuse_unread(collector, 413, "too_large",
-                                f"body of {length} bytes exceeds the limit of "
-                                f"{collector.max_body} bytes")
-            return
-        body = self._read_body(length)
-        if body is None:
-            # The client hung up or stalled mid-body: nobody is left to answer.
-            collector.tally.request("errors", "incomplete_body")
-            self.close_connection = True
-            return
-        self._ingest(collector, body, collector.fault_plan.decide())
-
-    def _ingest(self, collector: Collector, body: bytes, decision: Decision) -> None:
-        fault, slow = decision.action, decision.delay_ms
-        if fault == "drop":
-            collector.tally.request("faults", "drop")
-            self._drop(slow)
-            return
-        if fault == "fail":
-            status = decision.status
-            collector.tally.request("faults", "fail", status=status)
-            headers: dict[str, str] = {}
-            if decision.retry_after is not None:
-                headers["Retry-After"] = str(decision.retry_after)
-            self._answer(status, {"error": f"injected fault: {status} {_phrase(status)}"},
-                         headers=headers, delay_ms=slow)
-            return
+    def _start(self, sock: socket.socket, address: Any) -> None:
+        sock.setblocking(True)  # some systems hand out the listener's non-blocking mode
+        connection = Connection(sock)
+        with self._changed:
+            self._connections[sock] = connection
+        self._tally.add("connections", "accepted")
+        thread = threading.Thread(target=self._run, args=(sock, address, connection),
+                                  name="nat-telemetry-collector-connection", daemon=True)
         try:
-            rows = parse_envelope(body, collector._event_types)
-        except EnvelopeRejected as exc:
-            if fault == "drop_after_store":
-                collector.tally.request("faults", "drop_after_store")
-                self._drop(slow)
-                return
-            collector.tally.request("rejected", exc.reason)
-            self._answer(400, {"error": exc.message}, delay_ms=slow)
-            return
+            thread.start()
+        except RuntimeError:  # no thread to be had: refuse this one, keep serving
+            self._forget(sock)
+
+    def _run(self, sock: socket.socket, address: Any, connection: Connection) -> None:
         try:
-            self._store(rows)
-        except sqlite3.Error as exc:
-            logger.debug("collector: could not store %d event(s)", len(rows), exc_info=True)
-            collector.tally.request("errors", "storage")
-            if fault == "drop_after_store":
-                self._drop(slow)
-            else:
-                self._answer(503, {"error": f"could not store the events: {exc}"},
-                             headers={"Retry-After": "1"}, delay_ms=slow)
-            return
-        if fault == "drop_after_store":
-            collector.tally.request("faults", "drop_after_store", stored=len(rows))
-            self._drop(slow)
-            return
-        collector.tally.request(None, None, stored=len(rows), accepted=len(rows))
-        self._answer(200, {"accepted": len(rows)}, delay_ms=slow)
+            self._handle(sock, address, connection)
+        except Exception:  # clients hang up, time out and reset: never a traceback
+            logger.debug("collector: error serving %s", address, exc_info=True)
+        finally:
+            self._forget(sock)
 
-    def _refuse_unread(self, collector: Collector, status: int, reason: str,
-                       message: str) -> None:
-        collector.tally.request("rejected", reason)
-        self._linger = True
-        self._answer(status, {"error": message}, close=True)
-
-    def _read_body(self, length: int) -> bytes | None:
-        try:
-            body = self.rfile.read(length)
-        except OSError:  # includes socket.timeout
-            return None
-        return body if len(body) == length else None
-
-    def _store(self, rows: list[Row]) -> None:
-        if self._db is None:
-            self._db = connect(self.server.collector.db_path)
-        insert_rows(self._db, rows)
-
-    # ----------------------------------------------------------- answers
-
-    def _answer(self, status: int, payload: dict[str, Any], *,
-                headers: Mapping[str, str] | None = None, close: bool = False,
-                delay_ms: int = 0) -> None:
-        self.server.collector._apply_delay(delay_ms)
-        body = json.dumps(payload).encode("utf-8")
-        try:
-            self.send_response(status)
-            self.send_header("Content-Type", "application/json")
-            self.send_header("Content-Length", str(len(body)))
-            for name, value in (headers or {}).items():
-                self.send_header(name, value)
-            if close:
-                self.send_header("Connection", "close")
-            self.end_headers()
-            if self.command != "HEAD":
-                self.wfile.write(body)
-        except OSError:
-            logger.debug("collector: client went away before the answer", exc_info=True)
-            self.close_connection = True
-        if close:
-            self.close_connection = True
-
-    def _drop(self, delay_ms: int = 0) -> None:
-        self.server.collector._apply_delay(delay_ms)
-        self.close_connection = True
-        # FIN without a byte of answer: the client sees "connection closed
-        # without response".  The body was read in full, so no reset either.
+    def _forget(self, sock: socket.socket) -> None:
         with contextlib.suppress(OSError):
-            self.connection.shutdown(socket.SHUT_RDWR)
+            sock.shutdown(socket.SHUT_WR)
+        sock.close()
+        with self._changed:
+            self._connections.pop(sock, None)
+            self._reserved -= 1
+            self._changed.notify_all()
 
-    def _discard_unread_input(self) -> None:
-        """Drain (and throw away) what the client is still sending, then let it close.
+    # -------------------------------------------------------------- closing
 
-        Closing a socket with unread bytes in its receive buffer sends a reset,
-        and a reset can reach the client before it read the answer: it would
-        see "connection reset" instead of 413.  So the write side is shut
-        (the client gets the whole answer and an end of stream) and the rest
-        of the body is read into a small buffer and discarded, for at most
-        ``_LINGER_SECONDS``.  It is never stored, parsed or kept in memory.
-        """
-        self._linger = False
-        try:
-            self.connection.shutdown(socket.SHUT_WR)
-        except OSError:
-            return
-        deadline = time.monotonic() + _LINGER_SECONDS
-        while True:
-            left = deadline - time.monotonic()
-            if left <= 0:
-                return
-            try:
-                self.connection.settimeout(left)
-                if not self.rfile.read1(65536):
-                    return
-            except (OSError, ValueError):
-                return
+    def close(self) -> None:
+        """Stop accepting (the accept loop returns within a poll) and close the socket."""
+        self._closing.set()
+        with self._changed:
+            self._changed.notify_all()
 
+    def close_socket(self) -> None:
+        self.socket.close()
 
-def _content_length(value: str | None) -> int | None:
-    # Stricter than int(): no sign, no blanks, no underscores ("1_0" is 10 to int()).
-    if value is None or _CONTENT_LENGTH.fullmatch(value) is None:
-        return None
-    return int(value)
+    def shutdown_connections(self) -> None:
+        """Wake every connection's thread; each closes its socket and ends."""
+        with self._changed:
+            connections = list(self._connections)
+        for sock in connections:
+            with contextlib.suppress(OSError):
+                sock.shutdown(socket.SHUT_RDWR)
+
+    def open_connections(self) -> int:
+        with self._changed:
+            return len(self._connections)
 
 
-def _phrase(status: int) -> str:
+def _descriptor_room(in_use: int) -> int | None:
+    """Connections the descriptor limit leaves room for; None when unlimited or unknown."""
     try:
-        return HTTPStatus(status).phrase
-    except ValueError:
-        return ""
-
-
+        import resource
+    except ImportError:  # not POSIX
+        return None
+    soft = resource.getrlimit(resource.RLIMIT_NOFILE)[0]
+    if soft == resource.RLIM_INFINITY:
+        return None
+    return int(soft) - in_use - _RESERVED_DESCRIPTORS

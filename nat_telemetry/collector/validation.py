@@ -4,8 +4,11 @@ Strict on purpose, because this is where a client that leaks something gets
 caught: every key of the reference envelope is required and no other key is
 accepted (the schema is ``additionalProperties: false``), every identity field
 must be ``"undefined"`` and every GDPR field ``"None"``, and each event's
-parameters go through its event class's ``model_validate``.  The keys and
-fields themselves are the ones :mod:`..payload` builds envelopes from.
+parameters go through its event class's ``model_validate``.  The keys, the
+fields and the rules of the free-text fields (short names and versions, never
+a path or a sentence) are the ones :mod:`..payload` builds envelopes from.
+Every JSON integer must fit in 64 bits: a 4,000-digit number is refused before
+it is even converted, and never reaches the database or a report.
 
 A body is accepted whole or not at all: :func:`parse_envelope` either returns
 one row per event or raises :class:`EnvelopeRejected` naming every problem
@@ -27,6 +30,7 @@ from ..payload import (
     GDPR_FIELDS,
     IDENTITY_FIELDS,
     TEXT_FIELDS,
+    envelope_text_problem,
     format_timestamp,
 )
 
@@ -41,14 +45,14 @@ __all__ = [
 # Why a request was not stored; each is a key of Collector.counts()["rejected"].
 REJECT_REASONS = (
     "bad_request", "bad_json", "invalid_envelope", "invalid_event",
-    "too_large", "length_required", "method_not_allowed",
+    "too_large", "length_required", "method_not_allowed", "timeout", "unauthorized",
 )
 
 # (received_at, session_id, client_ver, cpu_architecture, schema_version, name, ts, parameters)
 Row = tuple[str, ...]
 
 _ENVELOPE_KEY_SET = frozenset(ENVELOPE_KEYS)
-_MAX_TEXT_LENGTH = 256
+_INT64_MIN, _INT64_MAX = -(2**63), 2**63 - 1
 # One message naming a thousand broken events helps nobody.
 _MAX_PROBLEMS = 10
 _MAX_MESSAGE_LENGTH = 2000
@@ -56,6 +60,29 @@ _MAX_MESSAGE_LENGTH = 2000
 # [0-9], not \d: \d also matches other scripts' digits.
 _TIMESTAMP = re.compile(r"[0-9]{4}-[0-9]{2}-[0-9]{2}T[0-9]{2}:[0-9]{2}:[0-9]{2}\.[0-9]{3}Z")
 _TIMESTAMP_RULE = "a UTC timestamp like '2026-11-22T10:18:40.513Z'"
+
+
+class _OutOfRange:
+    """Stands for a JSON integer outside the 64-bit range (it is never converted)."""
+
+    def __repr__(self) -> str:
+        return "<an integer outside the 64-bit range>"
+
+
+_OUT_OF_RANGE = _OutOfRange()
+
+
+def _bounded_int(text: str) -> int | _OutOfRange:
+    # At most 19 digits (and a sign) before converting: int() of a long digit
+    # string costs time quadratic in its length.
+    if len(text) > 20:
+        return _OUT_OF_RANGE
+    value = int(text)
+    return value if _INT64_MIN <= value <= _INT64_MAX else _OUT_OF_RANGE
+
+
+def _no_constant(name: str) -> Any:
+    raise ValueError(f"{name} is not a JSON value")
 
 
 class EnvelopeRejected(Exception):
@@ -96,7 +123,8 @@ def parse_envelope(
     reason ``bad_json``, ``invalid_envelope`` or ``invalid_event``.
     """
     try:
-        envelope = json.loads(body.decode("utf-8"))
+        envelope = json.loads(body.decode("utf-8"), parse_int=_bounded_int,
+                              parse_constant=_no_constant)
     except UnicodeDecodeError as exc:
         raise EnvelopeRejected("bad_json", f"body is not UTF-8: {exc}") from None
     except (ValueError, RecursionError) as exc:
@@ -142,9 +170,9 @@ def _envelope_problems(envelope: dict[str, Any]) -> list[str]:
         if key in envelope and envelope[key] != "None":
             problems.append(f"field {key!r} must be 'None'")
     for key in TEXT_FIELDS:
-        if key in envelope and not _is_text(envelope[key]):
-            problems.append(
-                f"field {key!r} must be a string of 1 to {_MAX_TEXT_LENGTH} printable characters")
+        problem = envelope_text_problem(key, envelope[key]) if key in envelope else None
+        if problem:
+            problems.append(f"field {key!r} {problem}")
     if "sentTs" in envelope and not _is_timestamp(envelope["sentTs"]):
         problems.append(f"field 'sentTs' must be {_TIMESTAMP_RULE}")
     events = envelope.get("events")
@@ -180,7 +208,11 @@ def _event_problems(
     if "ts" in item and not _is_timestamp(ts):
         problems.append(f"{where}.ts must be {_TIMESTAMP_RULE}")
     parameters = ""
-    if cls is not None and "parameters" in item:
+    oversized = _oversized_parameters(item.get("parameters"))
+    if oversized:
+        problems.append(f"{where}.parameters: " + _named("integer outside the 64-bit range in",
+                                                         oversized))
+    elif cls is not None and "parameters" in item:
         try:
             event = cls.model_validate(item["parameters"])
         except (TypeError, ValueError) as exc:  # ValidationError is a ValueError
@@ -193,16 +225,20 @@ def _event_problems(
     return (name, ts, parameters)
 
 
-def _is_text(value: Any) -> bool:
-    return (isinstance(value, str) and 0 < len(value) <= _MAX_TEXT_LENGTH
-            and value.isprintable())
+def _oversized_parameters(parameters: Any) -> list[str]:
+    if not isinstance(parameters, dict):
+        return []
+    return [str(key) for key, value in parameters.items() if value is _OUT_OF_RANGE]
 
 
 def _is_timestamp(value: Any) -> bool:
     if not isinstance(value, str) or _TIMESTAMP.fullmatch(value) is None:
         return False
     try:
-        datetime.strptime(value[:19], "%Y-%m-%dT%H:%M:%S")
+        # Not strptime: its first call imports a module, which needs a free
+        # descriptor exactly when a flood of connections has taken them all.
+        datetime(int(value[0:4]), int(value[5:7]), int(value[8:10]),
+                 int(value[11:13]), int(value[14:16]), int(value[17:19]))
     except ValueError:  # the right shape, but e.g. month 13
         return False
     return True

@@ -207,3 +207,16 @@ def test_report_reads_while_a_collector_writes(tmp_path: Path) -> None:
         assert build_report(collector.db_path)["events"] == 3  # WAL: readers never block
         assert post(collector.url, 2) == 200
         assert build_report(collector.db_path)["events"] == 5
+
+
+def test_an_events_table_of_another_shape_is_explained(tmp_path: Path,
+                                                       capsys: pytest.CaptureFixture[str]) -> None:
+    path = tmp_path / "theirs.db"
+    with sqlite3.connect(path) as db:
+        db.execute("CREATE TABLE events (id INTEGER, payload TEXT)")
+    with pytest.raises(ReportError, match=r"'events' table with other columns \(id, payload\)"):
+        build_report(path)
+    assert main(["report", "--db", str(path)]) == 1
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1
+    assert "other columns (id, payload): not a nat-telemetry database" in err

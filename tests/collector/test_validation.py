@@ -6,11 +6,13 @@ Bodies go over real loopback sockets to a real Collector; nothing is mocked.
 from __future__ import annotations
 
 import json
+from datetime import datetime, timezone
 from typing import Any, Callable
 
 import pytest
-from support.collector import REFERENCE, http, make_envelope
+from support.collector import REFERENCE, http, make_envelope, make_event
 
+from nat_telemetry import __version__
 from nat_telemetry.collector import (
     ENVELOPE_KEYS,
     GDPR_FIELDS,
@@ -21,6 +23,13 @@ from nat_telemetry.collector import (
     parse_envelope,
 )
 from nat_telemetry.events import CliCommandEvent
+from nat_telemetry.payload import (
+    ENVELOPE_TEXT_RULES,
+    TEXT_FIELDS,
+    QueuedEvent,
+    build_payload,
+    envelope_text_problem,
+)
 
 
 def test_envelope_keys_are_the_reference_keys() -> None:
@@ -153,3 +162,61 @@ def test_parse_envelope_reports_the_reason() -> None:
     with pytest.raises(EnvelopeRejected) as rejected:
         parse_envelope(b"null", known_event_types())
     assert rejected.value.reason == "invalid_envelope"
+
+
+# ------------------------------------------------- bounds and text rules
+
+
+def _body_with_duration(digits: str) -> bytes:
+    # Written into the JSON text: the number never exists as a Python int here.
+    text = json.dumps(make_envelope(1))
+    return text.replace('"durationMs": 0', f'"durationMs": {digits}', 1).encode()
+
+
+@pytest.mark.parametrize("number", ["9" * 4000, str(2**63), str(-(2**63) - 1), "1" + "0" * 30])
+def test_integers_beyond_64_bits_are_refused_and_never_stored(ingest: Collector,
+                                                              number: str) -> None:
+    answer = http().post(ingest.url, data=_body_with_duration(number), timeout=5,
+                         headers={"Content-Type": "application/json"})
+    assert answer.status_code == 400
+    assert "integer outside the 64-bit range in 'durationMs'" in answer.json()["error"]
+    assert ingest.stored_count() == 0
+    assert ingest.counts()["rejected"]["invalid_event"] == 1
+
+
+def test_the_largest_64_bit_integer_is_a_number_like_any_other() -> None:
+    rows = parse_envelope(_body_with_duration(str(2**63 - 1)), known_event_types())
+    assert json.loads(rows[0][-1])["durationMs"] == 2**63 - 1
+
+
+def test_non_finite_numbers_are_not_json() -> None:
+    with pytest.raises(EnvelopeRejected) as rejected:
+        parse_envelope(_body_with_duration("NaN"), known_event_types())
+    assert rejected.value.reason == "bad_json" and "NaN" in rejected.value.message
+
+
+# A path, a sentence and a user's address: what a free-text field must never carry.
+LEAKS = ["/home/alice/project", "could not open the file", "alice@example.com"]
+
+
+@pytest.mark.parametrize("key", TEXT_FIELDS)
+@pytest.mark.parametrize("value", LEAKS)
+def test_free_text_fields_take_names_and_versions_only(key: str, value: str) -> None:
+    body = _envelope_with(_set(key, value))
+    with pytest.raises(EnvelopeRejected) as rejected:
+        parse_envelope(body, known_event_types())
+    assert rejected.value.reason == "invalid_envelope"
+    assert f"field {key!r} must be a string: " in rejected.value.message
+
+
+def test_every_value_the_client_sends_passes_the_shared_rules() -> None:
+    # The client's own values (config, its version, a prefixed random session
+    # id) against the rules the collector applies: one source of truth.
+    envelope = build_payload([QueuedEvent(make_event(1), datetime.now(timezone.utc))],
+                             source_client_version=__version__,
+                             session_id="ci-" + "0123456789abcdef" * 2)
+    problems = {key: envelope_text_problem(key, envelope[key]) for key in TEXT_FIELDS}
+    assert problems == dict.fromkeys(TEXT_FIELDS)
+    for version in ("0.1.0", "2.0rc1", "1.0.post2", "0.1.dev3+g1a2b.dirty", "unknown"):
+        assert envelope_text_problem("clientVer", version) is None
+    assert set(ENVELOPE_TEXT_RULES) == set(TEXT_FIELDS)

@@ -7,7 +7,7 @@ import socket
 import time
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 import requests
 
@@ -92,3 +92,13 @@ def child_env(tmp_path: Path) -> dict[str, str]:
     env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(REPO_ROOT), env.get("PYTHONPATH")]))
     env["NAT_TELEMETRY_CONSENT_FILE"] = str(tmp_path / "consent.toml")
     return env
+
+
+def wait_for(predicate: Callable[[], Any], timeout: float = 3.0) -> Any:
+    """Poll ``predicate`` until it is truthy or ``timeout`` passed; its last value."""
+    deadline = time.monotonic() + timeout
+    while True:
+        value = predicate()
+        if value or time.monotonic() >= deadline:
+            return value
+        time.sleep(0.005)
