@@ -29,6 +29,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 from . import _log
+from ._streams import reader_went_away
 from .consent import (
     DEFAULT_CHANGE_COMMAND,
     DEFAULT_PRODUCT_NAME,
@@ -183,6 +184,8 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print(file=sys.stderr)
         return EXIT_CODE_INTERRUPTED
+    except BrokenPipeError:
+        return reader_went_away()
     except Exception as exc:  # one line, never a traceback
         _log.debug("%s failed", PROG, exc_info=True)
         _err(f"error: {exc}" if str(exc) else f"error: {type(exc).__name__}")

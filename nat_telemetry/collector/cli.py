@@ -21,6 +21,8 @@ import sys
 import threading
 from typing import Any, Callable, NoReturn
 
+from .._streams import reader_went_away
+
 __all__ = ["DEFAULT_DB", "DEFAULT_PORT", "TOKEN_ENV_VAR", "register"]
 
 DEFAULT_DB = "nat-telemetry.db"
@@ -237,6 +239,8 @@ def _one_line_errors(name: str, command: Command) -> Command:
         except KeyboardInterrupt:
             _error(name, "interrupted")
             return 130
+        except BrokenPipeError:
+            return reader_went_away()
         except Exception as exc:  # the CLI's contract: one readable line, no traceback
             logger.debug("nat-telemetry %s failed", name, exc_info=True)
             _error(name, str(exc) or type(exc).__name__)

@@ -107,3 +107,18 @@ def test_demo_options_are_checked(capsys: pytest.CaptureFixture[str]) -> None:
         main(["demo", "--threads", "0"])
     assert exited.value.code == 2
     assert "error: argument --threads" in capsys.readouterr().err
+
+
+def test_demo_piped_into_head_exits_quietly(tmp_path: Path) -> None:
+    """`nat-telemetry demo | head -3`: no broken-pipe message when the reader leaves."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("NAT_")}
+    env["PYTHONPATH"] = str(Path(__file__).resolve().parents[2])
+    child = subprocess.Popen([sys.executable, "-m", "nat_telemetry", "demo"], env=env,
+                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, cwd=tmp_path)
+    assert child.stdout is not None and child.stderr is not None
+    first = child.stdout.readline()
+    child.stdout.close()  # what head does after its lines
+    _, stderr = child.communicate(timeout=60)
+    assert first.startswith(b"nat-telemetry demo:")
+    assert stderr == b""
+    assert child.returncode in (0, 141)  # 141 once it wrote into the closed pipe
