@@ -19,7 +19,8 @@ from typing import Any, Callable
 
 import jsonschema
 import pytest
-from conftest import Collector, event
+from support.endpoints import LoopbackEndpoint
+from support.helpers import event
 
 from nat_telemetry import config, schema
 from nat_telemetry.consent import PROMPT_VERSION
@@ -260,16 +261,16 @@ def test_a_payload_sent_by_run_validates(machine: Machine) -> None:
 
 
 def test_dry_run_shows_each_payload_and_sends_nothing(
-    machine: Machine, collector: Collector
+    machine: Machine, loopback_endpoint: LoopbackEndpoint
 ) -> None:
-    url = f"http://alice:hunter2@127.0.0.1:{collector.port}/ingest"
+    url = f"http://alice:hunter2@127.0.0.1:{loopback_endpoint.port}/ingest"
     result = machine.cli("run", "--name", "build", "--", sys.executable, "-c",
                          "import sys; sys.exit(5)", NAT_TELEMETRY_ENABLED="1",
                          NAT_TELEMETRY_ENDPOINT=url, NAT_TELEMETRY_DRY_RUN="1",
                          NAT_TELEMETRY_SPOOL_DIR="off")
     assert result.returncode == 5
     (line,) = result.stderr.splitlines()
-    target = f"http://***@127.0.0.1:{collector.port}/ingest"
+    target = f"http://***@127.0.0.1:{loopback_endpoint.port}/ingest"
     assert line.startswith(f"{DRY_RUN_PREFIX}{target}: {{")
     assert "hunter2" not in result.stderr and "alice" not in result.stderr
     body = json.loads(line[len(f"{DRY_RUN_PREFIX}{target}: "):])
@@ -277,15 +278,15 @@ def test_dry_run_shows_each_payload_and_sends_nothing(
     (wire_event,) = body["events"]
     assert (wire_event["parameters"]["command"], wire_event["parameters"]["exitCode"]) == (
         "build", 5)
-    assert collector.requests == 0
+    assert loopback_endpoint.requests == 0
 
 
 def test_dry_run_counts_every_event_skipped(
-    make_handler: Callable[..., NATTelemetryHandler], collector: Collector,
+    make_handler: Callable[..., NATTelemetryHandler], loopback_endpoint: LoopbackEndpoint,
     monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str],
 ) -> None:
     monkeypatch.setattr(config, "NAT_TELEMETRY_DRY_RUN", True)
-    handler = make_handler(endpoint=collector.url, max_batch_size=2)
+    handler = make_handler(endpoint=loopback_endpoint.url, max_batch_size=2)
     for i in range(5):
         handler.enqueue(event(duration_ms=i))
     assert handler.flush(5)
@@ -293,11 +294,11 @@ def test_dry_run_counts_every_event_skipped(
     assert (stats["skipped"], stats["sent"], stats["enqueued"]) == (5, 0, 5)
     lines = capsys.readouterr().err.splitlines()
     assert len(lines) == 3  # batches of 2, 2 and 1
-    start = f"{DRY_RUN_PREFIX}{collector.url}: "
+    start = f"{DRY_RUN_PREFIX}{loopback_endpoint.url}: "
     assert all(line.startswith(start) for line in lines)
     bodies = [json.loads(line[len(start):]) for line in lines]
     assert [len(body["events"]) for body in bodies] == [2, 2, 1]
-    assert collector.requests == 0
+    assert loopback_endpoint.requests == 0
 
 
 class ClosedStream(io.StringIO):

@@ -19,7 +19,8 @@ from collections.abc import Iterator
 from typing import Any, Callable
 
 import pytest
-from conftest import BlackHole, Collector, Reply, event, wait_until
+from support.endpoints import BlackHole, LoopbackEndpoint, Reply
+from support.helpers import event, wait_until
 
 from nat_telemetry import config
 from nat_telemetry.events import TelemetryEvent
@@ -99,9 +100,9 @@ def test_dropped_invalid(make_handler: MakeHandler, records: Records) -> None:
     assert handler.stats()["enqueued"] == 0
 
 
-def test_dropped_buffer_full(make_handler: MakeHandler, collector: Collector,
+def test_dropped_buffer_full(make_handler: MakeHandler, loopback_endpoint: LoopbackEndpoint,
                              records: Records) -> None:
-    handler = make_handler(endpoint=collector.url, max_buffer_size=2, max_queue_size=10)
+    handler = make_handler(endpoint=loopback_endpoint.url, max_buffer_size=2, max_queue_size=10)
     for n in range(5):
         handler.enqueue(event(duration_ms=n))
     # One record per event turned away (each was its own enqueue call).
@@ -112,31 +113,31 @@ def test_dropped_buffer_full(make_handler: MakeHandler, collector: Collector,
 @pytest.mark.parametrize(("status", "reason"), [(400, "dropped_rejected"),
                                                 (422, "dropped_rejected"),
                                                 (413, "dropped_too_large")])
-def test_answers_that_drop(make_handler: MakeHandler, collector: Collector,
+def test_answers_that_drop(make_handler: MakeHandler, loopback_endpoint: LoopbackEndpoint,
                            records: Records, status: int, reason: str) -> None:
-    collector.set_default(status)
-    handler = make_handler(endpoint=collector.url)
+    loopback_endpoint.set_default(status)
+    handler = make_handler(endpoint=loopback_endpoint.url)
     handler.enqueue(event())
     assert handler.flush(timeout=5)
     assert_logged_once(records, handler, reason)
 
 
-def test_413_drops_each_event_once(make_handler: MakeHandler, collector: Collector,
+def test_413_drops_each_event_once(make_handler: MakeHandler, loopback_endpoint: LoopbackEndpoint,
                                    records: Records) -> None:
-    collector.set_default(413)
-    handler = make_handler(endpoint=collector.url)
+    loopback_endpoint.set_default(413)
+    handler = make_handler(endpoint=loopback_endpoint.url)
     for n in range(4):
         handler.enqueue(event(duration_ms=n))
     assert handler.flush(timeout=5)
     # Split down to single events, each of them dropped (and logged) once.
     assert_logged_once(records, handler, "dropped_too_large", events=4, log_records=4)
-    assert collector.requests == 1 + 2 + 4
+    assert loopback_endpoint.requests == 1 + 2 + 4
 
 
-def test_dropped_retries_exhausted(make_handler: MakeHandler, collector: Collector,
+def test_dropped_retries_exhausted(make_handler: MakeHandler, loopback_endpoint: LoopbackEndpoint,
                                    records: Records) -> None:
-    collector.set_default(503)
-    handler = make_handler(endpoint=collector.url, max_retries=1)
+    loopback_endpoint.set_default(503)
+    handler = make_handler(endpoint=loopback_endpoint.url, max_retries=1)
     for n in range(3):
         handler.enqueue(event(duration_ms=n))
     # A failure, one retry after the backoff, a second failure: given up, together.
@@ -145,11 +146,11 @@ def test_dropped_retries_exhausted(make_handler: MakeHandler, collector: Collect
     assert_logged_once(records, handler, "dropped_retries_exhausted", events=3)
 
 
-def test_dropped_dlq_full(make_handler: MakeHandler, collector: Collector,
+def test_dropped_dlq_full(make_handler: MakeHandler, loopback_endpoint: LoopbackEndpoint,
                           records: Records) -> None:
-    collector.set_default(503)
+    loopback_endpoint.set_default(503)
     slow = RetryPolicy(3, backoff_base=5.0, backoff_max=5.0)
-    handler = make_handler(endpoint=collector.url, max_dlq_size=1, retry_policy=slow)
+    handler = make_handler(endpoint=loopback_endpoint.url, max_dlq_size=1, retry_policy=slow)
     for n in range(3):
         handler.enqueue(event(duration_ms=n))
     handler.flush(timeout=1)  # the backoff ends past the deadline: one attempt
@@ -196,7 +197,7 @@ def test_dropped_shutdown_when_stop_abandons_a_post(
 
 
 def test_a_payload_that_cannot_be_built_is_dropped_rejected(
-    make_handler: MakeHandler, collector: Collector, records: Records
+    make_handler: MakeHandler, loopback_endpoint: LoopbackEndpoint, records: Records
 ) -> None:
     class Broken(TelemetryEvent):
         _event_name = "broken_for_test"
@@ -205,18 +206,18 @@ def test_a_payload_that_cannot_be_built_is_dropped_rejected(
         def model_dump(self, by_alias: bool = False) -> dict[str, Any]:
             raise RuntimeError("cannot dump")
 
-    handler = make_handler(endpoint=collector.url)
+    handler = make_handler(endpoint=loopback_endpoint.url)
     handler.enqueue(Broken(name="x"))
     assert handler.flush(timeout=5)
     assert_logged_once(records, handler, "dropped_rejected")
-    assert collector.requests == 0
+    assert loopback_endpoint.requests == 0
 
 
 # ------------------------------------------------------ found by the review
 
 
 def test_an_unbounded_flush_interval_keeps_the_worker_alive(
-    make_handler: MakeHandler, collector: Collector
+    make_handler: MakeHandler, loopback_endpoint: LoopbackEndpoint
 ) -> None:
     """"Never flush on a timer": the worker used to die on an overflowing wait."""
     died: list[BaseException] = []
@@ -224,7 +225,7 @@ def test_an_unbounded_flush_interval_keeps_the_worker_alive(
     threading.excepthook = lambda args: died.append(args.exc_value)  # type: ignore[assignment]
     try:
         for interval in (float("inf"), 1e300):
-            handler = make_handler(endpoint=collector.url, flush_interval_seconds=interval)
+            handler = make_handler(endpoint=loopback_endpoint.url, flush_interval_seconds=interval)
             handler.enqueue(event(duration_ms=7))
             worker = handler._worker
             assert worker is not None
@@ -238,11 +239,11 @@ def test_an_unbounded_flush_interval_keeps_the_worker_alive(
 
 
 def test_a_huge_retry_after_parks_the_worker_without_killing_it(
-    make_handler: MakeHandler, collector: Collector
+    make_handler: MakeHandler, loopback_endpoint: LoopbackEndpoint
 ) -> None:
-    collector.script(Reply(429, {"Retry-After": "9" * 400}))  # float() of it is inf
+    loopback_endpoint.script(Reply(429, {"Retry-After": "9" * 400}))  # float() of it is inf
     policy = RetryPolicy(3, backoff_base=0.01, backoff_max=0.05, retry_after_max=float("inf"))
-    handler = make_handler(endpoint=collector.url, retry_policy=policy)
+    handler = make_handler(endpoint=loopback_endpoint.url, retry_policy=policy)
     handler.enqueue(event(duration_ms=1))
     handler.flush(timeout=5)
     assert handler.stats()["dlq"] == 1
@@ -254,14 +255,14 @@ def test_a_huge_retry_after_parks_the_worker_without_killing_it(
 
 
 def test_a_retry_policy_that_raises_does_not_strand_the_batch(
-    make_handler: MakeHandler, collector: Collector, records: Records
+    make_handler: MakeHandler, loopback_endpoint: LoopbackEndpoint, records: Records
 ) -> None:
     class Broken(RetryPolicy):
         def exhausted(self, retry_count: int) -> bool:
             raise RuntimeError("policy bug")
 
-    collector.set_default(503)
-    handler = make_handler(endpoint=collector.url,
+    loopback_endpoint.set_default(503)
+    handler = make_handler(endpoint=loopback_endpoint.url,
                            retry_policy=Broken(3, backoff_base=0.01, backoff_max=0.05))
     handler.enqueue(event())
     handler.flush(timeout=5)

@@ -10,7 +10,7 @@ from pathlib import Path
 from typing import Callable
 
 import pytest
-from conftest import REPO_ROOT, assert_balanced, event, subprocess_env
+from support.helpers import REPO_ROOT, assert_balanced, event, subprocess_env
 
 from nat_telemetry import config
 from nat_telemetry.endpoint import endpoint_problem, redact

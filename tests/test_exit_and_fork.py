@@ -16,7 +16,8 @@ import time
 from pathlib import Path
 
 import pytest
-from conftest import REPO_ROOT, BlackHole, Collector, Reply, ids, subprocess_env
+from support.endpoints import BlackHole, LoopbackEndpoint, Reply
+from support.helpers import REPO_ROOT, ids, subprocess_env
 
 MARGIN = 1.5  # allowed on top of the shutdown budget for the exit itself
 
@@ -55,13 +56,13 @@ def assert_clean(result: subprocess.CompletedProcess) -> None:
     assert "Exception" not in result.stderr, result.stderr
 
 
-def test_atexit_flushes_without_stop(collector: Collector, tmp_path: Path) -> None:
+def test_atexit_flushes_without_stop(loopback_endpoint: LoopbackEndpoint, tmp_path: Path) -> None:
     result, exit_took = run_script("""
         h = NATTelemetryHandler(endpoint=URL)
         h.enqueue(ev(41))
-    """, collector.url, tmp_path)
+    """, loopback_endpoint.url, tmp_path)
     assert_clean(result)
-    assert ids(collector.events) == [41]
+    assert ids(loopback_endpoint.events) == [41]
     assert exit_took < 2.0 + MARGIN
 
 
@@ -123,16 +124,18 @@ def test_exit_against_a_refused_port(refused_url: str, tmp_path: Path) -> None:
     assert exit_took < 2.0 + MARGIN
 
 
-def test_exit_after_explicit_stop_adds_nothing(collector: Collector, tmp_path: Path) -> None:
+def test_exit_after_explicit_stop_adds_nothing(
+    loopback_endpoint: LoopbackEndpoint, tmp_path: Path
+) -> None:
     result, exit_took = run_script("""
         h = NATTelemetryHandler(endpoint=URL)
         h.enqueue(ev(5))
         h.stop()
         print("STATS", h.stats()["sent"], flush=True)
-    """, collector.url, tmp_path)
+    """, loopback_endpoint.url, tmp_path)
     assert_clean(result)
     assert "STATS 1" in result.stdout
-    assert ids(collector.events) == [5]
+    assert ids(loopback_endpoint.events) == [5]
     assert exit_took < MARGIN
 
 
@@ -169,16 +172,18 @@ print("CHILD_EXIT", os.waitstatus_to_exitcode(status), flush=True)
 
 @pytest.mark.skipif(not hasattr(os, "fork"), reason="needs os.fork")
 @pytest.mark.parametrize("preload", [False, True], ids=["first-send", "requests-loaded"])
-def test_fork_while_sending(collector: Collector, tmp_path: Path, preload: bool) -> None:
+def test_fork_while_sending(
+    loopback_endpoint: LoopbackEndpoint, tmp_path: Path, preload: bool
+) -> None:
     # first-send: the worker may still be importing requests (lazily, on its
     # first POST) at the fork; requests-loaded: it is waiting for the answer.
     delay = 1.0
     # A (command "a") is the send in progress at fork time: answered slowly.
-    collector.responder = lambda envelope: (
+    loopback_endpoint.responder = lambda envelope: (
         Reply(200, delay=delay) if envelope["events"][0]["parameters"]["command"] == "a" else 200
     )
     script = ("import requests\n" if preload else "") + FORK_SCRIPT
-    result, exit_took = run_script(script, collector.url, tmp_path, timeout=40)
+    result, exit_took = run_script(script, loopback_endpoint.url, tmp_path, timeout=40)
     assert_clean(result)
     lines: dict[str, list[str]] = {line.split()[0]: line.split()[1:]
                                    for line in result.stdout.splitlines() if line.strip()}
@@ -190,16 +195,16 @@ def test_fork_while_sending(collector: Collector, tmp_path: Path, preload: bool)
     assert exit_took < 2.0 + MARGIN
 
     # A's answer was still outstanding at the fork.
-    [sending_a] = [r for r in collector.records if ids(r.envelope["events"]) == [0, 1, 2]]
+    [sending_a] = [r for r in loopback_endpoint.records if ids(r.envelope["events"]) == [0, 1, 2]]
     assert sending_a.reply.delay == delay
     assert float(fork_at) < sending_a.at + delay
 
     by_session: dict[str, list[int]] = collections.defaultdict(list)
-    for record in collector.records:
+    for record in loopback_endpoint.records:
         by_session[record.envelope["sessionId"]] += ids(record.envelope["events"])
     assert sorted(by_session["parent"]) == [0, 1, 2, 200]
     assert by_session["child"] == [100]
     assert set(by_session) == {"parent", "child"}
-    everything = ids(collector.all_events)
+    everything = ids(loopback_endpoint.all_events)
     assert sorted(everything) == [0, 1, 2, 100, 200]  # nothing twice, nothing lost
-    assert all(record.reply.ok for record in collector.records)
+    assert all(record.reply.ok for record in loopback_endpoint.records)

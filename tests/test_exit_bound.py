@@ -30,7 +30,8 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from conftest import REPO_ROOT, BlackHole, subprocess_env
+from support.endpoints import BlackHole
+from support.helpers import REPO_ROOT, subprocess_env
 
 from nat_telemetry.collector import Collector
 

@@ -11,10 +11,10 @@ import time
 from pathlib import Path
 from typing import Callable
 
-from conftest import Collector, Reply, assert_balanced, event, ids
+from support.endpoints import LoopbackEndpoint, Reply
+from support.helpers import assert_balanced, event, ids
 
-from nat_telemetry.collector import Collector as RealCollector
-from nat_telemetry.collector import Fault
+from nat_telemetry.collector import Collector, Fault
 from nat_telemetry.handler import NATTelemetryHandler
 from nat_telemetry.retry import RetryPolicy
 
@@ -22,23 +22,23 @@ MakeHandler = Callable[..., NATTelemetryHandler]
 
 
 def test_flush_waits_out_retry_after_and_delivers(make_handler: MakeHandler,
-                                                  collector: Collector) -> None:
-    collector.script(Reply(429, headers={"Retry-After": "1"}), 200)
-    handler = make_handler(endpoint=collector.url,
+                                                  loopback_endpoint: LoopbackEndpoint) -> None:
+    loopback_endpoint.script(Reply(429, headers={"Retry-After": "1"}), 200)
+    handler = make_handler(endpoint=loopback_endpoint.url,
                            retry_policy=RetryPolicy(3, backoff_base=0.01, backoff_max=0.05))
     handler.enqueue(event(duration_ms=7))
     started = time.monotonic()
     assert handler.flush(timeout=5) is True
     assert time.monotonic() - started >= 0.9  # it did not retry before the peer allowed
-    assert ids(collector.events) == [7]
+    assert ids(loopback_endpoint.events) == [7]
     assert handler.stats()["sent"] == 1
 
 
 def test_flush_gives_up_at_its_deadline_when_the_peer_asks_for_longer(
-    make_handler: MakeHandler, collector: Collector
+    make_handler: MakeHandler, loopback_endpoint: LoopbackEndpoint
 ) -> None:
-    collector.set_default(Reply(503, headers={"Retry-After": "30"}))
-    handler = make_handler(endpoint=collector.url)
+    loopback_endpoint.set_default(Reply(503, headers={"Retry-After": "30"}))
+    handler = make_handler(endpoint=loopback_endpoint.url)
     handler.enqueue(event())
     started = time.monotonic()
     assert handler.flush(timeout=2) is False
@@ -49,20 +49,20 @@ def test_flush_gives_up_at_its_deadline_when_the_peer_asks_for_longer(
 
 
 def test_flush_without_timeout_is_one_attempt(make_handler: MakeHandler,
-                                              collector: Collector) -> None:
-    collector.set_default(503)
-    handler = make_handler(endpoint=collector.url,
+                                              loopback_endpoint: LoopbackEndpoint) -> None:
+    loopback_endpoint.set_default(503)
+    handler = make_handler(endpoint=loopback_endpoint.url,
                            retry_policy=RetryPolicy(3, backoff_base=5.0, backoff_max=5.0))
     handler.enqueue(event())
     assert handler.flush() is False
-    assert len(collector.records) == 1 and handler.stats()["dlq"] == 1
+    assert len(loopback_endpoint.records) == 1 and handler.stats()["dlq"] == 1
 
 
 def test_flush_delivers_through_a_fault_mix(tmp_path: Path) -> None:
     """Many threads against 30 % 503, 5 % 429 and 5 % dropped connections."""
     faults = [Fault(0.30, "fail", 503), Fault(0.05, "fail", 429), Fault(0.05, "drop")]
     threads, per_thread = 8, 250
-    with RealCollector(tmp_path / "mix.db", faults=faults, seed=11) as ingest:
+    with Collector(tmp_path / "mix.db", faults=faults, seed=11) as ingest:
         handler = NATTelemetryHandler(
             endpoint=ingest.url, max_batch_size=50, max_buffer_size=threads * per_thread,
             retry_policy=RetryPolicy(8, backoff_base=0.02, backoff_max=0.2), spool_dir=None,

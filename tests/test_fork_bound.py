@@ -23,7 +23,7 @@ import sys
 from pathlib import Path
 
 import pytest
-from conftest import REPO_ROOT, subprocess_env
+from support.helpers import REPO_ROOT, subprocess_env
 
 from nat_telemetry.collector import Collector
 

@@ -28,9 +28,9 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from conftest import REPO_ROOT
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
+from support.helpers import REPO_ROOT
 
 from nat_telemetry import _toml
 from nat_telemetry.collector import known_event_types, parse_envelope

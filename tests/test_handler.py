@@ -16,15 +16,8 @@ from typing import Any, Callable, ClassVar
 
 import pytest
 import requests
-from conftest import (
-    REPO_ROOT,
-    FakeEndpoint,
-    Reply,
-    assert_balanced,
-    event,
-    ids,
-    wait_until,
-)
+from support.endpoints import FakeEndpoint, Reply
+from support.helpers import REPO_ROOT, assert_balanced, event, ids, wait_until
 
 from nat_telemetry import config
 from nat_telemetry.events import CliCommandEvent

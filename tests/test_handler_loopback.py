@@ -1,4 +1,4 @@
-"""NATTelemetryHandler against real sockets: a loopback collector, a black hole
+"""NATTelemetryHandler against real sockets: a loopback endpoint, a black hole
 that never answers, a refused port; thresholds, timers, timeouts and threads."""
 
 from __future__ import annotations
@@ -8,7 +8,8 @@ import time
 from typing import Callable
 
 import pytest
-from conftest import BlackHole, Collector, Reply, assert_balanced, event, ids, wait_until
+from support.endpoints import BlackHole, LoopbackEndpoint, Reply
+from support.helpers import assert_balanced, event, ids, wait_until
 
 from nat_telemetry.handler import NATTelemetryHandler
 from nat_telemetry.retry import RetryPolicy
@@ -28,42 +29,42 @@ def slow_policy(max_retries: int = 3, seconds: float = 5.0) -> RetryPolicy:
 
 
 def test_early_flush_at_exactly_max_queue_size(
-    make_handler: MakeHandler, collector: Collector
+    make_handler: MakeHandler, loopback_endpoint: LoopbackEndpoint
 ) -> None:
-    h = make_handler(endpoint=collector.url, flush_interval_seconds=60, max_queue_size=50)
+    h = make_handler(endpoint=loopback_endpoint.url, flush_interval_seconds=60, max_queue_size=50)
     for i in range(49):
         h.enqueue(event(duration_ms=i))
     time.sleep(0.3)
-    assert collector.requests == 0
+    assert loopback_endpoint.requests == 0
     h.enqueue(event(duration_ms=49))
-    assert wait_until(lambda: collector.requests >= 1, timeout=2.0)
-    assert collector.batch_sizes() == [50]
-    assert ids(collector.events) == list(range(50))
+    assert wait_until(lambda: loopback_endpoint.requests >= 1, timeout=2.0)
+    assert loopback_endpoint.batch_sizes() == [50]
+    assert ids(loopback_endpoint.events) == list(range(50))
     assert wait_until(lambda: h.stats()["sent"] == 50)
     assert_balanced(h.stats())
 
 
 def test_timed_flush_sends_without_flush_call(
-    make_handler: MakeHandler, collector: Collector
+    make_handler: MakeHandler, loopback_endpoint: LoopbackEndpoint
 ) -> None:
-    h = make_handler(endpoint=collector.url, flush_interval_seconds=0.2)
+    h = make_handler(endpoint=loopback_endpoint.url, flush_interval_seconds=0.2)
     started = time.monotonic()
     h.enqueue(event(duration_ms=1))
-    assert wait_until(lambda: collector.requests >= 1, timeout=3.0)
+    assert wait_until(lambda: loopback_endpoint.requests >= 1, timeout=3.0)
     assert time.monotonic() - started >= 0.15  # the timer, not the threshold
-    assert ids(collector.events) == [1]
+    assert ids(loopback_endpoint.events) == [1]
     assert wait_until(lambda: h.stats()["sent"] == 1)
     h.enqueue(event(duration_ms=2))  # and again on the next tick
-    assert wait_until(lambda: collector.requests >= 2, timeout=3.0)
-    assert ids(collector.events) == [1, 2]
+    assert wait_until(lambda: loopback_endpoint.requests >= 2, timeout=3.0)
+    assert ids(loopback_endpoint.events) == [1, 2]
 
 
 def test_many_threads_enqueue_concurrently_with_exact_counts(
-    make_handler: MakeHandler, collector: Collector
+    make_handler: MakeHandler, loopback_endpoint: LoopbackEndpoint
 ) -> None:
     threads_count, per_thread = 16, 500
     total = threads_count * per_thread
-    h = make_handler(endpoint=collector.url, request_timeout_seconds=5.0,
+    h = make_handler(endpoint=loopback_endpoint.url, request_timeout_seconds=5.0,
                      shutdown_timeout_seconds=5.0)
     batches: list[list[object]] = [
         [event(duration_ms=t * 1000 + i) for i in range(per_thread)] for t in range(threads_count)
@@ -97,11 +98,11 @@ def test_many_threads_enqueue_concurrently_with_exact_counts(
     assert stats["enqueued"] == total
     assert stats["sent"] == total
     assert stats["dropped_buffer_full"] == 0
-    received = ids(collector.events)
+    received = ids(loopback_endpoint.events)
     assert len(received) == stats["sent"]
     assert sorted(received) == sorted(t * 1000 + i for t in range(threads_count)
                                       for i in range(per_thread))
-    assert max(collector.batch_sizes()) <= h.max_batch_size
+    assert max(loopback_endpoint.batch_sizes()) <= h.max_batch_size
     # Per producer, events arrive in the order they were enqueued.
     for t in range(threads_count):
         own = [r for r in received if r // 1000 == t]
@@ -187,43 +188,43 @@ def test_refused_port_goes_to_dlq(make_handler: MakeHandler, refused_url: str) -
 
 
 def test_refused_then_listening_endpoint_recovers(
-    make_handler: MakeHandler, collector: Collector, refused_url: str
+    make_handler: MakeHandler, loopback_endpoint: LoopbackEndpoint, refused_url: str
 ) -> None:
     # The same handler, pointed first at a dead port, then at a live one.
     h = make_handler(endpoint=refused_url, retry_policy=slow_policy())
     h.enqueue(event(duration_ms=1))
     assert h.flush() is False
     assert h.stats()["dlq"] == 1
-    h.endpoint = collector.url
+    h.endpoint = loopback_endpoint.url
     h.enqueue(event(duration_ms=2))
     assert h.flush() is True
-    assert ids(collector.events) == [1, 2]
+    assert ids(loopback_endpoint.events) == [1, 2]
     stats = h.stats()
     assert_balanced(stats)
     assert (stats["sent"], stats["retries"]) == (2, 1)
 
 
 def test_connection_closed_without_answer_goes_to_dlq_then_recovers(
-    make_handler: MakeHandler, collector: Collector
+    make_handler: MakeHandler, loopback_endpoint: LoopbackEndpoint
 ) -> None:
-    collector.script("drop", "drop")
-    h = make_handler(endpoint=collector.url, max_queue_size=2)  # fast backoff, auto retry
+    loopback_endpoint.script("drop", "drop")
+    h = make_handler(endpoint=loopback_endpoint.url, max_queue_size=2)  # fast backoff, auto retry
     h.enqueue(event(duration_ms=1))
     h.enqueue(event(duration_ms=2))
     assert wait_until(lambda: h.stats()["sent"] == 2, timeout=3.0)
     stats = h.stats()
     assert_balanced(stats)
     assert (stats["retries"], stats["dlq"], stats["pending"]) == (4, 0, 0)
-    assert collector.requests == 3
-    assert ids(collector.events) == [1, 2]
-    assert ids(collector.all_events) == [1, 2] * 3
+    assert loopback_endpoint.requests == 3
+    assert ids(loopback_endpoint.events) == [1, 2]
+    assert ids(loopback_endpoint.all_events) == [1, 2] * 3
 
 
 def test_slow_server_is_a_transient_failure(
-    make_handler: MakeHandler, collector: Collector
+    make_handler: MakeHandler, loopback_endpoint: LoopbackEndpoint
 ) -> None:
-    collector.script(Reply(200, delay=1.5))
-    h = make_handler(endpoint=collector.url, request_timeout_seconds=0.3,
+    loopback_endpoint.script(Reply(200, delay=1.5))
+    h = make_handler(endpoint=loopback_endpoint.url, request_timeout_seconds=0.3,
                      retry_policy=slow_policy())
     h.enqueue(event(duration_ms=1))
     started = time.monotonic()
@@ -237,25 +238,27 @@ def test_slow_server_is_a_transient_failure(
     assert_balanced(h.stats())
 
 
-def test_retry_after_from_a_real_server(make_handler: MakeHandler, collector: Collector) -> None:
-    collector.script(Reply(503, {"Retry-After": "1"}))
-    h = make_handler(endpoint=collector.url, max_queue_size=1)
+def test_retry_after_from_a_real_server(
+    make_handler: MakeHandler, loopback_endpoint: LoopbackEndpoint
+) -> None:
+    loopback_endpoint.script(Reply(503, {"Retry-After": "1"}))
+    h = make_handler(endpoint=loopback_endpoint.url, max_queue_size=1)
     h.enqueue(event(duration_ms=1))
     assert wait_until(lambda: h.stats()["sent"] == 1, timeout=4.0)
-    first, second = collector.times()
+    first, second = loopback_endpoint.times()
     assert second - first >= 1.0
     assert_balanced(h.stats())
 
 
 def test_connections_are_reused(
-    make_handler: MakeHandler, collector: Collector, dependency_mode: str
+    make_handler: MakeHandler, loopback_endpoint: LoopbackEndpoint, dependency_mode: str
 ) -> None:
     if dependency_mode == "stdlib":
         pytest.skip("urllib has no connection pool: one connection per POST")
-    h = make_handler(endpoint=collector.url, max_batch_size=1)
+    h = make_handler(endpoint=loopback_endpoint.url, max_batch_size=1)
     for i in range(5):
         h.enqueue(event(duration_ms=i))
     assert h.flush() is True
-    assert ids(collector.events) == list(range(5))
-    assert len({r.peer for r in collector.records}) == 1  # one keep-alive connection
+    assert ids(loopback_endpoint.events) == list(range(5))
+    assert len({r.peer for r in loopback_endpoint.records}) == 1  # one keep-alive connection
     assert_balanced(h.stats())

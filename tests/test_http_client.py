@@ -21,7 +21,8 @@ from collections.abc import Iterator
 from typing import Callable, Union
 
 import pytest
-from conftest import REPO_ROOT, Collector, event, ids, wait_until
+from support.endpoints import LoopbackEndpoint
+from support.helpers import REPO_ROOT, event, ids, wait_until
 
 from nat_telemetry import http_client
 from nat_telemetry.handler import NATTelemetryHandler
@@ -446,13 +447,13 @@ def test_import_does_not_decide() -> None:
 
 @pytest.mark.usefixtures("dependency_mode")
 def test_handler_sends_with_the_transport_of_the_mode(
-    dependency_mode: str, collector: Collector,
+    dependency_mode: str, loopback_endpoint: LoopbackEndpoint,
     make_handler: Callable[..., NATTelemetryHandler],
 ) -> None:
-    h = make_handler(endpoint=collector.url)
+    h = make_handler(endpoint=loopback_endpoint.url)
     h.enqueue(event(duration_ms=7))
     assert h.flush(timeout=5) is True
-    assert ids(collector.events) == [7]
+    assert ids(loopback_endpoint.events) == [7]
     assert wait_until(lambda: h.stats()["sent"] == 1)
     chosen = h._transport.client.chosen
     expected = UrllibClient if dependency_mode == "stdlib" else RequestsClient

@@ -24,7 +24,7 @@ import types
 from pathlib import Path
 
 import pytest
-from conftest import REPO_ROOT, subprocess_env
+from support.helpers import REPO_ROOT, subprocess_env
 from test_http_client import (
     BODY,
     AnyClient,

@@ -23,8 +23,8 @@ import sys
 from pathlib import Path
 
 import pytest
-from conftest import REPO_ROOT, SETTLED_KEYS, subprocess_env
 from stress.conftest import stress_scale
+from support.helpers import REPO_ROOT, SETTLED_KEYS, subprocess_env
 
 pytestmark = [
     pytest.mark.stress,

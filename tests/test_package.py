@@ -31,7 +31,7 @@ def test_assigning_the_package_flag_turns_telemetry_off_and_on() -> None:
 
 
 def test_a_handler_honours_the_package_flag(make_handler) -> None:  # type: ignore[no-untyped-def]
-    from conftest import event
+    from support.helpers import event
 
     handler = make_handler()
     nat_telemetry.TELEMETRY_ENABLED = False

@@ -23,7 +23,7 @@ from pathlib import Path
 from typing import Any, Callable
 
 import pytest
-from conftest import SETTLED_KEYS
+from support.helpers import SETTLED_KEYS
 
 from nat_telemetry.collector import Collector, Fault
 from nat_telemetry.events import CliCommandEvent
@@ -48,7 +48,7 @@ FAULT_MIX: tuple[Fault, ...] = (
 # first five decisions, so even the CI size meets each of them.
 FAULT_SEED = 406
 
-# Every accepted event is in exactly one of these; the root conftest's list.
+# Every accepted event is in exactly one of these; support.helpers' list.
 BOOK_KEYS = SETTLED_KEYS
 
 

@@ -15,7 +15,7 @@ import time
 from typing import Callable
 
 import pytest
-from conftest import wait_until
+from support.helpers import wait_until
 
 from nat_telemetry.collector import Collector
 from nat_telemetry.handler import NATTelemetryHandler
