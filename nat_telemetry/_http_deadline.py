@@ -138,6 +138,8 @@ def _arm(deadline: Deadline) -> bool:
 def _disarm(deadline: Deadline) -> None:
     with _wake:
         _pending.discard(deadline)
+        if not _pending:
+            _wake.notify()  # start the idle countdown now, not at the old deadline
 
 
 def _watch_deadlines() -> None:
