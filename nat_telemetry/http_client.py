@@ -1,6 +1,7 @@
 """HTTP POST of one JSON body, and nothing else.
 
-An HTTP client answers with the status code and the ``Retry-After`` header, or
+An HTTP client answers with the status code, the ``Retry-After`` header and
+the start of the body (an OTLP receiver says there what it rejected), or
 raises :class:`TransportError` for anything that kept an answer from arriving
 (refused, reset, timed out, bad URL).  Deciding what that means is the
 transport's and the retry policy's business (see :mod:`.transport`).
@@ -54,8 +55,9 @@ __all__ = [
 ]
 
 
-# Only the status line and headers matter; a body larger than this is not
-# read, so an endpoint cannot make the client buffer without limit.
+# Of the body only the start matters (an OTLP partial success is a few bytes);
+# no more than this is read, so an endpoint cannot make the client buffer
+# without limit.
 MAX_RESPONSE_BYTES = 64 * 1024
 
 _HEADERS = {"Content-Type": "application/json", "Accept": "application/json"}
@@ -88,8 +90,15 @@ class TransportError(Exception):
 
 
 class Response(NamedTuple):
+    """The status, the ``Retry-After`` header, and the body as far as it was read.
+
+    ``body`` holds at most :data:`MAX_RESPONSE_BYTES`; it is empty when the
+    answer had none, or when reading it failed after the status arrived.
+    """
+
     status: int
     retry_after: str | None
+    body: bytes = b""
 
 
 class HttpClient(Protocol):
@@ -168,17 +177,22 @@ class RequestsClient:
             try:
                 if deadline.cut_short:
                     raise _no_answer(None, deadline, timeout)
+                chunks: list[bytes] = []
                 received = 0
                 for chunk in reply.iter_content(8192):
+                    chunks.append(chunk)
                     received += len(chunk)
                     if received > MAX_RESPONSE_BYTES:
                         break  # close() below drops the connection instead of reusing it
+                # A body the deadline cut short is not the answer: none then.
+                body = b"" if deadline.expired else b"".join(chunks)[:MAX_RESPONSE_BYTES]
             except (requests.RequestException, OSError) as exc:
                 # The status line arrived; a broken body does not change what it said.
                 _log.debug("reading the response body failed: %s", exc)
+                body = b""
             finally:
                 reply.close()
-            return Response(reply.status_code, reply.headers.get("Retry-After"))
+            return Response(reply.status_code, reply.headers.get("Retry-After"), body)
         finally:
             _http_deadline.end(deadline)
 
@@ -247,18 +261,28 @@ class UrllibClient:
                 status = _status_of(reply)
                 retry_after = reply.headers.get("Retry-After")
                 try:
-                    reply.read(MAX_RESPONSE_BYTES)
+                    body = reply.read(MAX_RESPONSE_BYTES)
+                    if deadline.expired or _incomplete(body, reply.headers.get("Content-Length")):
+                        body = b""  # urllib returns a cut body as it is; requests raises
                 except (OSError, http.client.HTTPException, ValueError) as exc:
                     # The status line arrived; a broken body does not change what it said.
                     _log.debug("reading the response body failed: %s", exc)
+                    body = b""
             finally:
                 reply.close()
-            return Response(status, retry_after)
+            return Response(status, retry_after, body)
         finally:
             _http_deadline.end(deadline)
 
     def close(self) -> None:
         """Nothing to release: every POST closes its own connection."""
+
+
+def _incomplete(body: bytes, content_length: str | None) -> bool:
+    """Fewer bytes than ``Content-Length`` promised (up to what is read at most)."""
+    if content_length is None or not content_length.strip().isdigit():
+        return False
+    return len(body) < min(int(content_length), MAX_RESPONSE_BYTES)
 
 
 def _status_of(reply: Any) -> int:

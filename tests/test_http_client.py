@@ -170,7 +170,7 @@ ServeFixture = Callable[[Responder], RawServer]
 
 def test_post_sends_json_and_returns_the_status(client: AnyClient, serve: ServeFixture) -> None:
     server = serve(answer(200, body=b'{"accepted": 1}'))
-    assert client.post(server.url, BODY, 2.0) == Response(200, None)
+    assert client.post(server.url, BODY, 2.0) == Response(200, None, b'{"accepted": 1}')
     (request,) = server.requests
     assert (request.method, request.target, request.body) == ("POST", "/ingest", BODY)
     assert request.headers["content-type"] == "application/json"
@@ -183,7 +183,7 @@ def test_error_statuses_are_answers_not_errors(
     client: AnyClient, serve: ServeFixture, status: int
 ) -> None:
     server = serve(answer(status, {"Retry-After": "7"}, b'{"error": "no"}'))
-    assert client.post(server.url, BODY, 2.0) == Response(status, "7")
+    assert client.post(server.url, BODY, 2.0) == Response(status, "7", b'{"error": "no"}')
 
 
 @pytest.mark.parametrize("value", ["120", "Wed, 21 Oct 2015 07:28:00 GMT"])
@@ -240,7 +240,7 @@ def test_a_trickle_within_the_timeout_is_an_answer(
     client: AnyClient, serve: ServeFixture
 ) -> None:
     server = serve(trickle([TRICKLED_HEAD[:10], TRICKLED_HEAD[10:], b"ab", b"cd"], 0.05))
-    assert client.post(server.url, BODY, 2.0) == Response(200, None)
+    assert client.post(server.url, BODY, 2.0) == Response(200, None, b"abcd")
 
 
 def test_the_timeout_bounds_the_whole_exchange_not_each_wait(
@@ -260,7 +260,7 @@ def test_a_body_cut_by_the_timeout_still_gives_the_status(
 ) -> None:
     server = serve(trickle([TRICKLED_HEAD, b"a", b"b", b"c", b"d"], 0.15))
     started = time.monotonic()
-    assert client.post(server.url, BODY, 0.3) == Response(200, None)
+    assert client.post(server.url, BODY, 0.3) == Response(200, None, b"")  # no partial body
     assert time.monotonic() - started < 0.55  # the last byte would come at 0.6 s
 
 
@@ -308,7 +308,7 @@ def test_response_body_is_read_at_most_max_bytes(
 
     server = serve(endless)
     started = time.monotonic()
-    assert client.post(server.url, BODY, 5.0) == Response(200, None)
+    assert client.post(server.url, BODY, 5.0) == Response(200, None, b"x" * MAX_RESPONSE_BYTES)
     assert time.monotonic() - started < 4.0
 
 
