@@ -41,7 +41,7 @@ from .events import TelemetryEvent
 from .payload import QueuedEvent
 from .retry import Outcome, RetryPolicy
 from .spool import default_spool_dir
-from .transport import Transport, transport_for
+from .transport import Delivery, Transport, transport_for
 
 TYPE_CHECKING = False  # typing.TYPE_CHECKING without importing typing at run time
 if TYPE_CHECKING:
@@ -509,11 +509,21 @@ class NATTelemetryHandler:
                 _log.debug("could not build a telemetry payload", exc_info=True)
                 self._settle(part, "dropped_rejected")
                 continue
-            outcome, retry_after = self._send(transport, body, deadline)
+            delivery = self._send(transport, body, deadline)
+            outcome, retry_after = delivery[0], delivery[1]  # a caller's may be a 2-tuple
             if outcome is Outcome.SENT:
                 self._failures = 0
-                self._settle(part, "sent")
-                self._note_delivery()
+                # A partial success: the peer took the body but refused some of
+                # its events.  Which ones does not matter to the counts.
+                rejected = getattr(delivery, "rejected", 0)
+                if not isinstance(rejected, int) or rejected < 0:
+                    rejected = 0
+                kept = len(part) - min(rejected, len(part))
+                if kept < len(part):
+                    self._settle(part[kept:], "dropped_rejected")
+                if kept:
+                    self._settle(part[:kept], "sent")
+                    self._note_delivery()
             elif outcome is Outcome.SKIPPED:
                 self._settle(part, "skipped")
             elif outcome is Outcome.REJECTED:
@@ -551,8 +561,7 @@ class NATTelemetryHandler:
             except Exception:
                 _log.debug("closing the telemetry transport failed", exc_info=True)
 
-    def _send(self, transport: Transport, body: bytes,
-              deadline: float | None) -> tuple[Outcome, str | None]:
+    def _send(self, transport: Transport, body: bytes, deadline: float | None) -> Delivery:
         timeout = self.request_timeout_seconds
         if deadline is not None:
             timeout = max(_MIN_REQUEST_TIMEOUT, min(timeout, deadline - time.monotonic()))
@@ -560,7 +569,7 @@ class NATTelemetryHandler:
             return transport.send(body, timeout)
         except Exception:
             _log.debug("telemetry transport failed unexpectedly", exc_info=True)
-            return Outcome.TRANSIENT, None
+            return Delivery(Outcome.TRANSIENT)
 
     def _settle(self, part: list[QueuedEvent], outcome: str) -> None:
         with self._lock:

@@ -11,8 +11,11 @@ POST, a line on stderr or nothing at all.
 * ``""`` (no endpoint): :class:`NoEndpoint`, payloads are built and validated
   and then skipped;
 * ``"stdout"``: :class:`StdoutSink`, one JSON line per payload on stderr;
-* with ``NAT_TELEMETRY_DRY_RUN``: :class:`DryRun`, nothing is POSTed;
-* anything else: :class:`HttpTransport`, a POST to that URL.
+* with ``NAT_TELEMETRY_DRY_RUN``: :class:`DryRun` (:class:`OtlpDryRun` for
+  an OTLP endpoint), nothing is POSTed;
+* ``otlp+http(s)://...``: :class:`OtlpTransport`, OpenTelemetry logs as
+  OTLP/HTTP JSON (see :mod:`.otlp`);
+* any other URL: :class:`HttpTransport`, a POST of the NeMo envelope.
 
 The handler asks again for every batch (so a changed configuration applies at
 once) and keeps the transport while the answer stays the same (so an HTTP
@@ -27,12 +30,14 @@ from collections.abc import Sequence
 from typing import TYPE_CHECKING, NamedTuple
 
 from . import _log, config
-from ._fork_guard import import_guarded
+from ._fork_guard import import_guarded, import_lock
 from .endpoint import endpoint_problem
 from .retry import Outcome, classify_status
 
 if TYPE_CHECKING:
-    from .http_client import HttpClient
+    from types import ModuleType
+
+    from .http_client import HttpClient, Response
     from .payload import QueuedEvent
 
 # This package's own name, as vendored copies rename it.
@@ -43,6 +48,8 @@ __all__ = [
     "DryRun",
     "HttpTransport",
     "NoEndpoint",
+    "OtlpDryRun",
+    "OtlpTransport",
     "StdoutSink",
     "Transport",
     "Unusable",
@@ -51,10 +58,13 @@ __all__ = [
 
 
 class Delivery(NamedTuple):
-    """What became of one body: the outcome, and how long the peer asked us to wait."""
+    """What became of one body: the outcome, how long the peer asked us to wait,
+    and how many of the body's events a peer that took it said it rejected
+    (an OTLP partial success; at most the batch's size is counted)."""
 
     outcome: Outcome
     retry_after: str | None = None
+    rejected: int = 0
 
 
 class Transport:
@@ -119,6 +129,13 @@ class StdoutSink(Transport):
 _reported_problems: set[str] = set()
 
 
+def _unusable(problem: str) -> Delivery:
+    if problem not in _reported_problems:
+        _reported_problems.add(problem)
+        _log.warning("telemetry is not sent: %s (from %s)", problem, config.ENDPOINT_ENV_VAR)
+    return Delivery(Outcome.UNUSABLE)
+
+
 class Unusable(Transport):
     """An endpoint that can never be sent to: said once, at WARNING; events dropped."""
 
@@ -126,11 +143,7 @@ class Unusable(Transport):
         self.problem = problem
 
     def send(self, body: bytes, timeout: float) -> Delivery:
-        if self.problem not in _reported_problems:
-            _reported_problems.add(self.problem)
-            _log.warning("telemetry is not sent: %s (from %s)", self.problem,
-                         config.ENDPOINT_ENV_VAR)
-        return Delivery(Outcome.UNUSABLE)
+        return _unusable(self.problem)
 
 
 class DryRun(Transport):
@@ -149,13 +162,16 @@ class DryRun(Transport):
         self.url = url
 
     def send(self, body: bytes, timeout: float) -> Delivery:
+        return self._show(self.url, body)
+
+    def _show(self, url: str, body: bytes) -> Delivery:
         from .endpoint import redact
 
         stream = sys.stderr
         try:
             if stream is not None:
                 text = body.decode("utf-8", errors="replace")
-                stream.write(f"{self.PREFIX}POST {redact(self.url)}: {text}\n")
+                stream.write(f"{self.PREFIX}POST {redact(url)}: {text}\n")
                 stream.flush()
         except (OSError, ValueError):  # a closed stderr: the dry run still sends nothing
             _log.debug("dry run: could not write the payload to stderr")
@@ -215,21 +231,139 @@ class HttpTransport(Transport):
         return self._client
 
     def send(self, body: bytes, timeout: float) -> Delivery:
+        response = self._post(self.url, body, timeout)
+        if response is None:
+            return Delivery(Outcome.TRANSIENT)
+        return Delivery(classify_status(response.status), response.retry_after)
+
+    def _post(self, url: str, body: bytes, timeout: float) -> Response | None:
+        """The answer to one POST of ``body`` to ``url``; None when none came."""
         transport_error = import_guarded(f"{_PACKAGE}.http_client").TransportError
         try:
             if self._headers:
-                response = self.client.post(self.url, body, timeout, headers=self._headers)
+                response = self.client.post(url, body, timeout, headers=self._headers)
             else:  # a caller's client may take only the first three arguments
-                response = self.client.post(self.url, body, timeout)
+                response = self.client.post(url, body, timeout)
         except transport_error as exc:
             _log.debug("telemetry POST failed: %s", exc)
-            return Delivery(Outcome.TRANSIENT)
+            return None
         _log.debug("telemetry POST answered %d", response.status)
-        return Delivery(classify_status(response.status), response.retry_after)
+        return response
 
     def close(self) -> None:
         if self._client is not None:
             self._client.close()
+
+
+# ------------------------------------------------------------------- OTLP
+
+
+def _otlp() -> ModuleType:
+    """The OTLP encoder (:mod:`.otlp`), imported at its first use.
+
+    Not with this module: a command line sending the NeMo envelope never
+    needs it.  Usually first needed on the worker thread, so imported holding
+    the fork guard's lock (it imports nothing that takes logging's lock).
+    """
+    name = f"{_PACKAGE}.otlp"
+    with import_lock:
+        __import__(name)
+    return sys.modules[name]
+
+
+def _encode_otlp(batch: Sequence[QueuedEvent], service_name: str | None,
+                 source_client_version: str, session_id: str) -> bytes:
+    body: bytes = _otlp().encode_logs_body(batch, service_name=service_name,
+                                           service_version=source_client_version,
+                                           session_id=session_id)
+    return body
+
+
+def _logs_url(endpoint: str) -> str:
+    """Where OTLP logs for ``endpoint`` are POSTed; ValueError naming what is wrong."""
+    import_guarded("urllib.parse")  # what otlp_logs_url reads the URL with
+    url: str = _otlp().otlp_logs_url(endpoint)
+    return url
+
+
+class OtlpTransport(HttpTransport):
+    """OTLP/HTTP with JSON encoding: the events as OpenTelemetry logs.
+
+    ``endpoint`` is ``otlp+http://host:port`` or ``otlp+https://...`` (see
+    :func:`.otlp.otlp_logs_url`; kept as :attr:`url` and :attr:`spool_url`,
+    so a later sender knows to send spooled bodies as OTLP); the POST goes to
+    :attr:`logs_url`.  ``service_name`` is the resource's ``service.name``
+    (default: the client id).  Status codes, retries, 413 and the token work
+    as for :class:`HttpTransport`; a 2xx whose answer is a partial success
+    reports its ``rejectedLogRecords`` in :attr:`Delivery.rejected`.
+
+    The URL is worked out at the first POST, not here, because that needs
+    :mod:`urllib.parse` and a command line that only spools at exit never
+    POSTs.  An endpoint it cannot make a URL of is reported once, like an
+    unusable one, and its events dropped.
+    """
+
+    kind = "otlp"
+
+    def __init__(self, endpoint: str, client: HttpClient | None = None,
+                 token: str | None = None, *, service_name: str | None = None) -> None:
+        super().__init__(endpoint, client, token)
+        self.service_name = service_name
+        self._logs_url: str | None = None
+
+    @property
+    def logs_url(self) -> str:
+        """The ``http(s)://`` URL the logs are POSTed to; ValueError when there is none."""
+        if self._logs_url is None:
+            self._logs_url = _logs_url(self.url)
+        return self._logs_url
+
+    def encode(self, batch: Sequence[QueuedEvent], *, source_client_version: str,
+               session_id: str) -> bytes:
+        return _encode_otlp(batch, self.service_name, source_client_version, session_id)
+
+    def send(self, body: bytes, timeout: float) -> Delivery:
+        try:
+            url = self.logs_url
+        except ValueError as exc:
+            return _unusable(str(exc))
+        response = self._post(url, body, timeout)
+        if response is None:
+            return Delivery(Outcome.TRANSIENT)
+        outcome = classify_status(response.status)
+        rejected = 0
+        if outcome is Outcome.SENT:
+            # A caller's client may answer without the body: nothing rejected then.
+            rejected = _otlp().rejected_log_records(getattr(response, "body", b"") or b"")
+            if rejected:
+                _log.debug("the OTLP endpoint rejected %d log record(s)", rejected)
+        return Delivery(outcome, response.retry_after, rejected)
+
+
+class OtlpDryRun(DryRun):
+    """:class:`DryRun` for an OTLP endpoint: the OTLP body, and the URL it would go to."""
+
+    kind = "otlp"
+
+    def __init__(self, endpoint: str, *, service_name: str | None = None) -> None:
+        super().__init__(endpoint)
+        self.service_name = service_name
+
+    def encode(self, batch: Sequence[QueuedEvent], *, source_client_version: str,
+               session_id: str) -> bytes:
+        return _encode_otlp(batch, self.service_name, source_client_version, session_id)
+
+    def send(self, body: bytes, timeout: float) -> Delivery:
+        try:
+            url = _logs_url(self.url)
+        except ValueError as exc:
+            return _unusable(str(exc))
+        return self._show(url, body)
+
+
+def _is_otlp(endpoint: str) -> bool:
+    # Without importing .otlp: endpoint_problem has vetted the scheme already.
+    return endpoint.partition("://")[0].lower().startswith("otlp+")
 
 
 def transport_for(endpoint: str, *, dry_run: bool | None = None) -> Transport:
@@ -241,6 +375,10 @@ def transport_for(endpoint: str, *, dry_run: bool | None = None) -> Transport:
     problem = endpoint_problem(endpoint)
     if problem is not None:
         return Unusable(problem)
+    otlp = _is_otlp(endpoint)
     if config.NAT_TELEMETRY_DRY_RUN if dry_run is None else dry_run:
-        return DryRun(endpoint)
-    return HttpTransport(endpoint, token=HttpTransport.token_from_environment())
+        return OtlpDryRun(endpoint) if otlp else DryRun(endpoint)
+    token = HttpTransport.token_from_environment()
+    if otlp:
+        return OtlpTransport(endpoint, token=token)
+    return HttpTransport(endpoint, token=token)
