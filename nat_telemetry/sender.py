@@ -17,12 +17,21 @@ at once (no waiting, no pipe shared).  The sender process:
   never the command line, where other users could read it;
 * holds ``sender.lock`` in the spool folder: one sender per spool, a second
   one exits at once;
+* sends only the batches spooled for the kind of endpoint it was given: an
+  ``otlp+http(s)://`` endpoint gets the ``otlp`` bodies (POSTed to its logs
+  URL, see :func:`.otlp.otlp_logs_url`), any other URL the ``nemo`` ones;
+  batches of the other kind stay for a sender configured for them (or
+  expire by the spool's own rules);
+* sends ``Authorization: Bearer`` with ``NAT_TELEMETRY_TOKEN`` from its
+  environment when that is set and sendable, as the handler does (never
+  logged, never on its command line);
 * claims batches oldest first and POSTs each: delivered or refused for good
   (2xx, 4xx) deletes it, 413 deletes it too (it will never fit), anything
   transient puts it back and backs off with the retry policy; after
   ``max_retries`` consecutive transient failures it leaves the rest for the
   next sender.  A ``Retry-After`` is honoured across processes: the time is
-  written to ``sender.backoff`` and no sender POSTs before it;
+  written to ``sender.backoff`` and no sender POSTs before it.  An OTLP
+  partial success counts the records it names as rejected, the rest as sent;
 * lives at most ``lifetime_seconds`` (30 s by default): every POST's timeout
   fits in what is left, a wait that would not fit ends the run, and an alarm
   ends the process a few seconds after its lifetime whatever happens.
@@ -307,6 +316,9 @@ def run_sender(spool_dir: str, endpoint: str, *,
     it), ``deferred`` (1 when a Retry-After
     kept it from posting), ``batches_sent``, ``events_sent``,
     ``events_rejected``, ``events_too_large``, ``transient_failures``.
+
+    Only batches of the kind ``endpoint`` takes are sent (see the module's
+    documentation); an OTLP endpoint no URL can be made of sends nothing.
     """
     from .http_client import TransportError, UrllibClient
     from .retry import Outcome, RetryPolicy, classify_status, parse_retry_after
@@ -314,9 +326,12 @@ def run_sender(spool_dir: str, endpoint: str, *,
     deadline = clock() + lifetime_seconds
     result = dict.fromkeys(("locked", "busy", "deferred", "batches_sent", "events_sent",
                             "events_rejected", "events_too_large", "transient_failures"), 0)
+    target = _target(endpoint)
     spool = Spool(spool_dir)
-    if not spool.available():
+    if target is None or not spool.available():
         return result
+    kind, url = target
+    headers = _auth_headers()
     lock = acquire_lock(spool_dir)
     if lock is None:
         result["busy"] = 1
@@ -334,21 +349,29 @@ def run_sender(spool_dir: str, endpoint: str, *,
             claimed = stop = False
             for claim in spool.claim():
                 with claim:  # released unless completed below
+                    if claim.kind != kind:
+                        continue  # another endpoint's: released, and not counted as work
                     claimed = True
                     remaining = deadline - clock()
                     if remaining <= 0:
                         stop = True
                         break
+                    rejected = 0
                     try:
-                        answer = poster.post(_url_for(claim.kind, endpoint), claim.body,
-                                             min(request_timeout, remaining))
+                        timeout = min(request_timeout, remaining)
+                        if headers:
+                            answer = poster.post(url, claim.body, timeout, headers=headers)
+                        else:  # a caller's client may take only the first three arguments
+                            answer = poster.post(url, claim.body, timeout)
                         outcome, retry_after = classify_status(answer.status), answer.retry_after
+                        if outcome is Outcome.SENT and kind == "otlp":
+                            rejected = _rejected(getattr(answer, "body", b""), claim.events)
                     except TransportError:
                         outcome, retry_after = Outcome.TRANSIENT, None
                     if outcome is not Outcome.TRANSIENT:
                         claim.complete()
                         failures = 0
-                        _count_outcome(result, outcome.value, claim.events)
+                        _count_outcome(result, outcome.value, claim.events, rejected)
                         if outcome is Outcome.SENT and not result["batches_sent"] - 1:
                             note_delivery(spool_dir)
                         if backoff_file and outcome is Outcome.SENT:
@@ -374,15 +397,44 @@ def run_sender(spool_dir: str, endpoint: str, *,
         lock.release()
 
 
-def _url_for(kind: str, endpoint: str) -> str:
-    """Where a batch of this kind goes: the caller hands over the ready URL for both."""
-    return endpoint
+def _target(endpoint: str) -> tuple[str, str] | None:
+    """``(kind, url)``: which spooled batches ``endpoint`` takes, and where they are
+    POSTed; None for an OTLP endpoint no URL can be made of."""
+    from .otlp import is_otlp_endpoint, otlp_logs_url
+
+    if not is_otlp_endpoint(endpoint):
+        return "nemo", endpoint
+    try:
+        return "otlp", otlp_logs_url(endpoint)
+    except ValueError:
+        return None  # the handler reported it already; its batches expire in the spool
 
 
-def _count_outcome(result: dict[str, int], outcome: str, events: int) -> None:
+def _auth_headers() -> dict[str, str]:
+    """The bearer token of ``NAT_TELEMETRY_TOKEN``, as the handler sends it; none when
+    unset or not sendable (quietly: the handler that spooled has said so)."""
+    from . import config
+    from .transport import HttpTransport
+
+    token = os.environ.get(config.TOKEN_ENV_VAR, "").strip()
+    if not token or not HttpTransport.is_sendable_token(token):
+        return {}
+    return {"Authorization": f"Bearer {token}"}
+
+
+def _rejected(body: bytes, events: int) -> int:
+    """How many of a batch's ``events`` an OTLP partial success rejected."""
+    from .otlp import rejected_log_records
+
+    return min(rejected_log_records(body or b""), events)
+
+
+def _count_outcome(result: dict[str, int], outcome: str, events: int,
+                   rejected: int = 0) -> None:
     if outcome == "sent":
         result["batches_sent"] += 1
-        result["events_sent"] += events
+        result["events_sent"] += events - rejected
+        result["events_rejected"] += rejected
     elif outcome == "too_large":
         result["events_too_large"] += events
     else:

@@ -2,7 +2,9 @@
 
 Every event arrives once, as a log record the reference bindings parse, with
 the same accounting as the NeMo path under 503, 429 with ``Retry-After``, a
-dropped connection and a partial success.
+dropped connection and a partial success; with ``requests`` and with the
+standard library only; in-process, and from a process that exits at once and
+leaves its event to the spool and the detached sender.
 """
 
 from __future__ import annotations
@@ -15,13 +17,12 @@ from pathlib import Path
 from typing import Any, Callable
 
 import pytest
-from conftest import assert_balanced, event, subprocess_env, wait_until
+from support.helpers import assert_balanced, event, subprocess_env, wait_until
 from support.otlp_receiver import Answer, OTLPReceiver, attributes_of
 
-from nat_telemetry import config
+from nat_telemetry import config, http_client, sender
 from nat_telemetry.handler import NATTelemetryHandler
-
-pytestmark = pytest.mark.xfail(strict=True, reason="transport integration pending")
+from nat_telemetry.spool import LOCK_NAME, Spool
 
 MakeHandler = Callable[..., NATTelemetryHandler]
 
@@ -47,7 +48,7 @@ def flush_until_done(handler: NATTelemetryHandler, attempts: int = 8) -> bool:
 
 
 def test_every_event_arrives_once_as_a_log_record(
-    make_handler: MakeHandler, receiver: OTLPReceiver,
+    make_handler: MakeHandler, receiver: OTLPReceiver, dependency_mode: str,
 ) -> None:
     h = make_handler(endpoint=receiver.endpoint, session_id="s-1", source_client_version="2.0")
     for i in range(5):
@@ -62,10 +63,13 @@ def test_every_event_arrives_once_as_a_log_record(
     stats = h.stats()
     assert stats["sent"] == 5
     assert_balanced(stats)
+    used = http_client.UrllibClient if dependency_mode == "stdlib" else http_client.RequestsClient
+    assert http_client._default_class is used
 
 
 def test_configured_through_the_environment_variable(
     make_handler: MakeHandler, receiver: OTLPReceiver, monkeypatch: pytest.MonkeyPatch,
+    dependency_mode: str,
 ) -> None:
     monkeypatch.setattr(config, "NAT_TELEMETRY_ENDPOINT", receiver.endpoint)
     h = make_handler()
@@ -75,7 +79,7 @@ def test_configured_through_the_environment_variable(
 
 
 def test_faults_have_the_same_accounting_as_the_nemo_path(
-    make_handler: MakeHandler, receiver: OTLPReceiver,
+    make_handler: MakeHandler, receiver: OTLPReceiver, dependency_mode: str,
 ) -> None:
     receiver.script(Answer.unavailable(), Answer.throttled("0"), Answer.dropped(),
                     Answer.partial(1))
@@ -92,7 +96,9 @@ def test_faults_have_the_same_accounting_as_the_nemo_path(
     assert_balanced(stats)
 
 
-def test_retry_after_is_honoured(make_handler: MakeHandler, receiver: OTLPReceiver) -> None:
+def test_retry_after_is_honoured(
+    make_handler: MakeHandler, receiver: OTLPReceiver, dependency_mode: str,
+) -> None:
     receiver.script(Answer.throttled("1"))
     h = make_handler(endpoint=receiver.endpoint, max_queue_size=1)
     h.enqueue(event(duration_ms=1))
@@ -105,7 +111,7 @@ def test_retry_after_is_honoured(make_handler: MakeHandler, receiver: OTLPReceiv
 
 
 def test_a_rejecting_receiver_drops_the_batch(
-    make_handler: MakeHandler, receiver: OTLPReceiver,
+    make_handler: MakeHandler, receiver: OTLPReceiver, dependency_mode: str,
 ) -> None:
     receiver.default = Answer(400, error_message="bad data")
     h = make_handler(endpoint=receiver.endpoint)
@@ -137,3 +143,40 @@ def test_a_process_configured_only_through_the_environment(
     assert json.loads(result.stdout)["sent"] == 3
     assert durations(receiver) == [0, 1, 2]
     assert {attributes_of(r)["session.id"] for r in receiver.accepted_records} == {"child"}
+
+
+TOOL = """\
+import sys
+from nat_telemetry import track_command
+with track_command("tool", sys.argv[1]):
+    print("done")
+"""
+
+
+def test_a_spooled_event_reaches_the_receiver_after_the_process_exits(
+    tmp_path: Path, receiver: OTLPReceiver,
+) -> None:
+    spool = tmp_path / "spool"
+    script = tmp_path / "tool.py"
+    script.write_text(TOOL)
+    env = subprocess_env(tmp_path, NAT_TELEMETRY_ENDPOINT=receiver.endpoint,
+                         NAT_TELEMETRY_SPOOL_DIR=str(spool))
+    result = subprocess.run([sys.executable, str(script), "deploy"], env=env,
+                            capture_output=True, text=True, timeout=30)
+    assert (result.returncode, result.stdout, result.stderr) == (0, "done\n", ""), result.stderr
+    assert receiver.wait_for_requests(1, timeout=10)
+    # The detached sender took the lock: the event went through the spool.
+    assert (spool / LOCK_NAME).exists()
+    assert wait_until(lambda: Spool(str(spool)).summary()[0] == 0, timeout=5)
+    lock = wait_until(lambda: sender.acquire_lock(str(spool)), timeout=10)  # the sender is done
+    assert lock is not None
+    lock.release()
+    (export,) = receiver.exports
+    assert (export.path, export.content_type, export.error) == ("/v1/logs", "application/json",
+                                                                None)
+    (record,) = receiver.accepted_records
+    assert record.event_name == "nat_cli_command"
+    attributes = attributes_of(record)
+    assert (attributes["command"], attributes["subcommand"], attributes["taskStatus"]) == (
+        "tool", "deploy", "success")
+    assert isinstance(attributes["durationMs"], int) and attributes["session.id"]

@@ -8,21 +8,30 @@ from __future__ import annotations
 
 import contextlib
 import json
+import logging
 import os
 import shutil
 import signal
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import Iterator
+from datetime import datetime, timezone
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
+from typing import Any
 
 import pytest
 from conftest import REPO_ROOT, BlackHole, Collector, Reply, subprocess_env, wait_until
+from support.helpers import event
+from support.otlp_receiver import Answer, OTLPReceiver, attributes_of
 
-from nat_telemetry import sender
+from nat_telemetry import config, sender
+from nat_telemetry.payload import QueuedEvent
 from nat_telemetry.retry import RetryPolicy
 from nat_telemetry.spool import BACKOFF_NAME, PIDFILE_NAME, Spool
+from nat_telemetry.transport import OtlpTransport
 
 FAST_RETRIES = RetryPolicy(3, backoff_base=0.01, backoff_max=0.05)
 
@@ -83,8 +92,7 @@ def test_a_detached_sender_delivers_the_spool_and_empties_it(
     if spawn == "subprocess":
         monkeypatch.setattr(sender, "_HAVE_POSIX_SPAWN", False)
     folder = tmp_path / "spool"
-    expected = [*spool_batches(folder, 4), 4]
-    Spool(str(folder)).write(b'{"events": [{"n": 4}]}', 1, kind="otlp")
+    expected = spool_batches(folder, 4)
     assert sender.start_detached_sender(str(folder), collector.url, lifetime_seconds=20)
     assert wait_for_sender(20) == 0
     assert received(collector) == expected  # each once
@@ -179,6 +187,151 @@ def test_consecutive_transient_failures_end_the_run(tmp_path: Path, collector: C
                                policy=FAST_RETRIES)
     assert result["transient_failures"] == 4 == collector.requests  # 1 + max_retries
     assert len(ready_names(folder)) == 2
+
+
+# ------------------------------------------------- kinds, token, OTLP bodies
+
+
+@pytest.fixture
+def receiver() -> Iterator[OTLPReceiver]:
+    with OTLPReceiver() as server:
+        yield server
+
+
+def spool_otlp_batch(folder: Path, durations: list[int]) -> None:
+    """One spooled OTLP body, encoded as the handler encodes it."""
+    now = datetime.now(timezone.utc)
+    body = OtlpTransport("otlp+http://127.0.0.1:9").encode(
+        [QueuedEvent(event(duration_ms=d), now) for d in durations],
+        source_client_version="1.0", session_id="spooled")
+    assert Spool(str(folder)).write(body, len(durations), kind="otlp").written
+
+
+def otlp_durations(receiver: OTLPReceiver) -> list[int]:
+    return [attributes_of(r)["durationMs"] for r in receiver.accepted_records]
+
+
+def test_each_endpoint_takes_only_the_batches_of_its_kind(
+        tmp_path: Path, collector: Collector, receiver: OTLPReceiver) -> None:
+    folder = tmp_path / "spool"
+    spool_otlp_batch(folder, [5, 6])
+    expected = spool_batches(folder, 2)
+    nemo = sender.run_sender(str(folder), collector.url, lifetime_seconds=10,
+                             policy=FAST_RETRIES)
+    assert (nemo["events_sent"], received(collector)) == (2, expected)
+    (left,) = ready_names(folder)  # the OTLP batch, back in place for its own sender
+    assert ".otlp." in left
+    otlp = sender.run_sender(str(folder), receiver.endpoint, lifetime_seconds=10,
+                             policy=FAST_RETRIES)
+    assert (otlp["batches_sent"], otlp["events_sent"]) == (1, 2)
+    (export,) = receiver.exports
+    assert (export.path, export.content_type, export.error) == ("/v1/logs", "application/json",
+                                                                None)
+    assert otlp_durations(receiver) == [5, 6]
+    assert collector.requests == 2 and Spool(str(folder)).summary()[0] == 0
+
+
+def test_an_otlp_partial_success_counts_the_records_it_rejected(
+        tmp_path: Path, receiver: OTLPReceiver) -> None:
+    folder = tmp_path / "spool"
+    spool_otlp_batch(folder, [1, 2, 3])
+    receiver.script(Answer.partial(2))
+    result = sender.run_sender(str(folder), receiver.endpoint, lifetime_seconds=10,
+                               policy=FAST_RETRIES)
+    assert (result["batches_sent"], result["events_sent"], result["events_rejected"]) == (1, 1, 2)
+    assert Spool(str(folder)).summary()[0] == 0  # taken, so never sent again
+
+
+class HeaderRecorder:
+    """A loopback HTTP server that records the headers of every POST and answers 200."""
+
+    def __init__(self) -> None:
+        self.posts: list[tuple[str, dict[str, str]]] = []
+        recorder = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_POST(self) -> None:
+                self.rfile.read(int(self.headers.get("Content-Length") or 0))
+                recorder.posts.append((self.path, dict(self.headers.items())))
+                self.send_response(200)
+                self.send_header("Content-Length", "2")
+                self.end_headers()
+                self.wfile.write(b"{}")
+
+            def log_message(self, format: str, *args: Any) -> None:
+                pass
+
+        self._server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self._server.daemon_threads = True
+        self.port = self._server.server_address[1]
+        self._thread = threading.Thread(target=self._server.serve_forever,
+                                        kwargs={"poll_interval": 0.05}, daemon=True)
+        self._thread.start()
+
+    def close(self) -> None:
+        self._server.shutdown()
+        self._server.server_close()
+        self._thread.join(5)
+
+
+@pytest.fixture
+def header_recorder() -> Iterator[HeaderRecorder]:
+    recorder = HeaderRecorder()
+    yield recorder
+    recorder.close()
+
+
+@pytest.mark.parametrize("kind", ["nemo", "otlp"])
+def test_a_detached_sender_sends_the_token_of_its_environment(
+        tmp_path: Path, header_recorder: HeaderRecorder, kind: str) -> None:
+    folder = tmp_path / "spool"
+    if kind == "otlp":
+        spool_otlp_batch(folder, [1])
+        endpoint = f"otlp+http://127.0.0.1:{header_recorder.port}"
+    else:
+        spool_batches(folder, 1)
+        endpoint = f"http://127.0.0.1:{header_recorder.port}/ingest"
+    environ = {**os.environ, config.TOKEN_ENV_VAR: " s3cret-Token.42 "}
+    assert sender.start_detached_sender(str(folder), endpoint, lifetime_seconds=20,
+                                        environ=environ)
+    assert wait_for_sender(20) == 0
+    (path, headers), = header_recorder.posts
+    assert path == ("/v1/logs" if kind == "otlp" else "/ingest")
+    assert headers["Authorization"] == "Bearer s3cret-Token.42"
+    assert headers["Content-Type"] == "application/json"
+    assert Spool(str(folder)).summary()[0] == 0
+
+
+@pytest.mark.parametrize("token", [None, "", "   ", "two words", "caf\u00e9"])
+def test_no_usable_token_means_no_authorization_header(
+        tmp_path: Path, header_recorder: HeaderRecorder, monkeypatch: pytest.MonkeyPatch,
+        token: str | None) -> None:
+    if token is None:
+        monkeypatch.delenv(config.TOKEN_ENV_VAR, raising=False)
+    else:
+        monkeypatch.setenv(config.TOKEN_ENV_VAR, token)
+    folder = tmp_path / "spool"
+    spool_batches(folder, 1)
+    result = sender.run_sender(str(folder), f"http://127.0.0.1:{header_recorder.port}/x",
+                               lifetime_seconds=10)
+    assert result["events_sent"] == 1  # sent all the same, without the token
+    (_, headers), = header_recorder.posts
+    assert "Authorization" not in headers
+
+
+def test_the_token_is_never_logged(
+        tmp_path: Path, header_recorder: HeaderRecorder, monkeypatch: pytest.MonkeyPatch,
+        caplog: pytest.LogCaptureFixture) -> None:
+    monkeypatch.setenv(config.TOKEN_ENV_VAR, "s3cret-never-shown")
+    folder = tmp_path / "spool"
+    spool_batches(folder, 2)
+    with caplog.at_level(logging.DEBUG):
+        result = sender.run_sender(str(folder), f"http://127.0.0.1:{header_recorder.port}/x",
+                                   lifetime_seconds=10)
+    assert result["events_sent"] == 2
+    assert [h["Authorization"] for _, h in header_recorder.posts] == [
+        "Bearer s3cret-never-shown"] * 2
+    assert "s3cret" not in caplog.text
 
 
 # --------------------------------------------------------------------- lock
