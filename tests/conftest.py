@@ -24,34 +24,15 @@ from typing import Any, Callable
 
 import pytest
 import responses
-from support.endpoints import BlackHole, FakeEndpoint, LoopbackEndpoint, Reply
+from support.endpoints import BlackHole, FakeEndpoint, LoopbackEndpoint
 from support.helpers import (
     PROXY_VARS,
-    REPO_ROOT,
     assert_balanced,
-    event,
-    subprocess_env,
-    wait_until,
 )
 
 from nat_telemetry import config, consent
 from nat_telemetry.handler import NATTelemetryHandler
 from nat_telemetry.retry import RetryPolicy
-
-# What the test modules that still write ``from conftest import ...`` use; new
-# code imports these from ``support``.  ``Collector`` is the loopback
-# endpoint's former name.
-__all__ = [
-    "REPO_ROOT",
-    "BlackHole",
-    "Collector",
-    "Reply",
-    "assert_balanced",
-    "event",
-    "subprocess_env",
-    "wait_until",
-]
-Collector = LoopbackEndpoint
 
 # The suite also runs under CI, where CI=true would keep telemetry off and the
 # prompt away: every test (and every child it starts) begins outside CI and
@@ -154,12 +135,6 @@ def loopback_endpoint(handler_registry: HandlerRegistry) -> Iterator[LoopbackEnd
     yield server
     handler_registry.stop_all()  # while the server still answers
     server.close()
-
-
-@pytest.fixture
-def collector(loopback_endpoint: LoopbackEndpoint) -> LoopbackEndpoint:
-    """The former name of ``loopback_endpoint``, for modules still asking for it."""
-    return loopback_endpoint
 
 
 # ------------------------------------------------------ black hole, refused

@@ -9,11 +9,11 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from conftest import subprocess_env
 from google.protobuf import json_format
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from opentelemetry.proto.collector.logs.v1.logs_service_pb2 import ExportLogsServiceResponse
+from support.helpers import subprocess_env
 
 from nat_telemetry.otlp import is_otlp_endpoint, otlp_logs_url, rejected_log_records
 

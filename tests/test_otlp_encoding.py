@@ -14,11 +14,11 @@ from datetime import datetime, timedelta, timezone
 from typing import Any
 
 import pytest
-from conftest import REPO_ROOT, event
 from google.protobuf import json_format
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from opentelemetry.proto.collector.logs.v1.logs_service_pb2 import ExportLogsServiceRequest
+from support.helpers import REPO_ROOT, event
 from support.otlp_receiver import any_value, attributes_of
 
 import nat_telemetry

@@ -12,7 +12,7 @@ from datetime import datetime, timezone
 from typing import Any
 
 import pytest
-from conftest import event
+from support.helpers import event
 from support.otlp_receiver import Answer, OTLPReceiver, as_answer, attributes_of
 
 from nat_telemetry.otlp import encode_logs_body, rejected_log_records

@@ -1,4 +1,4 @@
-"""The detached sender, against a real loopback collector, in real processes.
+"""The detached sender, against a real loopback loopback_endpoint, in real processes.
 
 Detached senders started by a test are waited for (or killed) before the
 test ends, by pid; the spool folders are temporary.
@@ -23,8 +23,8 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from conftest import REPO_ROOT, BlackHole, Collector, Reply, subprocess_env, wait_until
-from support.helpers import event
+from support.endpoints import BlackHole, LoopbackEndpoint, Reply
+from support.helpers import REPO_ROOT, event, subprocess_env, wait_until
 from support.otlp_receiver import Answer, OTLPReceiver, attributes_of
 
 from nat_telemetry import config, sender
@@ -74,8 +74,8 @@ def spool_batches(folder: Path, count: int, kind: str = "nemo") -> list[int]:
     return list(range(count))
 
 
-def received(collector: Collector) -> list[int]:
-    return sorted(e["n"] for env in collector.envelopes if env for e in env["events"])
+def received(endpoint: LoopbackEndpoint) -> list[int]:
+    return sorted(e["n"] for env in endpoint.envelopes if env for e in env["events"])
 
 
 def ready_names(folder: Path) -> list[str]:
@@ -87,36 +87,36 @@ def ready_names(folder: Path) -> list[str]:
 
 @pytest.mark.parametrize("spawn", ["posix_spawn", "subprocess"])
 def test_a_detached_sender_delivers_the_spool_and_empties_it(
-        tmp_path: Path, collector: Collector, monkeypatch: pytest.MonkeyPatch,
+        tmp_path: Path, loopback_endpoint: LoopbackEndpoint, monkeypatch: pytest.MonkeyPatch,
         spawn: str) -> None:
     if spawn == "subprocess":
         monkeypatch.setattr(sender, "_HAVE_POSIX_SPAWN", False)
     folder = tmp_path / "spool"
     expected = spool_batches(folder, 4)
-    assert sender.start_detached_sender(str(folder), collector.url, lifetime_seconds=20)
+    assert sender.start_detached_sender(str(folder), loopback_endpoint.url, lifetime_seconds=20)
     assert wait_for_sender(20) == 0
-    assert received(collector) == expected  # each once
+    assert received(loopback_endpoint) == expected  # each once
     assert Spool(str(folder)).summary() == (0, 0, 0, None)
-    assert {r.path for r in collector.records} == {"/ingest"}
+    assert {r.path for r in loopback_endpoint.records} == {"/ingest"}
 
 
 def test_senders_started_together_deliver_each_batch_once(
-        tmp_path: Path, collector: Collector) -> None:
+        tmp_path: Path, loopback_endpoint: LoopbackEndpoint) -> None:
     folder = tmp_path / "spool"
     expected = spool_batches(folder, 30)
     for _ in range(3):
-        assert sender.start_detached_sender(str(folder), collector.url, lifetime_seconds=20)
+        assert sender.start_detached_sender(str(folder), loopback_endpoint.url, lifetime_seconds=20)
     codes = sorted(wait_for_sender(20) for _ in range(3))
     assert codes[0] == 0 and set(codes) <= {0, 1}  # 1: found the lock taken
-    assert received(collector) == expected
+    assert received(loopback_endpoint) == expected
 
 
 def test_rejected_and_too_large_batches_are_dropped_from_the_spool(
-        tmp_path: Path, collector: Collector) -> None:
+        tmp_path: Path, loopback_endpoint: LoopbackEndpoint) -> None:
     folder = tmp_path / "spool"
     spool_batches(folder, 3)
-    collector.script(400, 413, 200)
-    result = sender.run_sender(str(folder), collector.url, lifetime_seconds=10,
+    loopback_endpoint.script(400, 413, 200)
+    result = sender.run_sender(str(folder), loopback_endpoint.url, lifetime_seconds=10,
                                policy=FAST_RETRIES)
     assert (result["events_rejected"], result["events_too_large"], result["events_sent"],
             result["batches_sent"], result["transient_failures"]) == (1, 1, 1, 1, 0)
@@ -149,43 +149,45 @@ def test_a_silent_endpoint_cannot_hold_the_sender_past_its_lifetime(
     assert len(ready_names(folder)) == 2
 
 
-def test_transient_failures_back_off_then_deliver(tmp_path: Path, collector: Collector) -> None:
+def test_transient_failures_back_off_then_deliver(
+        tmp_path: Path, loopback_endpoint: LoopbackEndpoint) -> None:
     folder = tmp_path / "spool"
     expected = spool_batches(folder, 2)
-    collector.script(Reply(503, {"Retry-After": "1"}), 500)
+    loopback_endpoint.script(Reply(503, {"Retry-After": "1"}), 500)
     started = time.monotonic()
-    result = sender.run_sender(str(folder), collector.url, lifetime_seconds=10,
+    result = sender.run_sender(str(folder), loopback_endpoint.url, lifetime_seconds=10,
                                policy=FAST_RETRIES)
     assert time.monotonic() - started >= 1.0  # the Retry-After was honoured
     assert result["transient_failures"] == 2 and result["events_sent"] == 2
-    assert received(collector) == [0, 0, *expected]  # batch 0 was tried three times
-    assert collector.events == [{"n": 0}, {"n": 1}]
+    assert received(loopback_endpoint) == [0, 0, *expected]  # batch 0 was tried three times
+    assert loopback_endpoint.events == [{"n": 0}, {"n": 1}]
     assert not (folder / BACKOFF_NAME).exists()  # cleared by the success
 
 
 def test_a_retry_after_past_the_lifetime_defers_the_next_senders(
-        tmp_path: Path, collector: Collector) -> None:
+        tmp_path: Path, loopback_endpoint: LoopbackEndpoint) -> None:
     folder = tmp_path / "spool"
     spool_batches(folder, 2)
-    collector.set_default(Reply(429, {"Retry-After": "60"}))
+    loopback_endpoint.set_default(Reply(429, {"Retry-After": "60"}))
     started = time.monotonic()
-    first = sender.run_sender(str(folder), collector.url, lifetime_seconds=5,
+    first = sender.run_sender(str(folder), loopback_endpoint.url, lifetime_seconds=5,
                               policy=FAST_RETRIES)
     assert time.monotonic() - started < 3  # did not sit out the 60 s
     assert (first["transient_failures"], first["deferred"]) == (1, 0)
     assert (folder / BACKOFF_NAME).exists() and len(ready_names(folder)) == 2
-    second = sender.run_sender(str(folder), collector.url, lifetime_seconds=5)
+    second = sender.run_sender(str(folder), loopback_endpoint.url, lifetime_seconds=5)
     assert (second["locked"], second["deferred"]) == (1, 1)
-    assert collector.requests == 1
+    assert loopback_endpoint.requests == 1
 
 
-def test_consecutive_transient_failures_end_the_run(tmp_path: Path, collector: Collector) -> None:
+def test_consecutive_transient_failures_end_the_run(
+        tmp_path: Path, loopback_endpoint: LoopbackEndpoint) -> None:
     folder = tmp_path / "spool"
     spool_batches(folder, 2)
-    collector.set_default(503)
-    result = sender.run_sender(str(folder), collector.url, lifetime_seconds=10,
+    loopback_endpoint.set_default(503)
+    result = sender.run_sender(str(folder), loopback_endpoint.url, lifetime_seconds=10,
                                policy=FAST_RETRIES)
-    assert result["transient_failures"] == 4 == collector.requests  # 1 + max_retries
+    assert result["transient_failures"] == 4 == loopback_endpoint.requests  # 1 + max_retries
     assert len(ready_names(folder)) == 2
 
 
@@ -212,13 +214,13 @@ def otlp_durations(receiver: OTLPReceiver) -> list[int]:
 
 
 def test_each_endpoint_takes_only_the_batches_of_its_kind(
-        tmp_path: Path, collector: Collector, receiver: OTLPReceiver) -> None:
+        tmp_path: Path, loopback_endpoint: LoopbackEndpoint, receiver: OTLPReceiver) -> None:
     folder = tmp_path / "spool"
     spool_otlp_batch(folder, [5, 6])
     expected = spool_batches(folder, 2)
-    nemo = sender.run_sender(str(folder), collector.url, lifetime_seconds=10,
+    nemo = sender.run_sender(str(folder), loopback_endpoint.url, lifetime_seconds=10,
                              policy=FAST_RETRIES)
-    assert (nemo["events_sent"], received(collector)) == (2, expected)
+    assert (nemo["events_sent"], received(loopback_endpoint)) == (2, expected)
     (left,) = ready_names(folder)  # the OTLP batch, back in place for its own sender
     assert ".otlp." in left
     otlp = sender.run_sender(str(folder), receiver.endpoint, lifetime_seconds=10,
@@ -228,7 +230,7 @@ def test_each_endpoint_takes_only_the_batches_of_its_kind(
     assert (export.path, export.content_type, export.error) == ("/v1/logs", "application/json",
                                                                 None)
     assert otlp_durations(receiver) == [5, 6]
-    assert collector.requests == 2 and Spool(str(folder)).summary()[0] == 0
+    assert loopback_endpoint.requests == 2 and Spool(str(folder)).summary()[0] == 0
 
 
 def test_an_otlp_partial_success_counts_the_records_it_rejected(
@@ -338,7 +340,7 @@ def test_the_token_is_never_logged(
 
 
 def test_a_second_sender_exits_at_once_while_the_lock_is_held(
-        tmp_path: Path, collector: Collector) -> None:
+        tmp_path: Path, loopback_endpoint: LoopbackEndpoint) -> None:
     folder = tmp_path / "spool"
     spool_batches(folder, 2)
     lock = sender.acquire_lock(str(folder))
@@ -347,13 +349,13 @@ def test_a_second_sender_exits_at_once_while_the_lock_is_held(
     assert argv is not None
     try:
         started = time.monotonic()
-        done = subprocess.run(argv, env={**os.environ, sender.ENDPOINT_ENV_VAR: collector.url},
-                              capture_output=True, timeout=20)
+        env = {**os.environ, sender.ENDPOINT_ENV_VAR: loopback_endpoint.url}
+        done = subprocess.run(argv, env=env, capture_output=True, timeout=20)
         assert time.monotonic() - started < 5  # far from its 20 s lifetime
     finally:
         lock.release()
     assert (done.returncode, done.stdout, done.stderr) == (1, b"", b"")
-    assert collector.requests == 0 and len(ready_names(folder)) == 2
+    assert loopback_endpoint.requests == 0 and len(ready_names(folder)) == 2
     assert sender.acquire_lock(str(folder)) is not None  # free again
 
 
@@ -462,20 +464,20 @@ def vendor(destination: Path) -> None:
 
 
 def test_a_copy_vendored_under_another_name_works_in_isolation(
-        tmp_path: Path, collector: Collector) -> None:
+        tmp_path: Path, loopback_endpoint: LoopbackEndpoint) -> None:
     vendor(tmp_path / "vendored" / "mytool_telemetry")
     folder = tmp_path / "spool"
     done = subprocess.run(
         [sys.executable, "-I", "-S", "-c", VENDORED_CALLER.format(package="mytool_telemetry"),
-         str(tmp_path / "vendored"), str(folder), collector.url],
+         str(tmp_path / "vendored"), str(folder), loopback_endpoint.url],
         capture_output=True, text=True, timeout=30, env={"PATH": os.environ.get("PATH", "")})
     assert done.returncode == 0, done.stderr
-    assert wait_until(lambda: collector.events, timeout=15) == [{"n": 7}]
+    assert wait_until(lambda: loopback_endpoint.events, timeout=15) == [{"n": 7}]
     assert wait_until(lambda: Spool(str(folder)).summary()[0] == 0, timeout=5)
 
 
 def test_a_vendored_copy_never_runs_its_host_package_init(
-        tmp_path: Path, collector: Collector) -> None:
+        tmp_path: Path, loopback_endpoint: LoopbackEndpoint) -> None:
     # The host's __init__ needs site-packages (pytest stands for any dependency):
     # a sender that imported it under -I -S would die before sending.
     host = tmp_path / "site" / "theirpkg"
@@ -486,10 +488,10 @@ def test_a_vendored_copy_never_runs_its_host_package_init(
     done = subprocess.run(
         [sys.executable, "-c", VENDORED_CALLER.format(package="theirpkg._vendor.nat_telemetry")
          .replace('assert "nat_telemetry" not in sys.modules', ""),
-         str(tmp_path / "site"), str(folder), collector.url],
+         str(tmp_path / "site"), str(folder), loopback_endpoint.url],
         capture_output=True, text=True, timeout=30, env=subprocess_env(tmp_path))
     assert done.returncode == 0, done.stderr
-    assert wait_until(lambda: collector.events, timeout=15) == [{"n": 7}]
+    assert wait_until(lambda: loopback_endpoint.events, timeout=15) == [{"n": 7}]
 
 
 # ---------------------------------------------------------- never loud, never raising

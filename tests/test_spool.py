@@ -22,7 +22,7 @@ from pathlib import Path
 from typing import Any, Callable
 
 import pytest
-from conftest import subprocess_env
+from support.helpers import subprocess_env
 
 from nat_telemetry import _spoolfile
 from nat_telemetry.spool import (

@@ -17,7 +17,8 @@ import time
 from pathlib import Path
 
 import pytest
-from conftest import REPO_ROOT, BlackHole, assert_balanced, event, subprocess_env
+from support.endpoints import BlackHole
+from support.helpers import REPO_ROOT, assert_balanced, event, subprocess_env
 
 from nat_telemetry.collector import Collector
 from nat_telemetry.handler import NATTelemetryHandler
