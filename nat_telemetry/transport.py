@@ -24,18 +24,19 @@ connection is reused).
 
 from __future__ import annotations
 
-import json
+import collections
 import sys
-from collections.abc import Sequence
-from typing import TYPE_CHECKING, NamedTuple
 
-from . import _log, config
+from . import _compact_json, _log, config
 from ._fork_guard import import_guarded, import_lock
 from .endpoint import endpoint_problem
 from .retry import Outcome, classify_status
 
+TYPE_CHECKING = False  # typing.TYPE_CHECKING without importing typing at run time
 if TYPE_CHECKING:
+    from collections.abc import Sequence
     from types import ModuleType
+    from typing import NamedTuple
 
     from .http_client import HttpClient, Response
     from .payload import QueuedEvent
@@ -57,14 +58,23 @@ __all__ = [
 ]
 
 
-class Delivery(NamedTuple):
-    """What became of one body: the outcome, how long the peer asked us to wait,
-    and how many of the body's events a peer that took it said it rejected
-    (an OTLP partial success; at most the batch's size is counted)."""
+if TYPE_CHECKING:
 
-    outcome: Outcome
-    retry_after: str | None = None
-    rejected: int = 0
+    class Delivery(NamedTuple):
+        """What became of one body (see below)."""
+
+        outcome: Outcome
+        retry_after: str | None = None
+        rejected: int = 0
+else:
+    # A typing.NamedTuple to type checkers; at run time the same class without
+    # importing typing, which a command line would otherwise pay for at exit.
+    Delivery = collections.namedtuple("Delivery", "outcome retry_after rejected",
+                                      defaults=(None, 0))
+    Delivery.__doc__ = (
+        "What became of one body: the outcome, how long the peer asked us to wait, "
+        "and how many of the body's events a peer that took it said it rejected "
+        "(an OTLP partial success; at most the batch's size is counted).")
 
 
 class Transport:
@@ -82,7 +92,7 @@ class Transport:
 
         payload = build_payload(batch, source_client_version=source_client_version,
                                 session_id=session_id)
-        return json.dumps(payload, separators=(",", ":")).encode("utf-8")
+        return _compact_json.dumps(payload).encode("utf-8")
 
     def send(self, body: bytes, timeout: float) -> Delivery:
         raise NotImplementedError
@@ -111,6 +121,8 @@ class StdoutSink(Transport):
 
         payload = build_payload(batch, source_client_version=source_client_version,
                                 session_id=session_id)
+        import json  # the stdout sink's own format: json.dumps' defaults
+
         return json.dumps(payload).encode("utf-8")
 
     def send(self, body: bytes, timeout: float) -> Delivery:
