@@ -159,12 +159,8 @@ class Delivering(HandlerState):
         parts = [batch]
         while parts:
             part = parts.pop()
-            try:
-                body = transport.encode(part, source_client_version=self.source_client_version,
-                                        session_id=self.session_id)
-            except Exception:
-                _log.debug("could not build a telemetry payload", exc_info=True)
-                self._settle(part, "dropped_rejected")
+            body = self._encode(transport, part)
+            if body is None:
                 continue
             delivery = self._send(transport, body, deadline)
             outcome, retry_after = delivery[0], delivery[1]  # a caller's may be a 2-tuple
@@ -198,6 +194,17 @@ class Delivering(HandlerState):
                 self._retry_later(part, untried, retry_after)
                 return False
         return True
+
+    def _encode(self, transport: Transport, part: list[QueuedEvent]) -> bytes | None:
+        """The body for ``part``; None, with ``part`` settled as rejected, when it
+        cannot be built (a bug or a hostile event class: nothing would fix it)."""
+        try:
+            return transport.encode(part, source_client_version=self.source_client_version,
+                                    session_id=self.session_id)
+        except Exception:
+            _log.debug("could not build a telemetry payload", exc_info=True)
+            self._settle(part, "dropped_rejected")
+            return None
 
     def _transport_for_batch(self) -> Transport:
         """The caller's transport, or the one the live configuration asks for."""
@@ -321,12 +328,8 @@ class Delivering(HandlerState):
         spool = Spool(directory)
         for start in range(0, len(events), self.max_batch_size):
             part = events[start:start + self.max_batch_size]
-            try:
-                body = transport.encode(part, source_client_version=self.source_client_version,
-                                        session_id=self.session_id)
-            except Exception:
-                _log.debug("could not build a telemetry payload", exc_info=True)
-                self._settle(part, "dropped_rejected")
+            body = self._encode(transport, part)
+            if body is None:
                 continue
             result = spool.write(body, len(part), transport.kind)
             self._settle(part, "spooled" if result.written else str(result.reason))
