@@ -147,7 +147,9 @@ def test_an_endless_100_continue_ends_by_the_deadline(
         client.post(server.url, BODY, TIMEOUT)
     wall, cpu = time.monotonic() - wall, time.process_time() - cpu
     assert wall < (TIMEOUT if every < 0.01 else 2.0)
-    assert cpu < 0.25 * max(wall, 0.1), (cpu, wall)
+    # Waited, did not spin: a spin would use about as much CPU as wall time;
+    # below 0.5 s, the fixed cost of a POST would dominate the ratio.
+    assert cpu < 0.25 * max(wall, 0.5), (cpu, wall)
 
 
 def test_a_few_100_continue_then_the_answer(client: AnyClient, serve: ServeFixture) -> None:

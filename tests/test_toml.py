@@ -323,4 +323,6 @@ def test_consent_file_goes_through_the_fallbacks_when_libraries_are_hidden(
     assert table["consent"] == "enabled"
     assert table["prompt_version"] == consent.PROMPT_VERSION
     # And the bytes are those tomli-w would have written.
-    assert text == consent._FILE_HEADER + tomli_w.dumps({"telemetry": table})
+    header = consent._FILE_HEADER.format(product=consent.DEFAULT_PRODUCT_NAME,
+                                         cmd=consent.DEFAULT_CHANGE_COMMAND)
+    assert text == header + tomli_w.dumps({"telemetry": table})
