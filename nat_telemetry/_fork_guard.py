@@ -14,7 +14,9 @@ first, so once ``logging`` is imported (by us or by anyone) our hook is
 registered again, to be newer than logging's: a fork then takes the import
 lock before logging's lock, and the two never wait for each other.  The hooks
 tolerate being registered twice.  ``logging`` itself is imported on its own,
-before anything that would need its lock.
+before anything that would need its lock; and when that import happens while
+a fork waits for it, logging's fork hook was registered too late to run
+before that fork, so ours takes logging's lock in its place.
 """
 
 from __future__ import annotations
@@ -63,8 +65,28 @@ def _stay_newer_than_logging() -> None:
 
 def _before_fork() -> None:
     global _held_for_fork
-    if not _held_for_fork:  # registered twice: the newer registration took it
-        _held_for_fork = import_lock.acquire(timeout=_FORK_WAIT_SECONDS)
+    if _held_for_fork:  # registered twice: the newer registration took it
+        return
+    logging = sys.modules.get("logging")
+    had_logging = logging is not None and not _initializing(logging)
+    _held_for_fork = import_lock.acquire(timeout=_FORK_WAIT_SECONDS)
+    if not had_logging and "logging" in sys.modules:
+        _take_logging_lock_too()
+
+
+def _take_logging_lock_too() -> None:
+    # logging was imported while this fork waited for the import above, so its
+    # own fork hook came too late to run before this fork, while its after-fork
+    # hooks will run: they release logging's lock.  Take it, as its hook would
+    # have, so the two stay paired.
+    logging = sys.modules["logging"]
+    lock = getattr(logging, "_lock", None)
+    owned = getattr(lock, "_is_owned", None)
+    if owned is None or owned():
+        return  # unknown internals, or logging's own hook did run after all
+    take = getattr(logging, "_prepareFork", None) or getattr(logging, "_acquireLock", None)
+    if take is not None:
+        take()
 
 
 def _after_fork() -> None:

@@ -34,7 +34,6 @@ import time
 from . import __version__, _log, config
 from ._args import require
 from ._delivery import Delivering, bounded_wait
-from ._fork_guard import import_guarded
 from ._state import State, live_handlers, started_handlers
 from .endpoint import endpoint_problem
 from .event_queue import EventQueue
@@ -257,8 +256,6 @@ class NATTelemetryHandler(Delivering):
         self._start(restart=True)
 
     def _start(self, restart: bool) -> None:
-        # logging on this thread, before any worker runs: see _fork_guard.
-        import_guarded("logging")
         with self._lock:
             if not (self._state is _NEW or (restart and self._state is _STOPPED)):
                 return
