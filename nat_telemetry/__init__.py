@@ -15,7 +15,6 @@ later changes (the consent prompt may flip it).
 
 from __future__ import annotations
 
-import os as _os
 import sys
 
 from . import config
@@ -48,15 +47,11 @@ __version__ = "0.1.0"
 
 
 def _resolve_enabled() -> bool:
-    # The rules the environment decides alone, without importing consent (a
-    # command line run with telemetry off pays for nothing else of ours).
-    if config.do_not_track():
-        return False
-    value = _os.environ.get(config.TELEMETRY_ENV_VAR)
-    if value is not None:
-        return config.is_truthy(value)
-    if config.ci_env_var() is not None:
-        return False
+    # When the environment decides alone, consent is not imported (a command
+    # line run with telemetry off pays for nothing else of ours).
+    decided = config.environment_decision()
+    if decided is not None:
+        return decided[0]
     from .consent import resolve_initial_consent
 
     return resolve_initial_consent()

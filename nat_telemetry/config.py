@@ -98,6 +98,26 @@ def ci_env_var() -> str | None:
     return None
 
 
+def environment_decision() -> tuple[bool, str, str] | None:
+    """``(enabled, rule, detail)`` when the environment alone decides, else None.
+
+    The first three rules of consent, in order: ``DO_NOT_TRACK`` (off);
+    ``NAT_TELEMETRY_ENABLED`` when set; a CI run (off: only the variable turns
+    telemetry on there).  After them come the consent file and the default
+    (see :func:`.consent.resolve_consent`).
+    """
+    if do_not_track():
+        return False, "DO_NOT_TRACK", f"{DO_NOT_TRACK_ENV_VAR}={os.environ[DO_NOT_TRACK_ENV_VAR]!r}"
+    setting = os.environ.get(TELEMETRY_ENV_VAR)
+    if setting is not None:
+        return is_truthy(setting), "environment", f"{TELEMETRY_ENV_VAR}={setting!r}"
+    ci = ci_env_var()
+    if ci is not None:
+        return False, "CI", (f"{ci} is set: a CI run, where only {TELEMETRY_ENV_VAR} "
+                             "can turn telemetry on")
+    return None
+
+
 TELEMETRY_ENABLED: bool  # resolved on first read by __getattr__ below
 
 # Set by the package (see __init__): how TELEMETRY_ENABLED is resolved.  A

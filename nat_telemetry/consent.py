@@ -392,16 +392,9 @@ def resolve_consent(consent_file: str | os.PathLike[str] | None = None) -> Decis
     in a CI run, off (only the variable can turn it on there); the consent
     file (``consent_file`` as in :func:`consent_file_path`); off by default.
     """
-    if config.do_not_track():
-        value = os.environ.get(config.DO_NOT_TRACK_ENV_VAR)
-        return Decision(False, "DO_NOT_TRACK", f"{config.DO_NOT_TRACK_ENV_VAR}={value!r}")
-    value = os.environ.get(TELEMETRY_ENV_VAR)
-    if value is not None:
-        return Decision(config.is_truthy(value), "environment", f"{TELEMETRY_ENV_VAR}={value!r}")
-    ci = config.ci_env_var()
-    if ci is not None:
-        return Decision(False, "CI", f"{ci} is set: a CI run, where only "
-                        f"{TELEMETRY_ENV_VAR} can turn telemetry on")
+    decided = config.environment_decision()
+    if decided is not None:
+        return Decision(*decided)
     record = read_consent_record(consent_file)
     if record.state is not ConsentState.NEVER_ASKED:
         return Decision(record.state is ConsentState.ENABLED, "consent file", record.path)
@@ -443,8 +436,7 @@ def maybe_prompt_for_consent(
         if consent_file is not None:
             # The shared resolution reads another file: apply this one's verdict.
             config.TELEMETRY_ENABLED = resolve_consent(consent_file).enabled
-        if (config.do_not_track() or os.environ.get(TELEMETRY_ENV_VAR) is not None
-                or config.ci_env_var() is not None):
+        if config.environment_decision() is not None:
             return
         # Cheap check before touching the disk: most non-interactive runs
         # (CI, pipes) stop here.
