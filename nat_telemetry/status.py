@@ -28,8 +28,8 @@ _RECOGNISED_VALUES = ("1", "true", "yes", "0", "false", "no", "")
 def _event_fields() -> list[str]:
     from .events import CliCommandEvent
 
-    sample = CliCommandEvent(command="x", task_status="success", python_version="3.0.0")
-    return list(sample.model_dump(by_alias=True))
+    # The wire names, in the order events are sent (alias None: the field's own name).
+    return [info.alias or name for name, info in CliCommandEvent.model_fields.items()]
 
 
 def _utc(stamp: float | None) -> str | None:
