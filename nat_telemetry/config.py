@@ -82,6 +82,24 @@ NAT_TELEMETRY_ENDPOINT: str = os.environ.get(ENDPOINT_ENV_VAR, DEFAULT_NAT_TELEM
 NAT_TELEMETRY_DRY_RUN: bool = is_truthy(os.environ.get(DRY_RUN_ENV_VAR))
 SESSION_PREFIX: str | None = os.environ.get(SESSION_PREFIX_ENV_VAR) or None
 
+# A handler's defaults (see handler.NATTelemetryHandler), here so that
+# track_command's in-memory recorder follows the same ones without importing
+# the handler.
+DEFAULT_FLUSH_INTERVAL_SECONDS: float = 120.0
+DEFAULT_MAX_QUEUE_SIZE: int = 50
+DEFAULT_MAX_RETRIES: int = 3
+DEFAULT_REQUEST_TIMEOUT_SECONDS: float = 2.0
+DEFAULT_SHUTDOWN_TIMEOUT_SECONDS: float = 2.0
+DEFAULT_MAX_BUFFER_SIZE: int = 10_000
+DEFAULT_MAX_DLQ_SIZE: int = 1_000
+DEFAULT_MAX_BATCH_SIZE: int = 500
+
+
+def prefixed_session_id(session_id: str) -> str:
+    """``session_id`` as sent: with ``NAT_SESSION_PREFIX`` in front, when set."""
+    prefix = SESSION_PREFIX
+    return f"{prefix}{session_id}" if prefix else session_id
+
 
 def do_not_track() -> bool:
     """``DO_NOT_TRACK`` is set to ``1`` or ``true`` (any case)."""

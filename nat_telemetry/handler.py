@@ -35,6 +35,16 @@ from . import __version__, _log, config
 from ._args import require
 from ._delivery import Delivering, bounded_wait
 from ._state import State, live_handlers, started_handlers
+from .config import (
+    DEFAULT_FLUSH_INTERVAL_SECONDS,
+    DEFAULT_MAX_BATCH_SIZE,
+    DEFAULT_MAX_BUFFER_SIZE,
+    DEFAULT_MAX_DLQ_SIZE,
+    DEFAULT_MAX_QUEUE_SIZE,
+    DEFAULT_MAX_RETRIES,
+    DEFAULT_REQUEST_TIMEOUT_SECONDS,
+    DEFAULT_SHUTDOWN_TIMEOUT_SECONDS,
+)
 from .endpoint import endpoint_problem
 from .event_queue import EventQueue
 from .events import TelemetryEvent
@@ -60,14 +70,6 @@ __all__ = [
 ]
 
 
-DEFAULT_FLUSH_INTERVAL_SECONDS: float = 120.0
-DEFAULT_MAX_QUEUE_SIZE: int = 50
-DEFAULT_MAX_RETRIES: int = 3
-DEFAULT_REQUEST_TIMEOUT_SECONDS: float = 2.0
-DEFAULT_SHUTDOWN_TIMEOUT_SECONDS: float = 2.0
-DEFAULT_MAX_BUFFER_SIZE: int = 10_000
-DEFAULT_MAX_DLQ_SIZE: int = 1_000
-DEFAULT_MAX_BATCH_SIZE: int = 500
 # This package's version, as sent in every envelope.  The package's own
 # __version__ (the metadata setup.cfg installs says the same), not a look-up in
 # importlib.metadata: that scans sys.path, and costs a command line ~10 ms.
@@ -157,8 +159,7 @@ class NATTelemetryHandler(Delivering):
             source_client_version if source_client_version is not None
             else CLIENT_VERSION
         )
-        prefix = config.SESSION_PREFIX
-        self.session_id = f"{prefix}{session_id}" if prefix else session_id
+        self.session_id = config.prefixed_session_id(session_id)
         self.retry_policy = retry_policy if retry_policy is not None else RetryPolicy(max_retries)
         # A caller's transport is used for every batch; otherwise one is
         # chosen per batch from the endpoint (see _transport_for_batch).
@@ -199,6 +200,11 @@ class NATTelemetryHandler(Delivering):
 
     def enqueue(self, event: TelemetryEvent) -> None:
         """Accept ``event`` for sending; never blocks, never raises."""
+        self._offer(event, time.time())
+
+    def _offer(self, event: TelemetryEvent, accepted_at: float) -> None:
+        # enqueue, for an event accepted earlier elsewhere (track_command's
+        # recorder hands over what it kept, with the times it kept them).
         if not config.TELEMETRY_ENABLED:
             self._drop_unaccepted("dropped_disabled")
             return
@@ -208,7 +214,7 @@ class NATTelemetryHandler(Delivering):
             return
         if not self._accepting and not self._accept_slowly():
             return
-        if not self._queue.offer((event, time.time())):
+        if not self._queue.offer((event, accepted_at)):
             self._refuse("dropped_buffer_full")
             return
         if self._state is _STOPPED:
