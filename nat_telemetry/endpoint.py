@@ -12,7 +12,7 @@ shown: :func:`redact` replaces them wherever an endpoint is printed or logged.
 
 from __future__ import annotations
 
-__all__ = ["endpoint_problem", "host_of", "redact"]
+__all__ = ["destination", "endpoint_problem", "host_of", "redact"]
 
 _SCHEMES = ("http", "https", "otlp+http", "otlp+https")
 
@@ -52,6 +52,26 @@ def endpoint_problem(endpoint: str) -> str | None:
     if port and not (port.isascii() and port.isdigit() and int(port) <= 65535):
         return f"endpoint {shown!r} is not a valid URL: bad port"
     return None
+
+
+def destination(endpoint: str, dry_run: bool) -> str:
+    """What sending to ``endpoint`` means, as one word.
+
+    ``"none"`` (no endpoint), ``"stdout"``, ``"unusable"`` (see
+    :func:`endpoint_problem`), ``"dry-run"`` or ``"otlp-dry-run"`` (a URL,
+    with ``dry_run``), ``"otlp"`` (an ``otlp+http(s)://`` URL) or ``"nemo"``
+    (any other URL: a POST of the NeMo envelope).
+    """
+    if not endpoint:
+        return "none"
+    if endpoint == "stdout":
+        return "stdout"
+    if endpoint_problem(endpoint) is not None:
+        return "unusable"
+    otlp = endpoint.partition("://")[0].lower().startswith("otlp+")
+    if dry_run:
+        return "otlp-dry-run" if otlp else "dry-run"
+    return "otlp" if otlp else "nemo"
 
 
 def host_of(endpoint: str) -> str | None:

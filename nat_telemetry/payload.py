@@ -10,13 +10,13 @@ that is a privacy decision, not a refactoring.
 from __future__ import annotations
 
 import time
-from datetime import datetime, timezone
 
 from . import config
 
 TYPE_CHECKING = False  # typing.TYPE_CHECKING without importing typing at run time
 if TYPE_CHECKING:
     from collections.abc import Sequence
+    from datetime import datetime
     from typing import Any
 
     from .events import TelemetryEvent
@@ -30,6 +30,8 @@ __all__ = [
     "TEXT_FIELDS",
     "QueuedEvent",
     "build_payload",
+    "envelope",
+    "format_epoch",
     "format_timestamp",
 ]
 
@@ -111,21 +113,66 @@ class QueuedEvent:
 _last_second: tuple[int, str] = (-1, "")
 
 
-def format_timestamp(moment: datetime | None = None) -> str:
-    """``YYYY-MM-DDTHH:MM:SS.mmmZ`` in UTC (a naive datetime is taken as UTC)."""
+def _format(epoch_second: int, microsecond: int) -> str:
     global _last_second
-    if moment is None:
-        moment = datetime.now(timezone.utc)
-    elif moment.tzinfo is None:
-        moment = moment.replace(tzinfo=timezone.utc)
-    epoch_second = int(moment.timestamp() // 1)  # floor, also before 1970
     cached_second, prefix = _last_second
     if epoch_second != cached_second:
         t = time.gmtime(epoch_second)
         prefix = (f"{t.tm_year:04d}-{t.tm_mon:02d}-{t.tm_mday:02d}T"
                   f"{t.tm_hour:02d}:{t.tm_min:02d}:{t.tm_sec:02d}")
         _last_second = (epoch_second, prefix)
-    return f"{prefix}.{moment.microsecond // 1000:03d}Z"
+    return f"{prefix}.{microsecond // 1000:03d}Z"
+
+
+def format_epoch(seconds: float) -> str:
+    """``YYYY-MM-DDTHH:MM:SS.mmmZ`` for a ``time.time()`` value, without :mod:`datetime`.
+
+    The same text as :func:`format_timestamp` of
+    ``datetime.fromtimestamp(seconds, timezone.utc)``: the fraction is
+    rounded to microseconds half to even, as datetime rounds it, before the
+    milliseconds are cut.
+    """
+    whole = int(seconds)
+    microsecond = round((seconds - whole) * 1e6)  # the fraction's split is exact
+    if microsecond >= 1_000_000:
+        whole, microsecond = whole + 1, microsecond - 1_000_000
+    elif microsecond < 0:
+        whole, microsecond = whole - 1, microsecond + 1_000_000
+    return _format(whole, microsecond)
+
+
+def format_timestamp(moment: datetime | None = None) -> str:
+    """``YYYY-MM-DDTHH:MM:SS.mmmZ`` in UTC (a naive datetime is taken as UTC; None: now)."""
+    if moment is None:
+        return format_epoch(time.time())
+    if moment.tzinfo is None:
+        from datetime import timezone
+
+        moment = moment.replace(tzinfo=timezone.utc)
+    epoch_second = int(moment.timestamp() // 1)  # floor, also before 1970
+    return _format(epoch_second, moment.microsecond)
+
+
+def envelope(events: list[dict[str, Any]], *, schema_version: str,
+             source_client_version: str, session_id: str) -> dict[str, Any]:
+    """The envelope around ``events`` (their wire form: ``ts``, ``parameters``, ``name``)."""
+    fields: dict[str, Any] = dict.fromkeys(IDENTITY_FIELDS, "undefined")
+    fields.update(dict.fromkeys(GDPR_FIELDS, "None"))
+    fields.update(
+        clientId=config.CLIENT_ID,
+        clientType="Native",
+        clientVariant="Release",
+        clientVer=source_client_version,
+        cpuArchitecture=config.CPU_ARCHITECTURE,
+        eventProtocol=EVENT_PROTOCOL,
+        eventSchemaVer=schema_version,
+        eventSysVer=config.NAT_TELEMETRY_VERSION,
+        sentTs=format_timestamp(),
+        sessionId=session_id,
+        events=events,
+    )
+    # The reference order, so a body reads like the documented example.
+    return {key: fields[key] for key in ENVELOPE_KEYS}
 
 
 def build_payload(
@@ -137,30 +184,19 @@ def build_payload(
     """The envelope for one POST; ``ValueError`` when ``events`` is empty."""
     if not events:
         raise ValueError("build_payload needs at least one event")
-    envelope: dict[str, Any] = dict.fromkeys(IDENTITY_FIELDS, "undefined")
-    envelope.update(dict.fromkeys(GDPR_FIELDS, "None"))
-    envelope.update(
-        clientId=config.CLIENT_ID,
-        clientType="Native",
-        clientVariant="Release",
-        clientVer=source_client_version,
-        cpuArchitecture=config.CPU_ARCHITECTURE,
-        eventProtocol=EVENT_PROTOCOL,
-        eventSchemaVer=events[0].event._schema_version,
-        eventSysVer=config.NAT_TELEMETRY_VERSION,
-        sentTs=format_timestamp(),
-        sessionId=session_id,
+    return envelope(
+        [
+            {
+                "ts": format_timestamp(queued.timestamp),
+                "parameters": queued.event.model_dump(by_alias=True),
+                "name": queued.event._event_name,
+            }
+            for queued in events
+        ],
+        schema_version=events[0].event._schema_version,
+        source_client_version=source_client_version,
+        session_id=session_id,
     )
-    envelope["events"] = [
-        {
-            "ts": format_timestamp(queued.timestamp),
-            "parameters": queued.event.model_dump(by_alias=True),
-            "name": queued.event._event_name,
-        }
-        for queued in events
-    ]
-    # The reference order, so a body reads like the documented example.
-    return {key: envelope[key] for key in ENVELOPE_KEYS}
 
 
 # ------------------------------------------------- envelope text field rules

@@ -29,7 +29,7 @@ import sys
 
 from . import _compact_json, _log, config
 from ._fork_guard import import_guarded, import_lock
-from .endpoint import endpoint_problem
+from .endpoint import destination, endpoint_problem
 from .retry import Outcome, classify_status
 
 TYPE_CHECKING = False  # typing.TYPE_CHECKING without importing typing at run time
@@ -373,24 +373,20 @@ class OtlpDryRun(DryRun):
         return self._show(url, body)
 
 
-def _is_otlp(endpoint: str) -> bool:
-    # Without importing .otlp: endpoint_problem has vetted the scheme already.
-    return endpoint.partition("://")[0].lower().startswith("otlp+")
-
-
 def transport_for(endpoint: str, *, dry_run: bool | None = None) -> Transport:
     """The transport for ``endpoint`` (``dry_run`` defaults to ``NAT_TELEMETRY_DRY_RUN``)."""
-    if not endpoint:
+    kind = destination(endpoint, config.NAT_TELEMETRY_DRY_RUN if dry_run is None else dry_run)
+    if kind == "none":
         return NoEndpoint()
-    if endpoint == config.STDOUT_ENDPOINT_SENTINEL:
+    if kind == "stdout":
         return StdoutSink()
-    problem = endpoint_problem(endpoint)
-    if problem is not None:
-        return Unusable(problem)
-    otlp = _is_otlp(endpoint)
-    if config.NAT_TELEMETRY_DRY_RUN if dry_run is None else dry_run:
-        return OtlpDryRun(endpoint) if otlp else DryRun(endpoint)
+    if kind == "unusable":
+        return Unusable(str(endpoint_problem(endpoint)))
+    if kind == "otlp-dry-run":
+        return OtlpDryRun(endpoint)
+    if kind == "dry-run":
+        return DryRun(endpoint)
     token = HttpTransport.token_from_environment()
-    if otlp:
+    if kind == "otlp":
         return OtlpTransport(endpoint, token=token)
     return HttpTransport(endpoint, token=token)
