@@ -18,6 +18,7 @@ from . import _log, config
 from ._state import HandlerState, State
 from .payload import QueuedEvent
 from .retry import Outcome
+from .sender import start_sender
 from .transport import Delivery, Transport, transport_for
 
 TYPE_CHECKING = False  # typing.TYPE_CHECKING without importing typing at run time
@@ -26,7 +27,7 @@ if TYPE_CHECKING:
 
     _T = TypeVar("_T")
 
-__all__ = ["Delivering", "bounded_wait", "senders_wanted", "start_sender"]
+__all__ = ["Delivering", "bounded_wait", "senders_wanted"]
 
 _RUNNING, _STOPPED = State.RUNNING, State.STOPPED
 
@@ -43,15 +44,6 @@ _MAX_WAIT_SECONDS = 3600.0
 # started for each at exit.  And the spools already checked for leftovers.
 senders_wanted: dict[tuple[str, str], None] = {}
 _leftovers_checked: set[tuple[str, str]] = set()
-
-
-def start_sender(directory: str, url: str, budget: float) -> None:
-    """A detached sender for ``directory``; where none can be started, deliver
-    in-process for at most ``budget`` seconds."""
-    from .sender import run_sender, start_detached_sender
-
-    if not start_detached_sender(directory, url):
-        run_sender(directory, url, lifetime_seconds=budget)
 
 
 class Delivering(HandlerState):

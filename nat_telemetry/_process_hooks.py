@@ -14,13 +14,14 @@ import os
 import time
 
 from . import _log
-from ._delivery import senders_wanted, start_sender
+from ._delivery import senders_wanted
 from ._state import live_handlers, started_handlers
+from .sender import start_sender
 
-__all__: list[str] = []
+__all__ = ["stop_all_at_exit"]
 
 
-def _stop_all_at_exit() -> None:
+def stop_all_at_exit() -> None:
     """Hand every started handler's events over to the spool and a detached
     sender; a handler that cannot spool is stopped as before, all of them
     within one shared time budget."""
@@ -59,6 +60,6 @@ def _reinit_after_fork() -> None:
     senders_wanted.clear()
 
 
-atexit.register(_stop_all_at_exit)
+atexit.register(stop_all_at_exit)
 if hasattr(os, "register_at_fork"):
     os.register_at_fork(after_in_child=_reinit_after_fork)

@@ -41,9 +41,19 @@ from .consent import (
     resolve_env_consent,
     write_persisted_consent,
 )
-from .events import CliCommandEvent, TaskStatusEnum, ValidationError
+from .events import CliCommandEvent, ValidationError
 from .handler import NATTelemetryHandler
-from .outcome import EXIT_CODE_INTERRUPTED, outcome_of_returncode, python_version
+from .outcome import (
+    EXIT_CODE_INTERRUPTED,
+    FAILURE,
+    SUCCESS,
+    outcome_of_returncode,
+    python_version,
+)
+
+TYPE_CHECKING = False  # typing.TYPE_CHECKING without importing typing at run time
+if TYPE_CHECKING:
+    from .outcome import TaskStatus
 
 try:  # the server side's commands, when its folder is there (a vendored copy may drop it)
     from .collector import cli as collector_cli
@@ -332,7 +342,7 @@ def command_name(program: str) -> str:
     return name or "unknown"
 
 
-def _event(name: str, status: TaskStatusEnum, exit_code: int, error_class: str,
+def _event(name: str, status: TaskStatus, exit_code: int, error_class: str,
            duration_ms: int) -> CliCommandEvent:
     return CliCommandEvent(command=name, task_status=status, duration_ms=duration_ms,
                            exit_code=exit_code, error_class=error_class,
@@ -360,20 +370,20 @@ def _parent_ignores_sigint() -> Iterator[None]:
         signal.signal(signal.SIGINT, previous)
 
 
-def _run_child(cmd: list[str]) -> tuple[int, TaskStatusEnum, str]:
+def _run_child(cmd: list[str]) -> tuple[int, TaskStatus, str]:
     """Run ``cmd``; ``(exit status, task status, error class)``."""
     program = cmd[0]
     try:
         returncode = subprocess.Popen(cmd).wait()
     except (FileNotFoundError, NotADirectoryError) as exc:
         _err(f"run: {program}: command not found")
-        return EXIT_NOT_FOUND, TaskStatusEnum.FAILURE, type(exc).__name__
+        return EXIT_NOT_FOUND, FAILURE, type(exc).__name__
     except PermissionError as exc:
         _err(f"run: {program}: permission denied (not executable)")
-        return EXIT_CANNOT_EXECUTE, TaskStatusEnum.FAILURE, type(exc).__name__
+        return EXIT_CANNOT_EXECUTE, FAILURE, type(exc).__name__
     except OSError as exc:
         _err(f"run: {program}: cannot execute: {exc.strerror or type(exc).__name__}")
-        return EXIT_CANNOT_EXECUTE, TaskStatusEnum.FAILURE, type(exc).__name__
+        return EXIT_CANNOT_EXECUTE, FAILURE, type(exc).__name__
     status, exit_code = outcome_of_returncode(returncode)
     return exit_code, status, "undefined"
 
@@ -387,7 +397,7 @@ def _cmd_run(args: argparse.Namespace) -> int:
         return EXIT_USAGE
     name = args.name if args.name is not None else command_name(cmd[0])
     try:
-        _event(name, TaskStatusEnum.SUCCESS, 0, "undefined", -1)
+        _event(name, SUCCESS, 0, "undefined", -1)
     except ValidationError as exc:
         reason = "; ".join(why for field, why in exc.errors if field == "command") or str(exc)
         _err(f"run: invalid --name {name!r}: {reason}")

@@ -10,7 +10,11 @@ from __future__ import annotations
 
 import sys
 
-from .events import TaskStatusEnum
+TYPE_CHECKING = False  # typing.TYPE_CHECKING without importing typing at run time
+if TYPE_CHECKING:
+    from typing import Literal
+
+    TaskStatus = Literal["success", "failure", "interrupted"]
 
 __all__ = [
     "EXIT_CODE_INTERRUPTED",
@@ -22,6 +26,11 @@ __all__ = [
 # Exit code a shell reports for a command ended by Ctrl-C (128 + SIGINT).
 EXIT_CODE_INTERRUPTED = 130
 _MAX_ERROR_CLASS_LENGTH = 128
+
+# TaskStatusEnum's values.
+SUCCESS: TaskStatus = "success"
+FAILURE: TaskStatus = "failure"
+INTERRUPTED: TaskStatus = "interrupted"
 
 _RELEASE_LEVELS = {"alpha": "a", "beta": "b", "candidate": "rc"}
 
@@ -50,7 +59,7 @@ def _error_class(exc: BaseException) -> str:
     return "undefined"
 
 
-def outcome_of(exc: BaseException | None) -> tuple[TaskStatusEnum, int, str]:
+def outcome_of(exc: BaseException | None) -> tuple[TaskStatus, int, str]:
     """``(task_status, exit_code, error_class)`` for a block ended by ``exc``.
 
     ``SystemExit`` with code 0 or None is a success; with another int code it
@@ -58,19 +67,19 @@ def outcome_of(exc: BaseException | None) -> tuple[TaskStatusEnum, int, str]:
     failure with exit code 1, and the message is not kept.
     """
     if exc is None:
-        return TaskStatusEnum.SUCCESS, 0, "undefined"
+        return SUCCESS, 0, "undefined"
     if isinstance(exc, SystemExit):
         code = exc.code
         if code is None or (isinstance(code, int) and code == 0):
-            return TaskStatusEnum.SUCCESS, 0, "undefined"
+            return SUCCESS, 0, "undefined"
         exit_code = int(code) if isinstance(code, int) else 1
-        return TaskStatusEnum.FAILURE, exit_code, _error_class(exc)
+        return FAILURE, exit_code, _error_class(exc)
     if isinstance(exc, KeyboardInterrupt):
-        return TaskStatusEnum.INTERRUPTED, EXIT_CODE_INTERRUPTED, _error_class(exc)
-    return TaskStatusEnum.FAILURE, 1, _error_class(exc)
+        return INTERRUPTED, EXIT_CODE_INTERRUPTED, _error_class(exc)
+    return FAILURE, 1, _error_class(exc)
 
 
-def outcome_of_returncode(returncode: int) -> tuple[TaskStatusEnum, int]:
+def outcome_of_returncode(returncode: int) -> tuple[TaskStatus, int]:
     """``(task_status, exit_code)`` for a child process's return code.
 
     A negative code is the signal that killed the child: the exit code a
@@ -79,13 +88,13 @@ def outcome_of_returncode(returncode: int) -> tuple[TaskStatusEnum, int]:
     """
     if returncode < 0:
         signum = -returncode
-        status = TaskStatusEnum.INTERRUPTED if signum == _SIGINT else TaskStatusEnum.FAILURE
+        status = INTERRUPTED if signum == _SIGINT else FAILURE
         return status, 128 + signum
     if returncode == 0:
-        return TaskStatusEnum.SUCCESS, 0
+        return SUCCESS, 0
     if returncode == EXIT_CODE_INTERRUPTED:
-        return TaskStatusEnum.INTERRUPTED, returncode
-    return TaskStatusEnum.FAILURE, returncode
+        return INTERRUPTED, returncode
+    return FAILURE, returncode
 
 
 _SIGINT = 2  # signal.SIGINT on every platform that reports signals this way

@@ -63,6 +63,7 @@ __all__ = [
     "main",
     "run_sender",
     "start_detached_sender",
+    "start_sender",
 ]
 
 ENDPOINT_ENV_VAR = "NAT_TELEMETRY_SENDER_ENDPOINT"
@@ -106,6 +107,13 @@ def start_detached_sender(spool_dir: str, endpoint: str, *,
         return True
     except Exception:
         return False
+
+
+def start_sender(directory: str, url: str, budget: float) -> None:
+    """A detached sender for ``directory``; where none can be started, deliver
+    in-process for at most ``budget`` seconds."""
+    if not start_detached_sender(directory, url):
+        run_sender(directory, url, lifetime_seconds=budget)
 
 
 def _command(spool_dir: str, lifetime_seconds: float) -> list[str] | None:
