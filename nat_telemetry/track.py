@@ -13,17 +13,17 @@ Telemetry must never change the program it measures: the exception that ended
 the block is re-raised untouched, and anything going wrong while recording is
 logged at debug level and swallowed.
 
-Without an explicit handler the events go to one handler shared by the whole
-process, created on first use with a random session id.  The handler module
-stops (and so flushes) every started handler at interpreter exit, within its
-shutdown bound; a forked child gets a new shared handler with a new session
-id, so parent and child never report under the same session.
+Without an explicit handler the events go to a recorder shared by the whole
+process, made on first use with a random session id (see :mod:`._recorder`):
+it keeps them in memory and spools them at exit for a detached sender, or
+hands them to a handler when the program runs long; a forked child gets a
+new one with a new session id, so parent and child never report under the
+same session.
 """
 
 from __future__ import annotations
 
 import _thread  # threading's primitives, without importing threading
-import os
 import time
 
 from . import _log, config
@@ -34,53 +34,11 @@ if TYPE_CHECKING:
     from types import TracebackType
     from typing import Any, Callable, Literal, TypeVar
 
-    from .events import CliCommandEvent
     from .handler import NATTelemetryHandler
 
     _F = TypeVar("_F", bound=Callable[..., Any])
 
 __all__ = ["track_command"]
-
-
-# ------------------------------------------------------------ shared handlers
-
-# Handlers owned by this module, keyed by the session id the caller asked for
-# (None: the process's own random id).  Almost always just the None entry.
-_handlers: dict[str | None, NATTelemetryHandler] = {}
-_handlers_lock = _thread.allocate_lock()
-
-
-def _shared_handler(session_id: str | None) -> NATTelemetryHandler:
-    """The module's handler for ``session_id``, created once, thread-safely."""
-    handler = _handlers.get(session_id)
-    if handler is not None:
-        return handler
-    with _handlers_lock:
-        handler = _handlers.get(session_id)
-        if handler is None:
-            # 128 random bits, as uuid4().hex would give without its import
-            # (which imports platform, and costs a command line ~3 ms).
-            session_id_to_use = os.urandom(16).hex() if session_id is None else session_id
-            from .handler import NATTelemetryHandler  # only when something is recorded
-
-            # NATTelemetryHandler applies NAT_SESSION_PREFIX itself.
-            handler = NATTelemetryHandler(session_id=session_id_to_use)
-            _handlers[session_id] = handler
-        return handler
-
-
-def _forget_handlers_after_fork() -> None:
-    # The child is another process: it must not report under the parent's
-    # random session id.  The next event creates fresh handlers (and so a new
-    # random id); the lock is replaced because another thread may have held
-    # it at the moment of the fork.
-    global _handlers_lock
-    _handlers_lock = _thread.allocate_lock()
-    _handlers.clear()
-
-
-if hasattr(os, "register_at_fork"):
-    os.register_at_fork(after_in_child=_forget_handlers_after_fork)
 
 
 # ------------------------------------------------------------------- tracker
@@ -94,9 +52,11 @@ class track_command:  # used like a function: `with track_command("x"):`
     sentence, an argument) raises :class:`~nat_telemetry.ValidationError` at
     the call site instead of silently never being recorded.
 
-    ``handler`` receives the events; without one they go to a handler shared
-    by the process.  ``session_id`` picks the session of that shared handler
-    (one shared handler per distinct id, created on first use); it cannot be
+    ``handler`` receives the events; without one they go to a recorder shared
+    by the process, which spools them at exit for a detached sender, or hands
+    them to a handler of its own when the program runs long (see
+    :mod:`._recorder`).  ``session_id`` picks the session of that shared
+    destination (one per distinct id, made on first use); it cannot be
     combined with ``handler``, whose session id is its own.
 
     Every ``with`` block and every call of a decorated function is timed on
@@ -128,7 +88,9 @@ class track_command:  # used like a function: `with track_command("x"):`
         # imports nothing; only a bad name builds the event, for its error.
         if not (isinstance(command, str) and is_token(command)
                 and isinstance(self.subcommand, str) and is_token(self.subcommand)):
-            self._build_event(None, -1)  # raises ValidationError naming the field
+            from ._recorder import cli_event, command_fields
+
+            cli_event(command_fields(command, self.subcommand, None, -1))  # raises ValidationError
 
     # ----------------------------------------------------- context manager
 
@@ -205,31 +167,20 @@ class track_command:  # used like a function: `with track_command("x"):`
 
     # -------------------------------------------------------------- record
 
-    def _build_event(self, exc: BaseException | None, duration_ms: int) -> CliCommandEvent:
-        from .events import CliCommandEvent
-        from .outcome import outcome_of, python_version
-
-        task_status, exit_code, error_class = outcome_of(exc)
-        return CliCommandEvent(
-            command=self.command,
-            subcommand=self.subcommand,
-            task_status=task_status,
-            duration_ms=duration_ms,
-            exit_code=exit_code,
-            error_class=error_class,
-            python_version=python_version(),
-        )
-
     def _record(self, start: float | None, exc: BaseException | None) -> None:
         """Build and enqueue the event; never raises."""
         try:
             duration_ms = -1 if start is None else max(0, int((time.perf_counter() - start) * 1000))
             handler = self.handler
+            if handler is None and not config.TELEMETRY_ENABLED:
+                return  # no thread, no handler, no event, for a user who said no
+            from ._recorder import cli_event, command_fields, recorder_for
+
+            fields = command_fields(self.command, self.subcommand, exc, duration_ms)
             if handler is None:
-                if not config.TELEMETRY_ENABLED:
-                    return  # no thread, no handler, no event, for a user who said no
-                handler = _shared_handler(self.session_id)
-            handler.enqueue(self._build_event(exc, duration_ms))
+                recorder_for(self.session_id).record(fields)
+            else:
+                handler.enqueue(cli_event(fields))
         except Exception:  # telemetry must not break the command
             _log.debug("could not record the %r command", self.command, exc_info=True)
 

@@ -27,10 +27,10 @@ import responses
 from nat_telemetry import (
     NATTelemetryHandler,
     ValidationError,
+    _recorder,
     config,
     outcome,
     resolve_subcommand,
-    track,
     track_command,
 )
 from nat_telemetry.events import CliCommandEvent
@@ -46,11 +46,12 @@ def _isolated(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[None]
     monkeypatch.delenv("NAT_TELEMETRY_ENABLED", raising=False)
     monkeypatch.setitem(vars(config), "TELEMETRY_ENABLED", True)
     monkeypatch.setattr(config, "NAT_TELEMETRY_ENDPOINT", "")
-    handlers: dict[Any, NATTelemetryHandler] = {}
-    monkeypatch.setattr(track, "_handlers", handlers)
+    recorders: dict[Any, _recorder.Recorder] = {}
+    monkeypatch.setattr(_recorder, "_recorders", recorders)
     yield
-    for handler in list(handlers.values()):
-        handler.stop(0)
+    for recorder in list(recorders.values()):
+        if recorder._handler is not None:
+            recorder._handler.stop(0)
 
 
 class Sink:
@@ -280,7 +281,7 @@ def test_disabled_telemetry_records_nothing_and_creates_no_handler(
     monkeypatch.setitem(vars(config), "TELEMETRY_ENABLED", False)
     with track_command("convert"):
         pass
-    assert track._handlers == {}
+    assert _recorder._recorders == {}
     with track_command("convert", handler=sink.handler):
         pass
     assert sink.events() == []
@@ -290,17 +291,17 @@ def test_disabled_telemetry_records_nothing_and_creates_no_handler(
 # ------------------------------------------------------------ shared handler
 
 
-def test_shared_handler_is_created_once_across_threads(monkeypatch: pytest.MonkeyPatch) -> None:
-    created: list[NATTelemetryHandler] = []
-    real = NATTelemetryHandler
+def test_shared_recorder_is_created_once_across_threads(monkeypatch: pytest.MonkeyPatch) -> None:
+    created: list[_recorder.Recorder] = []
+    real = _recorder.Recorder
 
-    def counting(**kwargs: Any) -> NATTelemetryHandler:
+    def counting(session_id: str) -> _recorder.Recorder:
         time.sleep(0.01)  # widen the window in which a second creation could race
-        handler = real(**kwargs)
-        created.append(handler)
-        return handler
+        recorder = real(session_id)
+        created.append(recorder)
+        return recorder
 
-    monkeypatch.setattr("nat_telemetry.handler.NATTelemetryHandler", counting)
+    monkeypatch.setattr(_recorder, "Recorder", counting)
     barrier = threading.Barrier(16)
 
     def work() -> None:
@@ -314,31 +315,37 @@ def test_shared_handler_is_created_once_across_threads(monkeypatch: pytest.Monke
     for t in threads:
         t.join()
     assert len(created) == 1
-    (handler,) = created
-    assert handler is track._handlers[None]
-    assert handler.stats()["enqueued"] == 16
+    (recorder,) = created
+    assert recorder is _recorder._recorders[None]
+    assert recorder.kept == 16
+    handler = recorder.handler()
+    assert recorder.kept == 0
+    assert handler.stats()["enqueued"] == handler.stats()["pending"] == 16
+    assert handler.session_id == recorder.session_id
     assert len(handler.session_id) == 32
     int(handler.session_id, 16)
 
 
-def test_shared_handler_session_id_has_the_prefix(monkeypatch: pytest.MonkeyPatch) -> None:
+def test_shared_session_id_has_the_prefix(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(config, "SESSION_PREFIX", "ci-")
     with track_command("convert"):
         pass
-    session_id = track._handlers[None].session_id
+    recorder = _recorder._recorders[None]
+    session_id = recorder.session_id
     assert session_id.startswith("ci-") and len(session_id) == 3 + 32
+    assert recorder.handler().session_id == session_id  # the prefix is added once
 
 
-def test_session_id_selects_its_own_shared_handler(monkeypatch: pytest.MonkeyPatch) -> None:
+def test_session_id_selects_its_own_shared_recorder(monkeypatch: pytest.MonkeyPatch) -> None:
     with track_command("convert", session_id="parent-session"):
         pass
     with track_command("convert", session_id="parent-session"):
         pass
     with track_command("convert"):
         pass
-    assert track._handlers["parent-session"].session_id == "parent-session"
-    assert track._handlers["parent-session"].stats()["enqueued"] == 2
-    assert track._handlers[None].stats()["enqueued"] == 1
+    assert _recorder._recorders["parent-session"].session_id == "parent-session"
+    assert _recorder._recorders["parent-session"].handler().stats()["enqueued"] == 2
+    assert _recorder._recorders[None].handler().stats()["enqueued"] == 1
 
 
 @pytest.mark.skipif(not hasattr(os, "fork"), reason="needs os.fork")
@@ -346,19 +353,19 @@ def test_forked_child_gets_a_new_session_id(tmp_path: Path) -> None:
     script = textwrap.dedent("""
         import os, sys, warnings
         warnings.simplefilter("ignore")
-        from nat_telemetry import track, track_command
+        from nat_telemetry import _recorder, track_command
         with track_command("parent"):
             pass
-        parent = track._handlers[None]
+        parent = _recorder._recorders[None]
         pid = os.fork()
         if pid == 0:
             with track_command("child"):
                 pass
-            child = track._handlers[None]
+            child = _recorder._recorders[None]
             print("child", child.session_id, child is parent, flush=True)
             os._exit(0)
         os.waitpid(pid, 0)
-        print("parent", track._handlers[None].session_id, flush=True)
+        print("parent", _recorder._recorders[None].session_id, flush=True)
     """)
     env = {k: v for k, v in os.environ.items() if not k.startswith("NAT_")}
     env.update(NAT_TELEMETRY_ENABLED="1", NAT_TELEMETRY_CONSENT_FILE=str(tmp_path / "c.toml"),

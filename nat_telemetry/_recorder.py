@@ -1,0 +1,272 @@
+"""Where ``track_command`` keeps a command line's events: in memory, until exit.
+
+A command line records an event or two and exits within milliseconds.  A
+handler (a worker thread, a queue, a retry policy, the event classes) would
+cost such a process more than its whole run, just to import.  So the events
+``track_command`` records without a handler of the caller's are kept here,
+as the fields of the event with the time each was recorded, and:
+
+* at interpreter exit, written to the spool as one batch, and a detached
+  sender started (see :mod:`.sender`): the command pays for one small file
+  and one ``posix_spawn``, whatever the endpoint does;
+* handed to a :class:`~.handler.NATTelemetryHandler` with the same session id
+  as soon as the process shows it is no such command line (it still runs one
+  flush interval after its first event, or it records a batch's worth), or
+  when the spool cannot take them at exit (turned off, not writable, or a
+  destination other than a NeMo URL: none, ``stdout``, a dry run, OTLP).
+  From then on the handler sends them, and every later event, as it always
+  does, and its own exit hook applies.
+
+An event is kept only if the event class would accept it: the same rules,
+checked without importing the event classes (the tests hold the spooled
+bytes equal to what the handler would send).  One recorder per session id
+(``track_command(session_id=...)``), made on first use; a forked child
+starts with none, as the parent's events are the parent's to send.
+"""
+
+from __future__ import annotations
+
+import _thread
+import atexit
+import os
+import time
+
+from . import __version__, _log, config
+from ._rules import is_dotted_identifier, is_python_version, is_token
+from .outcome import outcome_of, python_version
+
+TYPE_CHECKING = False  # typing.TYPE_CHECKING without importing typing at run time
+if TYPE_CHECKING:
+    from .events import CliCommandEvent
+    from .handler import NATTelemetryHandler
+
+    # command, subcommand, task status, duration (ms), exit code, error class, Python version
+    Fields = tuple[str, str, str, int, int, str, str]
+
+__all__ = ["Recorder", "cli_event", "recorder_for"]
+
+# CliCommandEvent's wire name, schema version and source (see events).
+EVENT_NAME = "nat_cli_command"
+SCHEMA_VERSION = "1.5"
+NEMO_SOURCE = "agent_toolkit"
+_INT64_MIN, _INT64_MAX = -(2**63), 2**63 - 1
+
+
+def command_fields(command: str, subcommand: str, exc: BaseException | None,
+                   duration_ms: int) -> Fields:
+    """The fields of the event for a command that ended with ``exc`` (None: success)."""
+    task_status, exit_code, error_class = outcome_of(exc)
+    return (command, subcommand, task_status, duration_ms, exit_code, error_class,
+            python_version())
+
+
+def cli_event(fields: Fields) -> CliCommandEvent:
+    """The event itself; ``ValidationError`` when a field breaks its rule."""
+    from .events import CliCommandEvent
+
+    command, subcommand, task_status, duration_ms, exit_code, error_class, version = fields
+    return CliCommandEvent(command=command, subcommand=subcommand,
+                           task_status=task_status,  # type: ignore[arg-type]
+                           duration_ms=duration_ms, exit_code=exit_code,
+                           error_class=error_class, python_version=version)
+
+
+def _valid(fields: Fields) -> bool:
+    # CliCommandEvent's rules for these values (see events).
+    command, subcommand, _, duration_ms, exit_code, error_class, version = fields
+    return (isinstance(command, str) and is_token(command)
+            and isinstance(subcommand, str) and is_token(subcommand)
+            and type(duration_ms) is int and -1 <= duration_ms <= _INT64_MAX
+            and type(exit_code) is int and _INT64_MIN <= exit_code <= _INT64_MAX
+            and len(error_class) <= 128 and is_dotted_identifier(error_class)
+            and is_python_version(version))
+
+
+def _parameters(fields: Fields) -> dict[str, object]:
+    """``cli_event(fields).model_dump(by_alias=True)``, for valid fields."""
+    command, subcommand, task_status, duration_ms, exit_code, error_class, version = fields
+    return {"nemoSource": NEMO_SOURCE, "command": command, "subcommand": subcommand,
+            "taskStatus": task_status, "durationMs": duration_ms, "exitCode": exit_code,
+            "errorClass": error_class, "pythonVersion": version}
+
+
+class Recorder:
+    """The events of one session, kept until exit or handed to a handler (see the module)."""
+
+    def __init__(self, session_id: str) -> None:
+        self._session_id = session_id  # as given: the handler adds the prefix itself
+        self._lock = _thread.allocate_lock()
+        self._kept: list[tuple[Fields, float]] = []
+        self._handler: NATTelemetryHandler | None = None
+        self._closed = False  # the exit hook has run
+        self.dropped_shutdown = 0  # recorded after the exit hook: nobody will send them
+
+    @property
+    def session_id(self) -> str:
+        return config.prefixed_session_id(self._session_id)
+
+    @property
+    def kept(self) -> int:
+        return len(self._kept)
+
+    def record(self, fields: Fields) -> None:
+        """Keep the event, or pass it to the handler once there is one."""
+        if self._handler is None and _valid(fields):
+            with self._lock:
+                if self._closed:
+                    self.dropped_shutdown += 1
+                    _log.debug("telemetry event dropped: dropped_shutdown (recorded after exit)")
+                    return
+                keep = self._handler is None
+                if keep:
+                    self._kept.append((fields, time.time()))
+                    count = len(self._kept)
+            if keep:
+                if count == 1:
+                    self._start_timer()
+                elif count >= config.DEFAULT_MAX_QUEUE_SIZE:
+                    self.handler()  # a batch's worth: not a short command line
+                return
+        event = cli_event(fields)  # raises for invalid fields, before any handler is made
+        self.handler().enqueue(event)
+
+    def handler(self) -> NATTelemetryHandler:
+        """The handler that takes over: made, and given what was kept, on the first call."""
+        handler = self._handler
+        if handler is not None:
+            return handler
+        from .handler import NATTelemetryHandler  # outside the lock: an import takes a while
+
+        with self._lock:
+            if self._handler is None:
+                handler = NATTelemetryHandler(session_id=self._session_id)
+                for fields, recorded_at in self._kept:
+                    handler._offer(cli_event(fields), recorded_at)
+                self._kept = []
+                self._handler = handler
+            return self._handler
+
+    def _start_timer(self) -> None:
+        # A plain thread, not threading's (whose import a command line would
+        # pay): it sleeps one flush interval, then hands over what is still kept.
+        try:
+            delay = config.DEFAULT_FLUSH_INTERVAL_SECONDS
+            _thread.start_new_thread(self._hand_over_later, (delay,))
+        except Exception:  # no thread to be had: the exit hook still takes them
+            _log.debug("could not start the telemetry recorder's timer", exc_info=True)
+
+    def _hand_over_later(self, delay: float) -> None:
+        time.sleep(delay)
+        try:
+            with self._lock:
+                due = self._kept and self._handler is None and not self._closed
+            if due:
+                self.handler().flush()
+        except Exception:
+            _log.debug("telemetry hand-over failed", exc_info=True)
+
+    def close_at_exit(self) -> None:
+        """Spool what is kept and start a sender; or give it to a handler to deliver."""
+        with self._lock:
+            self._closed = True
+            kept = list(self._kept)
+        if not kept:
+            return  # nothing kept, or a handler has it all (and its own exit hook)
+        try:
+            if self._spool(kept):
+                with self._lock:
+                    self._kept = []
+                return
+        except Exception:
+            _log.debug("could not spool telemetry at exit", exc_info=True)
+        self.handler()
+        from ._process_hooks import stop_all_at_exit
+
+        stop_all_at_exit()
+
+    def _spool(self, kept: list[tuple[Fields, float]]) -> bool:
+        """Write ``kept`` to the spool as one batch, and start a sender; False
+        when the spool cannot take them (a handler delivers them instead)."""
+        from .endpoint import destination
+
+        url = config.NAT_TELEMETRY_ENDPOINT
+        if (not config.TELEMETRY_ENABLED
+                or destination(url, config.NAT_TELEMETRY_DRY_RUN) != "nemo"):
+            return False
+        from .spool import Spool, default_spool_dir
+
+        directory = default_spool_dir()
+        if directory is None:
+            return False
+        from .sender import start_sender
+
+        body = self.body(kept)
+        result = Spool(directory).write(body, len(kept), "nemo")
+        for reason, count in result.evicted.items():
+            _log.debug("%d spooled event(s) of earlier runs dropped: %s", count, reason)
+        if not result.written:
+            return False
+        try:
+            start_sender(directory, url, config.DEFAULT_SHUTDOWN_TIMEOUT_SECONDS)
+        except Exception:  # spooled all the same: the next run's sender takes it
+            _log.debug("could not start a telemetry sender", exc_info=True)
+        return True
+
+    def body(self, kept: list[tuple[Fields, float]]) -> bytes:
+        """The NeMo envelope of ``kept``, byte for byte what the handler would POST."""
+        from ._compact_json import dumps
+        from .payload import envelope, format_epoch
+
+        events = [{"ts": format_epoch(recorded_at), "parameters": _parameters(fields),
+                   "name": EVENT_NAME} for fields, recorded_at in kept]
+        return dumps(envelope(events, schema_version=SCHEMA_VERSION,
+                              source_client_version=__version__,
+                              session_id=self.session_id)).encode("utf-8")
+
+    def __repr__(self) -> str:
+        state = "handed over" if self._handler is not None else f"{len(self._kept)} kept"
+        return f"<Recorder session={self.session_id!r}: {state}>"
+
+
+# ------------------------------------------------------------- the registry
+
+# Keyed by the session id the caller asked for (None: the process's own
+# random id).  Almost always just the None entry.
+_recorders: dict[str | None, Recorder] = {}
+_recorders_lock = _thread.allocate_lock()
+
+
+def recorder_for(session_id: str | None) -> Recorder:
+    """The recorder for ``session_id``, made once, thread-safely."""
+    recorder = _recorders.get(session_id)
+    if recorder is not None:
+        return recorder
+    with _recorders_lock:
+        recorder = _recorders.get(session_id)
+        if recorder is None:
+            # 128 random bits, as uuid4().hex would give without its import
+            # (which imports platform, and costs a command line ~3 ms).
+            recorder = Recorder(os.urandom(16).hex() if session_id is None else session_id)
+            _recorders[session_id] = recorder
+        return recorder
+
+
+def _close_all_at_exit() -> None:
+    for recorder in list(_recorders.values()):
+        try:
+            recorder.close_at_exit()
+        except Exception:
+            _log.debug("telemetry hand-over at exit failed", exc_info=True)
+
+
+def _forget_after_fork() -> None:
+    # The child must not report under the parent's random session id, nor
+    # send the parent's events; the locks may have been held at the fork.
+    global _recorders_lock
+    _recorders_lock = _thread.allocate_lock()
+    _recorders.clear()
+
+
+atexit.register(_close_all_at_exit)
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_forget_after_fork)
