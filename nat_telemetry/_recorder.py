@@ -99,7 +99,9 @@ class Recorder:
         self._kept: list[tuple[Fields, float]] = []
         self._handler: NATTelemetryHandler | None = None
         self._closed = False  # the exit hook has run
-        self.dropped_shutdown = 0  # recorded after the exit hook: nobody will send them
+        # Every event kept is, at any moment, still kept, handed over to the
+        # handler, or spooled; one recorded after the exit hook is dropped.
+        self._counts = {"handed_over": 0, "spooled": 0, "dropped_shutdown": 0}
 
     @property
     def session_id(self) -> str:
@@ -109,12 +111,17 @@ class Recorder:
     def kept(self) -> int:
         return len(self._kept)
 
+    def stats(self) -> dict[str, int]:
+        """``kept``, ``handed_over``, ``spooled`` and ``dropped_shutdown`` event counts."""
+        with self._lock:
+            return {"kept": len(self._kept), **self._counts}
+
     def record(self, fields: Fields) -> None:
         """Keep the event, or pass it to the handler once there is one."""
         if self._handler is None and _valid(fields):
             with self._lock:
                 if self._closed:
-                    self.dropped_shutdown += 1
+                    self._counts["dropped_shutdown"] += 1
                     _log.debug("telemetry event dropped: dropped_shutdown (recorded after exit)")
                     return
                 keep = self._handler is None
@@ -142,6 +149,7 @@ class Recorder:
                 handler = NATTelemetryHandler(session_id=self._session_id)
                 for fields, recorded_at in self._kept:
                     handler._offer(cli_event(fields), recorded_at)
+                self._counts["handed_over"] += len(self._kept)
                 self._kept = []
                 self._handler = handler
             return self._handler
@@ -175,6 +183,7 @@ class Recorder:
         try:
             if self._spool(kept):
                 with self._lock:
+                    self._counts["spooled"] += len(self._kept)
                     self._kept = []
                 return
         except Exception:

@@ -7,6 +7,7 @@ paths run in real processes against a real loopback endpoint.
 
 from __future__ import annotations
 
+import ast
 import json
 import subprocess
 import sys
@@ -125,6 +126,8 @@ def test_a_batch_worth_hands_over_with_the_times_recorded(
     # Later events go straight to the handler.
     recorder.record(fields(subcommand="later"))
     assert recorder.kept == 0 and handler.stats()["enqueued"] == config.DEFAULT_MAX_QUEUE_SIZE + 1
+    assert recorder.stats() == {"kept": 0, "handed_over": config.DEFAULT_MAX_QUEUE_SIZE,
+                                "spooled": 0, "dropped_shutdown": 0}
 
 
 def test_a_process_still_running_a_flush_interval_later_hands_over_and_sends(
@@ -161,7 +164,8 @@ def test_after_the_exit_hook_an_event_is_counted_as_dropped(monkeypatch: pytest.
     assert recorder.kept == 0
     assert Spool(str(tmp_path / "spool")).summary()[0] == 1
     recorder.record(fields())
-    assert recorder.dropped_shutdown == 1 and recorder.kept == 0 and recorder._handler is None
+    assert recorder.stats() == {"kept": 0, "handed_over": 0, "spooled": 1, "dropped_shutdown": 1}
+    assert recorder._handler is None
 
 
 # -------------------------------------------------------- exit, in real processes
@@ -171,7 +175,9 @@ def test_after_the_exit_hook_an_event_is_counted_as_dropped(monkeypatch: pytest.
 TOOL = """\
 import atexit, sys
 def report():
-    print(" ".join(sorted(m for m in sys.modules if m in WATCHED)), flush=True)
+    print(" ".join(sorted(m for m in sys.modules if m in WATCHED)))
+    from nat_telemetry._recorder import _recorders
+    print(repr(_recorders[None].stats()), flush=True)
 WATCHED = {"threading", "datetime", "enum", "logging", "typing", "collections",
            "nat_telemetry.handler", "nat_telemetry.events", "requests", "urllib.request"}
 atexit.register(report)
@@ -194,7 +200,10 @@ def test_a_command_line_spools_at_exit_without_a_handler(tmp_path: Path,
     spool = tmp_path / "spool"
     result = run_tool(tmp_path, "offline", NAT_TELEMETRY_ENDPOINT=refused_url,
                       NAT_TELEMETRY_SPOOL_DIR=str(spool))
-    assert result.stdout.split() == []  # none of the watched modules, at any point
+    modules, stats = result.stdout.splitlines()
+    assert modules == ""  # none of the watched modules, at any point
+    assert ast.literal_eval(stats) == {"kept": 0, "handed_over": 0, "spooled": 1,
+                                       "dropped_shutdown": 0}
     # Its detached sender may hold the batch (claimed, renamed) while it tries: it is there.
     assert Spool(str(spool)).summary()[:2] == (1, 1)
 
@@ -203,7 +212,10 @@ def test_without_a_spool_a_handler_delivers_at_exit(tmp_path: Path,
                                                     loopback_endpoint: LoopbackEndpoint) -> None:
     result = run_tool(tmp_path, "nospool", NAT_TELEMETRY_ENDPOINT=loopback_endpoint.url,
                       NAT_TELEMETRY_SPOOL_DIR="off")
-    assert "nat_telemetry.handler" in result.stdout.split()
+    modules, stats = result.stdout.splitlines()
+    assert "nat_telemetry.handler" in modules.split()
+    assert ast.literal_eval(stats) == {"kept": 0, "handed_over": 1, "spooled": 0,
+                                       "dropped_shutdown": 0}
     (envelope,) = loopback_endpoint.envelopes
     assert envelope["events"][0]["parameters"]["subcommand"] == "nospool"
 
