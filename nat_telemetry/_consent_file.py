@@ -145,6 +145,7 @@ def read_text(path: str) -> str | None:
 
 _BARE_KEY_CHARS = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_"
 _TABLE = "telemetry"
+_HEADER = f"[{_TABLE}]"
 
 
 def fast_loads(text: str) -> dict[str, Any] | None:
@@ -157,19 +158,17 @@ def fast_loads(text: str) -> dict[str, Any] | None:
     Whatever it accepts, a TOML parser reads the same way; None means "ask
     one" (:func:`loads`), never "invalid".
     """
-    if "\r" in text:
-        return None
     document: dict[str, Any] = {}
     table: dict[str, str] | None = None
     for raw in text.split("\n"):
         line = raw.strip(" ")
         if not line:
             continue
-        if not line.isprintable():
+        if not line.isprintable():  # tabs, CR, control characters, BOM...
             return None
         if line[0] == "#":
             continue
-        if line == f"[{_TABLE}]":
+        if line == _HEADER:
             if _TABLE in document:
                 return None
             table = document[_TABLE] = {}
@@ -181,14 +180,14 @@ def fast_loads(text: str) -> dict[str, Any] | None:
         if not equals or not key or key.strip(_BARE_KEY_CHARS) or key in table:
             return None
         rest = rest.lstrip(" ")
-        if not rest.startswith('"') or rest.startswith('"""'):
+        if not rest.startswith('"'):
             return None
         end = rest.find('"', 1)
         value = rest[1:end]
         if end < 0 or "\\" in value:
             return None
         after = rest[end + 1:].lstrip(" ")
-        if after and after[0] != "#":
+        if after and after[0] != "#":  # also a multi-line string's '"""'
             return None
         table[key] = value
     return document
