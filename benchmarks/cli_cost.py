@@ -7,10 +7,15 @@ pass`` block; the floor is a script that does ``import sys``.  Each row runs
 them alternately (bare, tool, bare, tool, ...) after a few warm-up pairs and
 reports the medians, the ratio of the two medians and their difference in ms:
 a busy machine slows both, so the ratio from the same row is the figure to
-read.  The rows: telemetry disabled; enabled with a loopback collector that
-answers; enabled against a refused port; enabled against a socket that
-accepts and never answers; and whether an event recorded while the endpoint
-was down reaches it after it comes back, sent by a later run.
+read.  The rows: telemetry disabled by ``NAT_TELEMETRY_ENABLED=0``, by nobody
+ever having answered (no consent file: the default) and by a consent file
+saying "disabled"; enabled (by the variable) with a loopback collector that
+answers, and the same enabled by a consent file instead; enabled against a
+refused port; enabled against a socket that accepts and never answers; and
+whether an event recorded while the endpoint was down reaches it after it
+comes back, sent by a later run.  The consent-file rows use the file this
+project writes (``nat-telemetry enable``/``disable``), in the run's
+``$XDG_CONFIG_HOME``; they are not measured for the original package.
 
 Every run is a fresh process in a scrubbed environment (scratch HOME and XDG
 folders, no proxies, no CI or DO_NOT_TRACK variables, no PYTHON* variables but
@@ -61,6 +66,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from nat_telemetry.config import CI_ENV_VARS  # noqa: E402
+from nat_telemetry.consent import write_persisted_consent  # noqa: E402
 from nat_telemetry.spool import LOCK_NAME, Spool  # noqa: E402
 
 # (ratio to bare, added milliseconds): issue 12's goals on this kind of machine.
@@ -72,10 +78,16 @@ ORIGINAL_DIST = "nvidia-nat-core"
 ORIGINAL_IMPORT = "from nat.utils.telemetry import track_command"
 OURS_IMPORT = "from nat_telemetry import track_command"
 PROXY_VARS = {"http_proxy", "https_proxy", "ftp_proxy", "all_proxy", "no_proxy"}
-ROWS = (("disabled", "telemetry disabled"),
+ROWS = (("disabled", "disabled by NAT_TELEMETRY_ENABLED=0"),
+        ("never_asked", "disabled: never asked (no consent file)"),
+        ("file_disabled", "disabled by the consent file"),
         ("answers", "enabled, endpoint answers"),
+        ("file_answers", "enabled by the consent file, endpoint answers"),
         ("refused", "enabled, connection refused"),
         ("silent", "enabled, endpoint accepts and never answers"))
+DISABLED_ROWS = frozenset({"disabled", "never_asked", "file_disabled"})
+# The rows whose decision is a consent file, and what it says.
+CONSENT_FILES = {"file_disabled": "disabled", "file_answers": "enabled"}
 
 
 class Subject(NamedTuple):
@@ -88,6 +100,14 @@ def tool_script(subject: Subject, subcommand: str = "x") -> str:
 
 
 # ---------------------------------------------------------------- processes
+
+def write_consent_file(scratch: Path, state: str) -> None:
+    """The consent file ``nat-telemetry enable``/``disable`` writes, where a run
+    given ``clean_env(scratch, ...)`` looks for it."""
+    path = scratch / "config" / "nat" / "telemetry.toml"
+    if not write_persisted_consent(state, path):
+        raise RunFailed(f"could not write the consent file {path}")
+
 
 def clean_env(scratch: Path, spool: Path, extra: dict[str, str]) -> dict[str, str]:
     """This process's environment without what changes the outcome, plus ``extra``."""
@@ -267,10 +287,14 @@ class Row(NamedTuple):
 
 def measure_row(key: str, python: str, folder: Path, scripts: tuple[Path, Path],
                 extra: dict[str, str], pairs: int, warmup: int, settle: float,
-                collector: Collector | None = None) -> Row:
+                collector: Collector | None = None, consent: str | None = None) -> Row:
     bare_script, tool_script_path = scripts
     home, spools = folder / "home", folder / "spool"
     spools.mkdir(parents=True, mode=0o700)
+    if consent is not None:
+        write_consent_file(home, consent)
+    # The collector is shared by rows: count only what this row delivers.
+    before = collector.subcommands().count("x") if collector is not None else 0
     bare: list[float] = []
     tool: list[float] = []
     senders: list[Path] = []
@@ -294,7 +318,7 @@ def measure_row(key: str, python: str, folder: Path, scripts: tuple[Path, Path],
             bare.append(bare_ms)
             tool.append(tool_ms)
     notes = []
-    if key == "disabled":
+    if key in DISABLED_ROWS:
         touched = sum(1 for path in spools.iterdir())
         notes.append("spool untouched" if not touched else f"spool created by {touched} runs!")
     if sender_times:
@@ -310,9 +334,9 @@ def measure_row(key: str, python: str, folder: Path, scripts: tuple[Path, Path],
                  if wait_sender(spool, row_end - time.monotonic())[0] == "running"]
     if lingering:
         notes.append(f"{len(lingering)} sender(s) still alive {ROW_END_WAIT:.0f} s after the row")
-    if key != "disabled":  # where every run's event went: a silent loss shows here
+    if key not in DISABLED_ROWS:  # where every run's event went: a silent loss shows here
         runs = warmup + pairs
-        stored = collector.subcommands().count("x") if collector is not None else 0
+        stored = collector.subcommands().count("x") - before if collector is not None else 0
         waiting = sum(Spool(str(spool)).summary()[1] for spool in spools.iterdir())
         lost = runs - stored - waiting
         notes.append(f"of {runs} events {stored} delivered, {waiting} waiting in spools"
@@ -379,13 +403,25 @@ def measure_subject(subject: Subject, python: str, folder: Path, pairs: int,
     try:
         endpoints = {"answers": collector.url, "silent": silent.url,
                      "refused": f"http://127.0.0.1:{refused.getsockname()[1]}/v1.1/events/json"}
+        endpoints["file_answers"] = collector.url
         for key, _label in ROWS:
-            extra = ({"NAT_TELEMETRY_ENABLED": "0"} if key == "disabled" else
-                     {"NAT_TELEMETRY_ENABLED": "1", "NAT_TELEMETRY_ENDPOINT": endpoints[key]})
+            if key in CONSENT_FILES and subject.import_line != OURS_IMPORT:
+                rows.append(Row(key, [], [], ["not measured: a consent file of this project"]))
+                continue
+            if key == "disabled":
+                extra = {"NAT_TELEMETRY_ENABLED": "0"}
+            elif key in DISABLED_ROWS:
+                extra = {}
+            elif key in CONSENT_FILES:
+                extra = {"NAT_TELEMETRY_ENDPOINT": endpoints[key]}
+            else:
+                extra = {"NAT_TELEMETRY_ENABLED": "1", "NAT_TELEMETRY_ENDPOINT": endpoints[key]}
             print(f"  {subject.name}: {key} ...", file=sys.stderr, flush=True)
             try:
-                rows.append(measure_row(key, python, folder / key, (bare, tool), extra, pairs,
-                                        warmup, settle, collector if key == "answers" else None))
+                rows.append(measure_row(
+                    key, python, folder / key, (bare, tool), extra, pairs, warmup, settle,
+                    collector if endpoints.get(key) == collector.url else None,
+                    CONSENT_FILES.get(key)))
             except RunFailed as exc:
                 rows.append(Row(key, [], [], [f"FAILED: {exc}"]))
     finally:
@@ -412,16 +448,24 @@ def importtime(python: str, subject: Subject, folder: Path, runs: int,
     lines = []
     collector = Collector(python, clean_env(folder, folder, {}), folder / "collector.db")
     try:
-        paths = (("disabled", bare, {"NAT_TELEMETRY_ENABLED": "0"}),
-                 ("disabled", tool, {"NAT_TELEMETRY_ENABLED": "0"}),
-                 ("enabled, endpoint answers", tool, {"NAT_TELEMETRY_ENABLED": "1",
-                                                      "NAT_TELEMETRY_ENDPOINT": collector.url}))
+        paths: list[tuple[str, Path, dict[str, str], str | None]] = [
+            ("disabled", bare, {"NAT_TELEMETRY_ENABLED": "0"}, None),
+            ("disabled by NAT_TELEMETRY_ENABLED=0", tool, {"NAT_TELEMETRY_ENABLED": "0"}, None)]
+        if subject.import_line == OURS_IMPORT:
+            paths += [("disabled: never asked (no consent file)", tool, {}, None),
+                      ("disabled by the consent file", tool, {}, "disabled")]
+        paths.append(("enabled, endpoint answers", tool,
+                      {"NAT_TELEMETRY_ENABLED": "1", "NAT_TELEMETRY_ENDPOINT": collector.url},
+                      None))
         baseline: set[str] = set()
-        for index, (label, script, extra) in enumerate(paths):
+        for index, (label, script, extra, consent) in enumerate(paths):
             samples: dict[str, tuple[int, list[int], list[int]]] = {}
+            home = folder / f"home-{index}"  # a consent file of its own, or none
+            if consent is not None:
+                write_consent_file(home, consent)
             for run in range(runs):
                 spool = folder / f"spool-{index}-{run}"
-                stderr = _importtime_run(python, script, clean_env(folder, spool, extra))
+                stderr = _importtime_run(python, script, clean_env(home, spool, extra))
                 for depth, name, own, total in stderr:
                     entry = samples.setdefault(name, (depth, [], []))
                     entry[1].append(own)
@@ -473,7 +517,7 @@ def _render_importtime(subject: Subject, label: str,
 # ------------------------------------------------------------------ report
 
 def _goal(key: str) -> tuple[float, float]:
-    return GOALS["disabled" if key == "disabled" else "enabled"]
+    return GOALS["disabled" if key in DISABLED_ROWS else "enabled"]
 
 
 def render(results: dict[str, tuple[list[Row], tuple[bool, str, str]]]) -> list[str]:

@@ -47,14 +47,16 @@ __version__ = "0.1.0"
 
 
 def _resolve_enabled() -> bool:
-    # When the environment decides alone, consent is not imported (a command
-    # line run with telemetry off pays for nothing else of ours).
+    # When the environment decides alone, nothing more is imported; else the
+    # consent file is read through _consent_file, not consent: a command line
+    # whose user never answered, or said no, pays for reading one small file,
+    # not for the prompt, pathlib, enum or a TOML library.
     decided = config.environment_decision()
     if decided is not None:
         return decided[0]
-    from .consent import resolve_initial_consent
+    from . import _consent_file
 
-    return resolve_initial_consent()
+    return _consent_file.decide()[0]
 
 
 config.resolve_enabled = _resolve_enabled

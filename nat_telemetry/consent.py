@@ -16,11 +16,13 @@ private (0600) because it is the user's own setting.  Nothing here may break
 the command that uses it: reading never raises, writing reports failure by
 returning ``False``, and the prompt swallows its own errors.
 
-TOML goes through :mod:`._toml`: ``tomllib``/``tomli`` and ``tomli-w`` when
-they are importable, a small built-in reader and writer otherwise, so a copy
-of this package vendored without its dependencies keeps the same behaviour.
-The libraries are imported only when the file is actually read or written,
-keeping ``import nat_telemetry`` cheap for commands that never need them.
+Where the file lives, how it is read and what it counts as are written once,
+in :mod:`._consent_file`, which a command line with telemetry off runs without
+importing this module; this one adds the public types, the writer and the
+prompt.  TOML goes through :mod:`._toml`: ``tomllib``/``tomli`` and ``tomli-w``
+when they are importable, a small built-in reader and writer otherwise, so a
+copy of this package vendored without its dependencies keeps the same
+behaviour.  The file as written here is read without any of them.
 """
 
 from __future__ import annotations
@@ -28,14 +30,14 @@ from __future__ import annotations
 import contextlib
 import enum
 import os
-import stat
 import sys
 import tempfile
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any, NamedTuple
+from typing import NamedTuple
 
-from . import _log, _prompt, _toml, config
+from . import _consent_file, _log, _prompt, _toml, config
+from ._consent_file import PROMPT_VERSION
 from ._prompt import DEFAULT_CHANGE_COMMAND, DEFAULT_PRODUCT_NAME
 
 __all__ = [
@@ -62,13 +64,8 @@ __all__ = [
 
 TELEMETRY_ENV_VAR = config.TELEMETRY_ENV_VAR
 CONSENT_FILE_ENV_VAR = config.CONSENT_FILE_ENV_VAR
-# Bump whenever the prompt text changes what the user is agreeing to: earlier
-# "enabled" answers are then asked again (see read_persisted_consent).
-PROMPT_VERSION = "1.0"
-
-# The real file is a few hundred bytes; anything far larger is not ours, and
-# reading it whole could cost the command real time and memory.
-_MAX_CONSENT_FILE_BYTES = 64 * 1024
+# PROMPT_VERSION (imported above) lives in _consent_file, which both the gate
+# and the writer read: a test changing it patches _consent_file.PROMPT_VERSION.
 
 _FILE_HEADER = (
     "# Anonymous usage telemetry consent for {product}.\n"
@@ -123,19 +120,12 @@ def consent_file_path(consent_file: str | os.PathLike[str] | None = None) -> Pat
     ``consent_file``, when given (a tool keeping its decision in a file of its
     own); else ``NAT_TELEMETRY_CONSENT_FILE`` when set and non-empty; otherwise
     ``$XDG_CONFIG_HOME/nat/telemetry.toml`` with the XDG default of
-    ``~/.config``.  May raise ``RuntimeError`` when no home folder can be
-    determined; the readers and writers below treat that as any other failure.
+    ``~/.config`` (a relative ``$XDG_CONFIG_HOME`` is ignored, as the spec
+    says); a leading ``~`` is expanded.  May raise ``RuntimeError`` when no
+    home folder can be determined; the readers and writers below treat that as
+    any other failure.
     """
-    if consent_file is not None and os.fspath(consent_file):
-        return Path(os.fspath(consent_file)).expanduser()
-    override = os.environ.get(CONSENT_FILE_ENV_VAR)
-    if override:
-        return Path(override).expanduser()
-    xdg = os.environ.get("XDG_CONFIG_HOME", "")
-    # The XDG spec says relative values are invalid and must be ignored; using
-    # one would scatter consent files over whatever the current folder is.
-    base = Path(xdg) if xdg and os.path.isabs(xdg) else Path.home() / ".config"
-    return base / "nat" / "telemetry.toml"
+    return Path(_consent_file.location(consent_file))
 
 
 def resolve_env_consent() -> bool | None:
@@ -150,27 +140,6 @@ def resolve_env_consent() -> bool | None:
     return config.is_truthy(value)
 
 
-def _load_toml(text: str) -> dict[str, Any]:
-    # The one place the consent file is parsed: tomllib, tomli, or the built-in
-    # reader of vendored copies that have neither (see _toml).
-    return _toml.loads(text)
-
-
-def _read_consent_text(path: Path) -> str | None:
-    # O_NONBLOCK keeps a FIFO planted at the path from hanging the command on
-    # open(); fstat on the opened descriptor then rejects anything that is not
-    # a regular file without a check-then-open race.
-    flags = os.O_RDONLY | getattr(os, "O_NONBLOCK", 0) | getattr(os, "O_BINARY", 0)
-    fd = os.open(path, flags)
-    with os.fdopen(fd, "rb") as fh:
-        if not stat.S_ISREG(os.fstat(fh.fileno()).st_mode):
-            return None
-        data = fh.read(_MAX_CONSENT_FILE_BYTES + 1)
-    if len(data) > _MAX_CONSENT_FILE_BYTES:
-        return None
-    return data.decode("utf-8")
-
-
 def read_consent_record(consent_file: str | os.PathLike[str] | None = None) -> ConsentRecord:
     """Read the consent file and apply the prompt-version gate; never raises.
 
@@ -178,41 +147,8 @@ def read_consent_record(consent_file: str | os.PathLike[str] | None = None) -> C
     unreadable, malformed or unknown counts as ``NEVER_ASKED``.  ``consent_file``
     as in :func:`consent_file_path`.
     """
-    never = ConsentState.NEVER_ASKED
-    try:
-        path = consent_file_path(consent_file)
-    except Exception as exc:  # e.g. no home folder
-        return ConsentRecord(never, "", False, why=f"no consent file location: {exc}")
-    shown = str(path)
-    try:
-        text = _read_consent_text(path)
-        if text is None:
-            return ConsentRecord(never, shown, True, why="not a regular file of a sane size")
-        table = _load_toml(text).get("telemetry")
-    except FileNotFoundError:
-        return ConsentRecord(never, shown, False, why="no decision saved")
-    except Exception as exc:  # unreadable, binary, malformed: all mean "ask"
-        _log.debug("ignoring unreadable consent file: %r", exc)
-        return ConsentRecord(never, shown, True,
-                             why="not understood (not valid TOML), ignored: treated as never asked")
-    if not isinstance(table, dict):
-        return ConsentRecord(never, shown, True, why="no [telemetry] table: ignored")
-    consent, version = table.get("consent"), table.get("prompt_version")
-    consent = consent if isinstance(consent, str) else None
-    version = version if isinstance(version, str) else None
-    record = ConsentRecord(never, shown, True, consent, version)
-    if consent == ConsentState.DISABLED.value:
-        # A "no" stands whatever wording it answered; it is never upgraded.
-        why = "" if version == PROMPT_VERSION else "a 'no' stays valid across prompt versions"
-        return record._replace(state=ConsentState.DISABLED, why=why)
-    if consent == ConsentState.ENABLED.value:
-        if version == PROMPT_VERSION:
-            return record._replace(state=ConsentState.ENABLED)
-        # A "yes" to other wording: ask again.
-        return record._replace(why=(
-            f"a 'yes' given under prompt version {version!r}, not the current "
-            f"{PROMPT_VERSION!r}, no longer counts: you will be asked again"))
-    return record._replace(why="not understood, ignored: treated as never asked")
+    state, path, exists, consent, version, why = _consent_file.read_record(consent_file)
+    return ConsentRecord(ConsentState(state), path, exists, consent, version, why)
 
 
 def read_persisted_consent() -> ConsentState:
@@ -231,7 +167,7 @@ def _render_consent_file(state: ConsentState, product_name: str = DEFAULT_PRODUC
         "telemetry": {
             "consent": state.value,
             "consented_at": datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ"),
-            "prompt_version": PROMPT_VERSION,
+            "prompt_version": _consent_file.PROMPT_VERSION,
         }
     }
     # TOML writers emit no comments, so the explanatory header is prepended.
@@ -392,13 +328,7 @@ def resolve_consent(consent_file: str | os.PathLike[str] | None = None) -> Decis
     in a CI run, off (only the variable can turn it on there); the consent
     file (``consent_file`` as in :func:`consent_file_path`); off by default.
     """
-    decided = config.environment_decision()
-    if decided is not None:
-        return Decision(*decided)
-    record = read_consent_record(consent_file)
-    if record.state is not ConsentState.NEVER_ASKED:
-        return Decision(record.state is ConsentState.ENABLED, "consent file", record.path)
-    return Decision(False, "default", "never asked")
+    return Decision(*_consent_file.decide(consent_file))
 
 
 def resolve_initial_consent() -> bool:

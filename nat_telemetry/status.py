@@ -13,8 +13,8 @@ import os
 import time
 from typing import Any
 
-from . import config
-from .consent import PROMPT_VERSION, ConsentState, read_consent_record, resolve_consent
+from . import _consent_file, config
+from .consent import ConsentState, read_consent_record, resolve_consent
 from .endpoint import endpoint_problem, redact
 
 __all__ = ["ENVELOPE_ADDS", "gather", "last_delivery", "render"]
@@ -91,7 +91,7 @@ def gather() -> dict[str, Any]:
             "exists": record.exists,
             "consent": record.consent,
             "prompt_version": record.prompt_version,
-            "current_prompt_version": PROMPT_VERSION,
+            "current_prompt_version": _consent_file.PROMPT_VERSION,
             "counts_as": record.state.value,
             "note": record.why,
         },
@@ -147,7 +147,7 @@ def _file_line(info: dict[str, Any]) -> str:
     text = str(record["path"])
     if state is not ConsentState.NEVER_ASKED:
         text += f" (saved: {state.value}"
-        if record["prompt_version"] != PROMPT_VERSION:
+        if record["prompt_version"] != _consent_file.PROMPT_VERSION:
             text += f", under prompt version {record['prompt_version']!r}; {record['note']}"
         return text + ")"
     if record["consent"] is None and not record["exists"]:

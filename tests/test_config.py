@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 import nat_telemetry
-from nat_telemetry import config, consent
+from nat_telemetry import _consent_file, config, consent
 from nat_telemetry.consent import ConsentState
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
@@ -91,7 +91,7 @@ def test_resolved_once_then_cached(monkeypatch: pytest.MonkeyPatch) -> None:
         calls.append(1)
         return True
 
-    monkeypatch.setattr(consent, "resolve_initial_consent", counting)
+    monkeypatch.setattr(_consent_file, "decide", lambda: (counting(), "test", ""))
     assert config.TELEMETRY_ENABLED is True
     assert config.TELEMETRY_ENABLED is True
     assert nat_telemetry.TELEMETRY_ENABLED is True

@@ -17,7 +17,7 @@ from typing import Any, Callable
 import pytest
 
 import nat_telemetry
-from nat_telemetry import config, consent
+from nat_telemetry import _toml, config, consent
 from nat_telemetry.consent import ConsentState
 
 if sys.version_info >= (3, 11):
@@ -301,15 +301,25 @@ def test_write_failure_is_logged_at_debug(
 
 
 def test_write_without_home_returns_false(monkeypatch: pytest.MonkeyPatch) -> None:
+    pwd = pytest.importorskip("pwd")
     monkeypatch.delenv(consent.CONSENT_FILE_ENV_VAR)
     monkeypatch.delenv("XDG_CONFIG_HOME")
 
-    def no_home() -> Path:
-        raise RuntimeError("Could not determine home directory")
+    def no_entry(uid: int) -> Any:
+        raise KeyError(f"getpwuid(): uid not found: {uid}")
 
-    monkeypatch.setattr(Path, "home", staticmethod(no_home))
+    # What a container user without HOME and without a passwd entry sees: "~"
+    # cannot be expanded (os.path.expanduser returns it unchanged).
+    monkeypatch.delenv("HOME")
+    monkeypatch.setattr(pwd, "getpwuid", no_entry)
+    assert os.path.expanduser("~") == "~"
+    with pytest.raises(RuntimeError):
+        consent.consent_file_path()
     assert consent.write_persisted_consent(ConsentState.ENABLED) is False
     assert consent.read_persisted_consent() is ConsentState.NEVER_ASKED
+    record = consent.read_consent_record()
+    assert (record.path, record.exists) == ("", False)
+    assert record.why.startswith("no consent file location: ")
 
 
 # --------------------------------------------------------------------------- version gate
@@ -429,13 +439,18 @@ def test_unreadable_file_is_never_asked(
 def test_missing_toml_reader_is_never_asked(
     consent_file: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    write_raw(consent_file, toml_file("enabled", "1.0"))
+    # A file this package did not write (here: an escape) needs a TOML reader;
+    # the file it writes is read without one.
+    write_raw(consent_file, toml_file("enabled", "1.0").replace(b'"1.0"', b'"\\u0031.0"'))
+    assert consent.read_persisted_consent() is ConsentState.ENABLED
 
     def no_reader(text: str) -> Any:
         raise ImportError("No module named 'tomli'")
 
-    monkeypatch.setattr(consent, "_load_toml", no_reader)
+    monkeypatch.setattr(_toml, "loads", no_reader)
     assert consent.read_persisted_consent() is ConsentState.NEVER_ASKED
+    assert consent.write_persisted_consent(ConsentState.ENABLED) is True
+    assert consent.read_persisted_consent() is ConsentState.ENABLED
 
 
 # --------------------------------------------------------------------------- environment

@@ -314,10 +314,15 @@ def test_consent_file_goes_through_the_fallbacks_when_libraries_are_hidden(
 
     assert consent.write_persisted_consent(ConsentState.ENABLED) is True
     assert writer.calls == (1 if stdlib else 0)
+    # The file as written needs no TOML reader (see _consent_file.fast_loads)...
+    assert consent.read_persisted_consent() is ConsentState.ENABLED
+    assert reader.calls == 0
+    text = path.read_text(encoding="utf-8")
+    # ...one edited by hand goes to the best reader there is.
+    path.write_text(text.replace('consent = "enabled"', "consent = 'enabled'"), encoding="utf-8")
     assert consent.read_persisted_consent() is ConsentState.ENABLED
     assert reader.calls == (1 if stdlib else 0)
 
-    text = path.read_text(encoding="utf-8")
     table = reference.loads(text)["telemetry"]  # the real parser reads it the same way
     assert _toml.minimal_loads(text) == reference.loads(text)
     assert table["consent"] == "enabled"
