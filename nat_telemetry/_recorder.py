@@ -102,6 +102,7 @@ class Recorder:
         # Every event kept is, at any moment, still kept, handed over to the
         # handler, or spooled; one recorded after the exit hook is dropped.
         self._counts = {"handed_over": 0, "spooled": 0, "dropped_shutdown": 0}
+        self._closing = 0  # taken by the exit hook, on their way to the spool
 
     @property
     def session_id(self) -> str:
@@ -114,7 +115,7 @@ class Recorder:
     def stats(self) -> dict[str, int]:
         """``kept``, ``handed_over``, ``spooled`` and ``dropped_shutdown`` event counts."""
         with self._lock:
-            return {"kept": len(self._kept), **self._counts}
+            return {"kept": len(self._kept) + self._closing, **self._counts}
 
     def record(self, fields: Fields) -> None:
         """Keep the event, or pass it to the handler once there is one."""
@@ -142,16 +143,21 @@ class Recorder:
         handler = self._handler
         if handler is not None:
             return handler
+        return self._hand_over([])
+
+    def _hand_over(self, taken: list[tuple[Fields, float]]) -> NATTelemetryHandler:
+        """Give the handler (made if need be) ``taken`` and whatever is still kept."""
         from .handler import NATTelemetryHandler  # outside the lock: an import takes a while
 
         with self._lock:
             if self._handler is None:
-                handler = NATTelemetryHandler(session_id=self._session_id)
-                for fields, recorded_at in self._kept:
-                    handler._offer(cli_event(fields), recorded_at)
-                self._counts["handed_over"] += len(self._kept)
-                self._kept = []
-                self._handler = handler
+                self._handler = NATTelemetryHandler(session_id=self._session_id)
+            events, self._kept = taken + self._kept, []
+            self._closing = 0
+            # Under the lock, so that no event is handed over twice, nor out of order.
+            for fields, recorded_at in events:
+                self._handler._offer(cli_event(fields), recorded_at)
+            self._counts["handed_over"] += len(events)
             return self._handler
 
     def _start_timer(self) -> None:
@@ -177,18 +183,22 @@ class Recorder:
         """Spool what is kept and start a sender; or give it to a handler to deliver."""
         with self._lock:
             self._closed = True
-            kept = list(self._kept)
+            # Taken out at once: a timer waking now finds nothing to hand over.
+            kept, self._kept = self._kept, []
+            self._closing = len(kept)
         if not kept:
             return  # nothing kept, or a handler has it all (and its own exit hook)
+        spooled = False
         try:
-            if self._spool(kept):
-                with self._lock:
-                    self._counts["spooled"] += len(self._kept)
-                    self._kept = []
-                return
+            spooled = self._spool(kept)
         except Exception:
             _log.debug("could not spool telemetry at exit", exc_info=True)
-        self.handler()
+        if spooled:
+            with self._lock:
+                self._counts["spooled"] += len(kept)
+                self._closing = 0
+            return
+        self._hand_over(kept)
         from ._process_hooks import stop_all_at_exit
 
         stop_all_at_exit()

@@ -11,6 +11,7 @@ import ast
 import json
 import subprocess
 import sys
+import threading
 import time
 import types
 from collections.abc import Iterator
@@ -166,6 +167,30 @@ def test_after_the_exit_hook_an_event_is_counted_as_dropped(monkeypatch: pytest.
     recorder.record(fields())
     assert recorder.stats() == {"kept": 0, "handed_over": 0, "spooled": 1, "dropped_shutdown": 1}
     assert recorder._handler is None
+
+
+def test_a_hand_over_during_the_exit_spool_takes_nothing_twice(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    recorder = _recorder.recorder_for(None)
+    for _ in range(3):
+        recorder.record(fields())
+    spooling, release = threading.Event(), threading.Event()
+
+    def slow_spool(kept: list[Any]) -> bool:
+        spooling.set()
+        assert release.wait(10)
+        return True
+
+    monkeypatch.setattr(recorder, "_spool", slow_spool)
+    closer = threading.Thread(target=recorder.close_at_exit)
+    closer.start()
+    assert spooling.wait(10)
+    assert recorder.stats()["kept"] == 3  # on their way to the spool: still counted
+    handler = recorder.handler()  # a timer waking at this moment
+    release.set()
+    closer.join(10)
+    assert handler.stats()["enqueued"] == 0
+    assert recorder.stats() == {"kept": 0, "handed_over": 0, "spooled": 3, "dropped_shutdown": 0}
 
 
 # -------------------------------------------------------- exit, in real processes
