@@ -266,8 +266,17 @@ class NATTelemetryHandler(Delivering):
             if not (self._state is _NEW or (restart and self._state is _STOPPED)):
                 return
             worker = threading.Thread(target=self._run, name="nat-telemetry-worker", daemon=True)
-            worker.start()
-            self._worker = worker
+            try:
+                worker.start()
+            except RuntimeError:
+                # No thread to be had: at interpreter exit (3.12 refuses new
+                # threads in exit hooks) or out of threads.  The handler still
+                # accepts events; flush() and stop() send them from the caller.
+                _log.debug("telemetry worker not started: sending from the caller",
+                           exc_info=True)
+                self._worker = None
+            else:
+                self._worker = worker
             self._state = _RUNNING
             self._accepting = True
         started_handlers.add(self)
@@ -285,8 +294,11 @@ class NATTelemetryHandler(Delivering):
         or in the dead-letter queue.
         """
         deadline = None if timeout is None else time.monotonic() + timeout
+        if self._worker is None and self._state is _RUNNING:
+            self._guarded(self._flush_until, deadline)  # no worker: send from here
         with self._lock:
-            if self._state is not _RUNNING or threading.current_thread() is self._worker:
+            if (self._state is not _RUNNING or self._worker is None
+                    or threading.current_thread() is self._worker):
                 return self._nothing_left()
             if self._flush_requested == self._flush_completed:
                 self._flush_deadline = deadline
@@ -332,6 +344,8 @@ class NATTelemetryHandler(Delivering):
         if worker is not None and worker is not threading.current_thread():
             while worker.is_alive() and time.monotonic() < deadline:
                 worker.join(bounded_wait(deadline - time.monotonic()))
+        elif worker is None and self._state is _STOPPING:
+            self._guarded(self._send_all, deadline)  # the worker's last attempt, made here
         left: list[QueuedEvent] = []
         with self._lock:
             if self._state is not _STOPPED:

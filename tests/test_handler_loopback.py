@@ -5,12 +5,14 @@ from __future__ import annotations
 
 import threading
 import time
+import types
 from typing import Callable
 
 import pytest
 from support.endpoints import BlackHole, LoopbackEndpoint, Reply
 from support.helpers import assert_balanced, event, ids, wait_until
 
+from nat_telemetry import handler as handler_module
 from nat_telemetry.handler import NATTelemetryHandler
 from nat_telemetry.retry import RetryPolicy
 
@@ -261,4 +263,30 @@ def test_connections_are_reused(
     assert h.flush() is True
     assert ids(loopback_endpoint.events) == list(range(5))
     assert len({r.peer for r in loopback_endpoint.records}) == 1  # one keep-alive connection
+    assert_balanced(h.stats())
+
+
+def test_without_a_worker_flush_and_stop_send_from_the_caller(
+    make_handler: MakeHandler, loopback_endpoint: LoopbackEndpoint,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # What an exit hook meets on Python 3.12, or a process out of threads;
+    # only the handler's own thread is refused (the endpoint's are not).
+    class RefusedThread(threading.Thread):
+        def start(self) -> None:
+            raise RuntimeError("can't create new thread at interpreter shutdown")
+
+    refusing = types.ModuleType("threading")
+    refusing.__dict__.update(vars(threading))
+    refusing.Thread = RefusedThread  # type: ignore[attr-defined]
+    monkeypatch.setattr(handler_module, "threading", refusing)
+    h = make_handler(endpoint=loopback_endpoint.url, flush_interval_seconds=60)
+    h.enqueue(event(duration_ms=1))
+    assert h.stats()["pending"] == 1  # accepted, not dropped
+    assert h.flush(timeout=5)
+    assert ids(loopback_endpoint.events) == [1]
+    h.enqueue(event(duration_ms=2))
+    h.stop(timeout=5)
+    assert ids(loopback_endpoint.events) == [1, 2]
+    assert h.stats()["sent"] == 2
     assert_balanced(h.stats())
