@@ -50,6 +50,7 @@ EVENT_NAME = "nat_cli_command"
 SCHEMA_VERSION = "1.5"
 NEMO_SOURCE = "agent_toolkit"
 _INT64_MIN, _INT64_MAX = -(2**63), 2**63 - 1
+_TIMER_START_WAIT = 5.0  # seconds; a thread starts in microseconds
 
 
 def command_fields(command: str, subcommand: str, exc: BaseException | None,
@@ -163,13 +164,20 @@ class Recorder:
     def _start_timer(self) -> None:
         # A plain thread, not threading's (whose import a command line would
         # pay): it sleeps one flush interval, then hands over what is still kept.
+        running = _thread.allocate_lock()
+        running.acquire()
         try:
             delay = config.DEFAULT_FLUSH_INTERVAL_SECONDS
-            _thread.start_new_thread(self._hand_over_later, (delay,))
+            _thread.start_new_thread(self._hand_over_later, (delay, running))
         except Exception:  # no thread to be had: the exit hook still takes them
             _log.debug("could not start the telemetry recorder's timer", exc_info=True)
+            return
+        # Returns once the thread runs, as threading's start() does: an
+        # interpreter that exits while a thread is still starting can crash.
+        running.acquire(True, _TIMER_START_WAIT)
 
-    def _hand_over_later(self, delay: float) -> None:
+    def _hand_over_later(self, delay: float, running: _thread.LockType) -> None:
+        running.release()
         time.sleep(delay)
         try:
             with self._lock:
