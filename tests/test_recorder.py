@@ -82,7 +82,7 @@ def test_epoch_text_equals_the_datetime_text(seconds: float) -> None:
     assert format_epoch(seconds) == format_timestamp(datetime.fromtimestamp(seconds, timezone.utc))
 
 
-@PROPERTY
+@settings(max_examples=120, deadline=None)  # each example builds both bodies
 @given(st.lists(st.tuples(any_fields, st.floats(min_value=1e9, max_value=4e9)),
                 min_size=1, max_size=5),
        st.sampled_from(["0123456789abcdef0123456789abcdef", "sid", "a:b.c"]))
