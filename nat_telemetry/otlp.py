@@ -32,8 +32,10 @@ __all__ = [
     "SDK_NAME",
     "encode_logs",
     "encode_logs_body",
+    "epoch_unix_nano",
     "host_arch",
     "is_otlp_endpoint",
+    "logs_request",
     "otlp_logs_url",
     "rejected_log_records",
 ]
@@ -168,7 +170,18 @@ def _unix_nano(moment: datetime) -> str:
     if moment.tzinfo is None:
         moment = moment.replace(tzinfo=timezone.utc)
     delta = moment - datetime(1970, 1, 1, tzinfo=timezone.utc)
-    nanos = ((delta.days * 86_400 + delta.seconds) * 1_000_000 + delta.microseconds) * 1_000
+    return _fixed64_nanos(delta.days * 86_400 + delta.seconds, delta.microseconds)
+
+
+def epoch_unix_nano(seconds: float) -> str:
+    """:func:`_unix_nano` of ``datetime.fromtimestamp(seconds, timezone.utc)``, without datetime."""
+    from .payload import split_epoch
+
+    return _fixed64_nanos(*split_epoch(seconds))
+
+
+def _fixed64_nanos(second: int, microsecond: int) -> str:
+    nanos = (second * 1_000_000 + microsecond) * 1_000
     return str(min(max(nanos, 0), _UINT64_MAX))
 
 
@@ -196,6 +209,21 @@ def encode_logs(
     """
     if not events:
         raise ValueError("encode_logs needs at least one event")
+    return logs_request(
+        [(queued.event._event_name, queued.event.model_dump(by_alias=True),
+          _unix_nano(queued.timestamp)) for queued in events],
+        service_name=service_name, service_version=service_version, session_id=session_id)
+
+
+def logs_request(
+    records: Sequence[tuple[str, dict[str, Any], str]],
+    *,
+    service_name: str | None = None,
+    service_version: str,
+    session_id: str,
+) -> dict[str, Any]:
+    """:func:`encode_logs` from each event's wire form: ``(name, parameters, time)``,
+    the time already in OTLP's nanoseconds (see :func:`epoch_unix_nano`)."""
     from . import __version__
 
     resource = [
@@ -206,15 +234,11 @@ def encode_logs(
         _attribute("telemetry.sdk.version", __version__),
     ]
     session = _attribute("session.id", session_id)
-    records = []
-    for queued in events:
-        event = queued.event
-        name: str = event._event_name
-        when = _unix_nano(queued.timestamp)
-        attributes = [_attribute(key, value)
-                      for key, value in event.model_dump(by_alias=True).items()]
+    log_records = []
+    for name, parameters, when in records:
+        attributes = [_attribute(key, value) for key, value in parameters.items()]
         attributes.append(session)
-        records.append({
+        log_records.append({
             "timeUnixNano": when,
             "observedTimeUnixNano": when,
             "body": {"stringValue": name},
@@ -224,7 +248,7 @@ def encode_logs(
     return {
         "resourceLogs": [{
             "resource": {"attributes": resource},
-            "scopeLogs": [{"scope": {"name": SCOPE_NAME}, "logRecords": records}],
+            "scopeLogs": [{"scope": {"name": SCOPE_NAME}, "logRecords": log_records}],
         }]
     }
 
@@ -237,11 +261,11 @@ def encode_logs_body(
     session_id: str,
 ) -> bytes:
     """:func:`encode_logs` as compact JSON bytes, ready to POST."""
-    import json
+    from ._compact_json import dumps  # json.dumps(..., separators=(",", ":")), the same bytes
 
     request = encode_logs(events, service_name=service_name,
                           service_version=service_version, session_id=session_id)
-    return json.dumps(request, separators=(",", ":")).encode("utf-8")
+    return dumps(request).encode("utf-8")
 
 
 # ------------------------------------------------------------------- answers

@@ -33,6 +33,7 @@ __all__ = [
     "envelope",
     "format_epoch",
     "format_timestamp",
+    "split_epoch",
 ]
 
 EVENT_PROTOCOL = "1.6"
@@ -124,21 +125,26 @@ def _format(epoch_second: int, microsecond: int) -> str:
     return f"{prefix}.{microsecond // 1000:03d}Z"
 
 
-def format_epoch(seconds: float) -> str:
-    """``YYYY-MM-DDTHH:MM:SS.mmmZ`` for a ``time.time()`` value, without :mod:`datetime`.
-
-    The same text as :func:`format_timestamp` of
-    ``datetime.fromtimestamp(seconds, timezone.utc)``: the fraction is
-    rounded to microseconds half to even, as datetime rounds it, before the
-    milliseconds are cut.
-    """
+def split_epoch(seconds: float) -> tuple[int, int]:
+    """``(second, microsecond)`` of a ``time.time()`` value, as
+    ``datetime.fromtimestamp(seconds, timezone.utc)`` has them: the fraction
+    rounded to microseconds half to even, the second floored."""
     whole = int(seconds)
     microsecond = round((seconds - whole) * 1e6)  # the fraction's split is exact
     if microsecond >= 1_000_000:
         whole, microsecond = whole + 1, microsecond - 1_000_000
     elif microsecond < 0:
         whole, microsecond = whole - 1, microsecond + 1_000_000
-    return _format(whole, microsecond)
+    return whole, microsecond
+
+
+def format_epoch(seconds: float) -> str:
+    """``YYYY-MM-DDTHH:MM:SS.mmmZ`` for a ``time.time()`` value, without :mod:`datetime`.
+
+    The same text as :func:`format_timestamp` of
+    ``datetime.fromtimestamp(seconds, timezone.utc)``.
+    """
+    return _format(*split_epoch(seconds))
 
 
 def format_timestamp(moment: datetime | None = None) -> str:
