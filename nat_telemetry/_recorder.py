@@ -13,7 +13,7 @@ as the fields of the event with the time each was recorded, and:
   as soon as the process shows it is no such command line (it still runs one
   flush interval after its first event, or it records a batch's worth), or
   when the spool cannot take them at exit (turned off, not writable, or a
-  destination other than a NeMo URL: none, ``stdout``, a dry run, OTLP).
+  destination that is not a URL: none, ``stdout``, a dry run).
   From then on the handler sends them, and every later event, as it always
   does, and its own exit hook applies.
 
@@ -217,8 +217,8 @@ class Recorder:
         from .endpoint import destination
 
         url = config.NAT_TELEMETRY_ENDPOINT
-        if (not config.TELEMETRY_ENABLED
-                or destination(url, config.NAT_TELEMETRY_DRY_RUN) != "nemo"):
+        kind = destination(url, config.NAT_TELEMETRY_DRY_RUN)
+        if not config.TELEMETRY_ENABLED or kind not in ("nemo", "otlp"):
             return False
         from .spool import Spool, default_spool_dir
 
@@ -227,8 +227,8 @@ class Recorder:
             return False
         from .sender import start_sender
 
-        body = self.body(kept)
-        result = Spool(directory).write(body, len(kept), "nemo")
+        body = self.body(kept, kind)
+        result = Spool(directory).write(body, len(kept), kind)
         for reason, count in result.evicted.items():
             _log.debug("%d spooled event(s) of earlier runs dropped: %s", count, reason)
         if not result.written:
@@ -239,16 +239,27 @@ class Recorder:
             _log.debug("could not start a telemetry sender", exc_info=True)
         return True
 
-    def body(self, kept: list[tuple[Fields, float]]) -> bytes:
-        """The NeMo envelope of ``kept``, byte for byte what the handler would POST."""
+    def body(self, kept: list[tuple[Fields, float]], kind: str = "nemo") -> bytes:
+        """The request body for ``kept``: the NeMo envelope, or (``kind="otlp"``) the
+        OTLP logs request; byte for byte what the handler's transport would POST."""
         from ._compact_json import dumps
-        from .payload import envelope, format_epoch
 
-        events = [{"ts": format_epoch(recorded_at), "parameters": _parameters(fields),
-                   "name": EVENT_NAME} for fields, recorded_at in kept]
-        return dumps(envelope(events, schema_version=SCHEMA_VERSION,
-                              source_client_version=__version__,
-                              session_id=self.session_id)).encode("utf-8")
+        if kind == "otlp":
+            from .otlp import epoch_unix_nano, logs_request
+
+            request = logs_request(
+                [(EVENT_NAME, _parameters(fields), epoch_unix_nano(recorded_at))
+                 for fields, recorded_at in kept],
+                service_version=__version__, session_id=self.session_id)
+        else:
+            from .payload import envelope, format_epoch
+
+            request = envelope(
+                [{"ts": format_epoch(recorded_at), "parameters": _parameters(fields),
+                  "name": EVENT_NAME} for fields, recorded_at in kept],
+                schema_version=SCHEMA_VERSION, source_client_version=__version__,
+                session_id=self.session_id)
+        return dumps(request).encode("utf-8")
 
     def __repr__(self) -> str:
         state = "handed over" if self._handler is not None else f"{len(self._kept)} kept"

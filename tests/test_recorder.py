@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import ast
 import json
+import os
 import subprocess
 import sys
 import threading
@@ -25,10 +26,19 @@ from hypothesis import strategies as st
 from support.endpoints import LoopbackEndpoint
 from support.helpers import REPO_ROOT, subprocess_env
 
-from nat_telemetry import ValidationError, __version__, _recorder, config, payload, track_command
+from nat_telemetry import (
+    ValidationError,
+    __version__,
+    _recorder,
+    config,
+    otlp,
+    payload,
+    track_command,
+)
+from nat_telemetry import _spoolfile as sf
 from nat_telemetry.payload import QueuedEvent, format_epoch, format_timestamp
 from nat_telemetry.spool import Spool
-from nat_telemetry.transport import HttpTransport
+from nat_telemetry.transport import HttpTransport, OtlpTransport
 
 PROPERTY = settings(max_examples=300, deadline=None)
 
@@ -94,13 +104,23 @@ def test_spooled_body_is_what_the_handler_would_post(
     recorder = _recorder.Recorder(session_id)
     queued = [QueuedEvent(_recorder.cli_event(f), datetime.fromtimestamp(at, timezone.utc))
               for f, at in kept]
-    with pytest.MonkeyPatch.context() as patch:  # one sentTs for both
-        patch.setattr(payload, "time", types.SimpleNamespace(time=lambda: 1.8e9,
-                                                             gmtime=time.gmtime))
-        ours = recorder.body(kept)
-        theirs = HttpTransport("http://127.0.0.1:9/").encode(
-            queued, source_client_version=__version__, session_id=recorder.session_id)
-    assert ours == theirs
+    transports = {"nemo": HttpTransport("http://127.0.0.1:9/"),
+                  "otlp": OtlpTransport("otlp+http://127.0.0.1:9")}
+    for kind, transport in transports.items():
+        with pytest.MonkeyPatch.context() as patch:  # one sentTs for both
+            patch.setattr(payload, "time", types.SimpleNamespace(time=lambda: 1.8e9,
+                                                                 gmtime=time.gmtime))
+            ours = recorder.body(kept, kind)
+            theirs = transport.encode(queued, source_client_version=__version__,
+                                      session_id=recorder.session_id)
+        assert ours == theirs, kind
+
+
+@PROPERTY
+@given(st.floats(min_value=0, max_value=2**34, allow_nan=False))
+def test_epoch_nanoseconds_equal_the_datetime_ones(seconds: float) -> None:
+    moment = datetime.fromtimestamp(seconds, timezone.utc)
+    assert otlp.epoch_unix_nano(seconds) == otlp._unix_nano(moment)
 
 
 # ------------------------------------------------------------ handing over
@@ -231,6 +251,19 @@ def test_a_command_line_spools_at_exit_without_a_handler(tmp_path: Path,
                                        "dropped_shutdown": 0}
     # Its detached sender may hold the batch (claimed, renamed) while it tries: it is there.
     assert Spool(str(spool)).summary()[:2] == (1, 1)
+
+
+def test_an_otlp_endpoint_is_spooled_as_otlp_without_a_handler(tmp_path: Path) -> None:
+    spool = tmp_path / "spool"
+    # A port nothing listens on: the batch stays for a later sender.
+    result = run_tool(tmp_path, "otlp", NAT_TELEMETRY_ENDPOINT="otlp+http://127.0.0.1:9",
+                      NAT_TELEMETRY_SPOOL_DIR=str(spool))
+    modules, stats = result.stdout.splitlines()
+    assert modules == ""
+    assert ast.literal_eval(stats) == {"kept": 0, "handed_over": 0, "spooled": 1,
+                                       "dropped_shutdown": 0}
+    entries = [sf.parse_name(name) for name in os.listdir(spool)]
+    assert [entry.kind for entry in entries if entry is not None] == ["otlp"]
 
 
 def test_without_a_spool_a_handler_delivers_at_exit(tmp_path: Path,
