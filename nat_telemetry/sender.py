@@ -16,7 +16,9 @@ at once (no waiting, no pipe shared).  The sender process:
 * gets the endpoint from the environment (``NAT_TELEMETRY_SENDER_ENDPOINT``),
   never the command line, where other users could read it;
 * holds ``sender.lock`` in the spool folder: one sender per spool, a second
-  one exits at once;
+  one exits at once; so after letting the lock go, a sender looks once more,
+  and takes it again for a batch spooled meanwhile (whose own sender found
+  the lock taken), so that no batch waits for the next run;
 * sends only the batches spooled for the kind of endpoint it was given: an
   ``otlp+http(s)://`` endpoint gets the ``otlp`` bodies (POSTed to its logs
   URL, see :func:`.otlp.otlp_logs_url`), any other URL the ``nemo`` ones;
@@ -340,17 +342,14 @@ def run_sender(spool_dir: str, endpoint: str, *,
         return result
     kind, url = target
     headers = _auth_headers()
-    lock = acquire_lock(spool_dir)
-    if lock is None:
-        result["busy"] = 1
-        return result
-    result["locked"] = 1
     policy = policy if policy is not None else RetryPolicy()
     poster = transport if transport is not None else UrllibClient()
-    try:
+
+    def send_batches() -> bool:
+        """Send claims until none is left (True) or it must stop (False)."""
         if time.time() < _backoff_until(spool_dir, policy.retry_after_max):
             result["deferred"] = 1
-            return result
+            return False
         failures = 0
         backoff_file = True  # maybe one left from an earlier run, now past
         while True:
@@ -399,10 +398,26 @@ def run_sender(spool_dir: str, endpoint: str, *,
                         sleep(wait)
                     break  # start again from the oldest batch
             if stop or not claimed:
+                return not stop
+
+    try:
+        while True:
+            lock = acquire_lock(spool_dir)
+            if lock is None:
+                result["busy"] = 1
+                return result
+            result["locked"] = 1
+            try:
+                drained = send_batches()
+            finally:
+                lock.release()
+            # A batch spooled after the last look, while the lock was still
+            # held, had its own sender find the spool busy: one more look
+            # after letting go, so that no batch waits for the next run.
+            if not drained or clock() >= deadline or not spool.waiting(kind):
                 return result
     finally:
         poster.close()
-        lock.release()
 
 
 def _target(endpoint: str) -> tuple[str, str] | None:

@@ -111,6 +111,31 @@ def test_senders_started_together_deliver_each_batch_once(
     assert received(loopback_endpoint) == expected
 
 
+def test_a_batch_spooled_just_before_the_lock_is_let_go_is_not_left_behind(
+        tmp_path: Path, loopback_endpoint: LoopbackEndpoint,
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    # Another run spools a batch after this sender's last look at the folder,
+    # while it still holds the lock; that run's own sender finds it busy.
+    folder = tmp_path / "spool"
+    spool_batches(folder, 1)
+    real_release = sender._Lock.release
+    late: list[int] = []
+
+    def release_after_a_late_batch(lock: Any) -> None:
+        if not late:
+            late.append(1)
+            envelope = {"clientId": "test", "events": [{"n": 1}]}
+            assert Spool(str(folder)).write(json.dumps(envelope).encode(), 1).written
+            assert sender.run_sender(str(folder), loopback_endpoint.url)["busy"] == 1
+        real_release(lock)
+
+    monkeypatch.setattr(sender._Lock, "release", release_after_a_late_batch)
+    result = sender.run_sender(str(folder), loopback_endpoint.url, lifetime_seconds=10)
+    assert received(loopback_endpoint) == [0, 1]
+    assert result["batches_sent"] == 2
+    assert Spool(str(folder)).summary()[0] == 0
+
+
 def test_rejected_and_too_large_batches_are_dropped_from_the_spool(
         tmp_path: Path, loopback_endpoint: LoopbackEndpoint) -> None:
     folder = tmp_path / "spool"

@@ -159,6 +159,17 @@ def test_claims_come_oldest_first_and_honour_the_limit(spool_dir: Path) -> None:
     assert [json.loads(b)["n"] for b in drain(spool)] == [0, 1, 2, 3, 4]
 
 
+def test_waiting_sees_only_unclaimed_batches_of_the_kind(spool_dir: Path) -> None:
+    spool = Spool(str(spool_dir))
+    assert not spool.waiting("nemo")  # no folder yet
+    assert spool.write(body(1), 1).written
+    assert spool.waiting("nemo") and not spool.waiting("otlp")
+    (claim,) = spool.claim()
+    assert not spool.waiting("nemo")  # claimed: another sender's work
+    claim.release()
+    assert spool.waiting("nemo")
+
+
 def test_release_puts_back_and_a_context_manager_releases(spool_dir: Path) -> None:
     spool = Spool(str(spool_dir))
     spool.write(body(1), 1)
