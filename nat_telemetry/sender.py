@@ -74,6 +74,8 @@ REQUEST_TIMEOUT_SECONDS = 10.0  # nobody waits for this process: be patient, wit
 NICENESS = 10
 # The alarm that ends a sender stuck past its lifetime (e.g. in a slow DNS lookup).
 WATCHDOG_GRACE_SECONDS = 5
+# How many times a sender takes the lock again for batches spooled while it held it.
+_LATE_LOOKS = 5
 # A pid-file lock (platforms without fcntl) older than this is taken over.
 PIDFILE_STALE_SECONDS = 120.0
 
@@ -401,7 +403,8 @@ def run_sender(spool_dir: str, endpoint: str, *,
                 return not stop
 
     try:
-        while True:
+        for _ in range(1 + _LATE_LOOKS):
+            started_ns = time.time_ns()
             lock = acquire_lock(spool_dir)
             if lock is None:
                 result["busy"] = 1
@@ -414,10 +417,15 @@ def run_sender(spool_dir: str, endpoint: str, *,
             # A batch spooled after the last look, while the lock was still
             # held, had its own sender find the spool busy: one more look
             # after letting go, so that no batch waits for the next run.
-            if not drained or clock() >= deadline or not spool.waiting(kind):
-                return result
+            # Only at batches newer than this round, and only a few times: one
+            # it could not take (a newer format's, one dated ahead by a clock
+            # that was set back) must not keep it going round.
+            if (not drained or clock() >= deadline
+                    or not spool.waiting(kind, since_ns=started_ns)):
+                break
     finally:
         poster.close()
+    return result
 
 
 def _target(endpoint: str) -> tuple[str, str] | None:

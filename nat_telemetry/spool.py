@@ -367,14 +367,15 @@ class Spool:
 
     # ----------------------------------------------------------- status, clear
 
-    def waiting(self, kind: str) -> bool:
-        """A batch of ``kind`` waits, unclaimed.  Reads only the listing."""
+    def waiting(self, kind: str, since_ns: int = 0) -> bool:
+        """A batch of ``kind`` spooled at or after ``since_ns`` waits, unclaimed.
+        Reads only the listing."""
         try:
             names = os.listdir(self.directory)
         except OSError:
             return False
         return any(entry is not None and entry.claimant is None and entry.kind == kind
-                   for entry in map(sf.parse_name, names))
+                   and entry.created_ns >= since_ns for entry in map(sf.parse_name, names))
 
     def summary(self) -> tuple[int, int, int, float | None]:
         """``(files, events, bytes, oldest_created_at)`` of every batch, claimed

@@ -27,6 +27,7 @@ from support.endpoints import BlackHole, LoopbackEndpoint, Reply
 from support.helpers import REPO_ROOT, event, subprocess_env, wait_until
 from support.otlp_receiver import Answer, OTLPReceiver, attributes_of
 
+from nat_telemetry import _spoolfile as sf
 from nat_telemetry import config, sender
 from nat_telemetry.payload import QueuedEvent
 from nat_telemetry.retry import RetryPolicy
@@ -134,6 +135,31 @@ def test_a_batch_spooled_just_before_the_lock_is_let_go_is_not_left_behind(
     assert received(loopback_endpoint) == [0, 1]
     assert result["batches_sent"] == 2
     assert Spool(str(folder)).summary()[0] == 0
+
+
+@pytest.mark.parametrize("dated", ["earlier", "ahead"])
+def test_a_batch_it_cannot_take_does_not_keep_it_going_round(
+        tmp_path: Path, loopback_endpoint: LoopbackEndpoint,
+        monkeypatch: pytest.MonkeyPatch, dated: str) -> None:
+    folder = tmp_path / "spool"
+    spool_batches(folder, 1)
+    # A batch of a newer format (claimed, put back, never sent here), dated
+    # before this run, or ahead of it as by a clock that was set back since.
+    created = time.time_ns() + (10**10 if dated == "ahead" else -(10**9))
+    future = folder / sf.ready_name(created, 0, "nemo", 1, 9)
+    future.write_bytes(b"NATSPOOL 2 nemo 1 1 2 extra\n{}")
+    real_acquire = sender.acquire_lock
+    rounds: list[int] = []
+
+    def counting(directory: str, **kwargs: Any) -> Any:
+        rounds.append(1)
+        return real_acquire(directory, **kwargs)
+
+    monkeypatch.setattr(sender, "acquire_lock", counting)
+    result = sender.run_sender(str(folder), loopback_endpoint.url, lifetime_seconds=10)
+    assert received(loopback_endpoint) == [0] and result["batches_sent"] == 1
+    assert len(rounds) == (1 if dated == "earlier" else 1 + sender._LATE_LOOKS)
+    assert future.exists()
 
 
 def test_rejected_and_too_large_batches_are_dropped_from_the_spool(
