@@ -101,8 +101,10 @@ class Recorder:
         self._handler: NATTelemetryHandler | None = None
         self._closed = False  # the exit hook has run
         # Every event kept is, at any moment, still kept, handed over to the
-        # handler, or spooled; one recorded after the exit hook is dropped.
-        self._counts = {"handed_over": 0, "spooled": 0, "dropped_shutdown": 0}
+        # handler, spooled, or dropped because telemetry was turned off before
+        # exit; one recorded after the exit hook is dropped too.
+        self._counts = {"handed_over": 0, "spooled": 0, "dropped_disabled": 0,
+                        "dropped_shutdown": 0}
         self._closing = 0  # taken by the exit hook, on their way to the spool
 
     @property
@@ -114,7 +116,8 @@ class Recorder:
         return len(self._kept)
 
     def stats(self) -> dict[str, int]:
-        """``kept``, ``handed_over``, ``spooled`` and ``dropped_shutdown`` event counts."""
+        """``kept``, ``handed_over``, ``spooled``, ``dropped_disabled`` and
+        ``dropped_shutdown`` event counts."""
         with self._lock:
             return {"kept": len(self._kept) + self._closing, **self._counts}
 
@@ -196,6 +199,11 @@ class Recorder:
             self._closing = len(kept)
         if not kept:
             return  # nothing kept, or a handler has it all (and its own exit hook)
+        if not config.TELEMETRY_ENABLED:  # turned off since: nothing is sent, or spooled
+            with self._lock:
+                self._counts["dropped_disabled"] += len(kept)
+                self._closing = 0
+            return
         spooled = False
         try:
             spooled = self._spool(kept)
@@ -218,7 +226,7 @@ class Recorder:
 
         url = config.NAT_TELEMETRY_ENDPOINT
         kind = destination(url, config.NAT_TELEMETRY_DRY_RUN)
-        if not config.TELEMETRY_ENABLED or kind not in ("nemo", "otlp"):
+        if kind not in ("nemo", "otlp"):
             return False
         from .spool import Spool, default_spool_dir
 

@@ -148,7 +148,7 @@ def test_a_batch_worth_hands_over_with_the_times_recorded(
     recorder.record(fields(subcommand="later"))
     assert recorder.kept == 0 and handler.stats()["enqueued"] == config.DEFAULT_MAX_QUEUE_SIZE + 1
     assert recorder.stats() == {"kept": 0, "handed_over": config.DEFAULT_MAX_QUEUE_SIZE,
-                                "spooled": 0, "dropped_shutdown": 0}
+                                "spooled": 0, "dropped_disabled": 0, "dropped_shutdown": 0}
 
 
 def test_a_process_still_running_a_flush_interval_later_hands_over_and_sends(
@@ -185,7 +185,8 @@ def test_after_the_exit_hook_an_event_is_counted_as_dropped(monkeypatch: pytest.
     assert recorder.kept == 0
     assert Spool(str(tmp_path / "spool")).summary()[0] == 1
     recorder.record(fields())
-    assert recorder.stats() == {"kept": 0, "handed_over": 0, "spooled": 1, "dropped_shutdown": 1}
+    assert recorder.stats() == {"kept": 0, "handed_over": 0, "spooled": 1,
+                                "dropped_disabled": 0, "dropped_shutdown": 1}
     assert recorder._handler is None
 
 
@@ -210,7 +211,22 @@ def test_a_hand_over_during_the_exit_spool_takes_nothing_twice(
     release.set()
     closer.join(10)
     assert handler.stats()["enqueued"] == 0
-    assert recorder.stats() == {"kept": 0, "handed_over": 0, "spooled": 3, "dropped_shutdown": 0}
+    assert recorder.stats() == {"kept": 0, "handed_over": 0, "spooled": 3, "dropped_disabled": 0,
+                                "dropped_shutdown": 0}
+
+
+def test_turned_off_before_exit_nothing_is_spooled_nor_handed_over(
+        monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    monkeypatch.setenv("NAT_TELEMETRY_SPOOL_DIR", str(tmp_path / "spool"))
+    monkeypatch.setattr(config, "NAT_TELEMETRY_ENDPOINT", "http://127.0.0.1:9/ingest")
+    recorder = _recorder.recorder_for(None)
+    recorder.record(fields())
+    recorder.record(fields())
+    monkeypatch.setitem(vars(config), "TELEMETRY_ENABLED", False)
+    recorder.close_at_exit()
+    assert recorder.stats() == {"kept": 0, "handed_over": 0, "spooled": 0,
+                                "dropped_disabled": 2, "dropped_shutdown": 0}
+    assert recorder._handler is None and not (tmp_path / "spool").exists()
 
 
 # -------------------------------------------------------- exit, in real processes
@@ -248,7 +264,7 @@ def test_a_command_line_spools_at_exit_without_a_handler(tmp_path: Path,
     modules, stats = result.stdout.splitlines()
     assert modules == ""  # none of the watched modules, at any point
     assert ast.literal_eval(stats) == {"kept": 0, "handed_over": 0, "spooled": 1,
-                                       "dropped_shutdown": 0}
+                                       "dropped_disabled": 0, "dropped_shutdown": 0}
     # Its detached sender may hold the batch (claimed, renamed) while it tries: it is there.
     assert Spool(str(spool)).summary()[:2] == (1, 1)
 
@@ -261,7 +277,7 @@ def test_an_otlp_endpoint_is_spooled_as_otlp_without_a_handler(tmp_path: Path) -
     modules, stats = result.stdout.splitlines()
     assert modules == ""
     assert ast.literal_eval(stats) == {"kept": 0, "handed_over": 0, "spooled": 1,
-                                       "dropped_shutdown": 0}
+                                       "dropped_disabled": 0, "dropped_shutdown": 0}
     entries = [sf.parse_name(name) for name in os.listdir(spool)]
     assert [entry.kind for entry in entries if entry is not None] == ["otlp"]
 
@@ -273,7 +289,7 @@ def test_without_a_spool_a_handler_delivers_at_exit(tmp_path: Path,
     modules, stats = result.stdout.splitlines()
     assert "nat_telemetry.handler" in modules.split()
     assert ast.literal_eval(stats) == {"kept": 0, "handed_over": 1, "spooled": 0,
-                                       "dropped_shutdown": 0}
+                                       "dropped_disabled": 0, "dropped_shutdown": 0}
     (envelope,) = loopback_endpoint.envelopes
     assert envelope["events"][0]["parameters"]["subcommand"] == "nospool"
 
