@@ -17,6 +17,9 @@ as the fields of the event with the time each was recorded, and:
   From then on the handler sends them, and every later event, as it always
   does, and its own exit hook applies.
 
+Telemetry turned off before exit drops what was kept (``dropped_disabled``):
+nothing is spooled, no handler made.
+
 An event is kept only if the event class would accept it: the same rules,
 checked without importing the event classes (the tests hold the spooled
 bytes equal to what the handler would send).  One recorder per session id
@@ -43,7 +46,7 @@ if TYPE_CHECKING:
     # command, subcommand, task status, duration (ms), exit code, error class, Python version
     Fields = tuple[str, str, str, int, int, str, str]
 
-__all__ = ["Recorder", "cli_event", "recorder_for"]
+__all__ = ["Recorder", "cli_event", "command_fields", "recorder_for"]
 
 # CliCommandEvent's wire name, schema version and source (see events).
 EVENT_NAME = "nat_cli_command"
