@@ -389,13 +389,19 @@ def offline_check(python: str, subject: Subject, folder: Path,
             f"{found.get('online', f'not within {within:g} s')} after it exited")
 
 
-def measure_subject(subject: Subject, python: str, folder: Path, pairs: int,
-                    warmup: int, settle: float,
-                    within: float) -> tuple[list[Row], tuple[bool, str, str]]:
+def write_scripts(folder: Path, subject: Subject) -> tuple[Path, Path]:
+    """The bare interpreter's script and the tool's, in a new ``folder``."""
     folder.mkdir()
     bare, tool = folder / "bare.py", folder / "tool.py"
     bare.write_text("import sys\n")
     tool.write_text(tool_script(subject))
+    return bare, tool
+
+
+def measure_subject(subject: Subject, python: str, folder: Path, pairs: int,
+                    warmup: int, settle: float,
+                    within: float) -> tuple[list[Row], tuple[bool, str, str]]:
+    bare, tool = write_scripts(folder, subject)
     rows = []
     collector = Collector(python, clean_env(folder, folder, {}), folder / "collector.db")
     silent = SilentEndpoint()
@@ -441,10 +447,7 @@ def measure_subject(subject: Subject, python: str, folder: Path, pairs: int,
 def importtime(python: str, subject: Subject, folder: Path, runs: int,
                top: int) -> list[str]:
     """The modules the tool imports and a bare interpreter does not, per path."""
-    folder.mkdir()
-    bare, tool = folder / "bare.py", folder / "tool.py"
-    bare.write_text("import sys\n")
-    tool.write_text(tool_script(subject))
+    bare, tool = write_scripts(folder, subject)
     lines = []
     collector = Collector(python, clean_env(folder, folder, {}), folder / "collector.db")
     try:
