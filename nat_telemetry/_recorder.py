@@ -114,10 +114,6 @@ class Recorder:
     def session_id(self) -> str:
         return config.prefixed_session_id(self._session_id)
 
-    @property
-    def kept(self) -> int:
-        return len(self._kept)
-
     def stats(self) -> dict[str, int]:
         """``kept``, ``handed_over``, ``spooled``, ``dropped_disabled`` and
         ``dropped_shutdown`` event counts."""

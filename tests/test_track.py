@@ -317,9 +317,9 @@ def test_shared_recorder_is_created_once_across_threads(monkeypatch: pytest.Monk
     assert len(created) == 1
     (recorder,) = created
     assert recorder is _recorder._recorders[None]
-    assert recorder.kept == 16
+    assert recorder.stats()["kept"] == 16
     handler = recorder.handler()
-    assert recorder.kept == 0
+    assert recorder.stats()["kept"] == 0
     assert handler.stats()["enqueued"] == handler.stats()["pending"] == 16
     assert handler.session_id == recorder.session_id
     assert len(handler.session_id) == 32
