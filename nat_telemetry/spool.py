@@ -367,15 +367,20 @@ class Spool:
 
     # ----------------------------------------------------------- status, clear
 
-    def waiting(self, kind: str, since_ns: int = 0) -> bool:
-        """A batch of ``kind`` spooled at or after ``since_ns`` waits, unclaimed.
-        Reads only the listing."""
+    def _listed(self) -> list[sf.Entry]:
+        """Every batch the folder's listing names, claimed ones included; none
+        when it cannot be listed.  Reads only the listing; changes nothing."""
         try:
             names = os.listdir(self.directory)
         except OSError:
-            return False
-        return any(entry is not None and entry.claimant is None and entry.kind == kind
-                   and entry.created_ns >= since_ns for entry in map(sf.parse_name, names))
+            return []
+        return [entry for entry in map(sf.parse_name, names) if entry is not None]
+
+    def waiting(self, kind: str, since_ns: int = 0) -> bool:
+        """A batch of ``kind`` spooled at or after ``since_ns`` waits, unclaimed.
+        Reads only the listing."""
+        return any(entry.claimant is None and entry.kind == kind
+                   and entry.created_ns >= since_ns for entry in self._listed())
 
     def summary(self) -> tuple[int, int, int, float | None]:
         """``(files, events, bytes, oldest_created_at)`` of every batch, claimed
@@ -383,14 +388,7 @@ class Spool:
         when empty.  Reads only the listing; changes nothing."""
         files = events = size = 0
         oldest: int | None = None
-        try:
-            names = os.listdir(self.directory)
-        except OSError:
-            return 0, 0, 0, None
-        for name in names:
-            entry = sf.parse_name(name)
-            if entry is None:
-                continue
+        for entry in self._listed():
             files += 1
             events += entry.events
             size += entry.size
