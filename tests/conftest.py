@@ -17,14 +17,13 @@ not from here.
 from __future__ import annotations
 
 import os
-import socket
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any, Callable
 
 import pytest
 import responses
-from support.endpoints import BlackHole, FakeEndpoint, LoopbackEndpoint
+from support.endpoints import BlackHole, FakeEndpoint, LoopbackEndpoint, free_port
 from support.helpers import (
     PROXY_VARS,
     assert_balanced,
@@ -151,10 +150,7 @@ def black_hole(handler_registry: HandlerRegistry) -> Iterator[BlackHole]:
 @pytest.fixture
 def refused_url() -> str:
     """A URL on a loopback port that was bound and closed: connection refused."""
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind(("127.0.0.1", 0))
-        port = sock.getsockname()[1]
-    return f"http://127.0.0.1:{port}/ingest"
+    return f"http://127.0.0.1:{free_port()}/ingest"
 
 
 # ------------------------------------------------------- dependency modes

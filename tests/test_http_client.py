@@ -21,7 +21,7 @@ from collections.abc import Iterator
 from typing import Callable, Union
 
 import pytest
-from support.endpoints import LoopbackEndpoint
+from support.endpoints import LoopbackEndpoint, loopback_listener
 from support.helpers import REPO_ROOT, event, ids, wait_until
 
 from nat_telemetry import http_client
@@ -61,11 +61,8 @@ class RawServer:
         self.respond = respond
         self.requests: list[RawRequest] = []
         self.closing = threading.Event()
-        self._listener = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-        self._listener.bind(("127.0.0.1", 0))
-        self._listener.listen(16)
-        self._listener.settimeout(0.5)  # a safety net: close() wakes accept() itself
-        self.port: int = self._listener.getsockname()[1]
+        # The timeout is a safety net: close() wakes accept() itself.
+        self._listener, self.port = loopback_listener(16, accept_timeout=0.5)
         self.url = f"http://127.0.0.1:{self.port}/ingest"
         self._threads: list[threading.Thread] = []
         self._acceptor = threading.Thread(target=self._accept, daemon=True)

@@ -10,14 +10,13 @@ they only fail when the exit waits for the endpoint or a pipe is held open.
 from __future__ import annotations
 
 import os
-import socket
 import subprocess
 import sys
 import time
 from pathlib import Path
 
 import pytest
-from support.endpoints import BlackHole
+from support.endpoints import BlackHole, free_port
 from support.helpers import REPO_ROOT, assert_balanced, event, subprocess_env
 
 from nat_telemetry.collector import Collector
@@ -58,12 +57,6 @@ def wait_for(predicate, timeout: float = 20.0) -> bool:  # type: ignore[no-untyp
 
 def subcommands(collector: Collector) -> list[str]:
     return sorted(row["parameters"]["subcommand"] for row in collector.rows())
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 @pytest.fixture

@@ -32,7 +32,28 @@ __all__ = [
     "Reply",
     "ReplyLike",
     "as_reply",
+    "free_port",
+    "loopback_listener",
 ]
+
+
+# --------------------------------------------------------------- loopback ports
+
+
+def free_port() -> int:
+    """A loopback port that was just bound and let go: nothing listens on it."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def loopback_listener(backlog: int, accept_timeout: float) -> tuple[socket.socket, int]:
+    """A listening socket on a free loopback port, and the port."""
+    listener = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    listener.bind(("127.0.0.1", 0))
+    listener.listen(backlog)
+    listener.settimeout(accept_timeout)
+    return listener, int(listener.getsockname()[1])
 
 
 # ------------------------------------------------------------------ replies
@@ -248,11 +269,7 @@ class BlackHole:
     """Accepts TCP connections on 127.0.0.1 and never answers."""
 
     def __init__(self) -> None:
-        self._listener = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-        self._listener.bind(("127.0.0.1", 0))
-        self._listener.listen(64)
-        self._listener.settimeout(0.05)
-        self.port: int = self._listener.getsockname()[1]
+        self._listener, self.port = loopback_listener(64, accept_timeout=0.05)
         self.url = f"http://127.0.0.1:{self.port}/ingest"
         self.connections: list[socket.socket] = []
         self._closed = threading.Event()
