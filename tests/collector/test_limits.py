@@ -53,6 +53,16 @@ def trickle(sock: socket.socket, data: bytes, every: float, stop: threading.Even
             return
 
 
+def end_child(proc: subprocess.Popen[str], timeout: float) -> None:
+    """Close a child collector's stdin (it stops), killing it if it takes too long."""
+    proc.stdin.close()  # type: ignore[union-attr]
+    try:
+        proc.wait(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait()
+
+
 def post_once(url: str) -> tuple[int, float]:
     """(status, seconds) of one POST on a fresh connection."""
     started = time.monotonic()
@@ -323,12 +333,7 @@ def test_out_of_descriptors_never_spins_and_still_serves(tmp_path: Path, taken_b
     finally:
         for sock in idle:
             sock.close()
-        proc.stdin.close()
-        try:
-            proc.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
+        end_child(proc, timeout=10)
     assert proc.returncode == 0
 
 
@@ -392,9 +397,4 @@ def test_many_near_complete_bodies_are_not_all_held_in_memory(tmp_path: Path) ->
     finally:
         for sock in socks:
             sock.close()
-        proc.stdin.close()
-        try:
-            proc.wait(timeout=15)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
+        end_child(proc, timeout=15)
