@@ -28,6 +28,7 @@ __all__ = [
     "BlackHole",
     "FakeEndpoint",
     "LoopbackEndpoint",
+    "QuietHTTPServer",
     "Received",
     "Reply",
     "ReplyLike",
@@ -196,13 +197,18 @@ class FakeEndpoint(_Recorder):
 # --------------------------------------------------------- loopback endpoint
 
 
-class _LoopbackServer(ThreadingHTTPServer):
+class QuietHTTPServer(ThreadingHTTPServer):
+    """A threading HTTP server that says nothing about clients hanging up."""
+
     daemon_threads = True
     allow_reuse_address = True
-    endpoint: LoopbackEndpoint
 
     def handle_error(self, request: Any, client_address: Any) -> None:
         pass  # clients that time out and hang up are part of the tests
+
+
+class _LoopbackServer(QuietHTTPServer):
+    endpoint: LoopbackEndpoint
 
 
 class _LoopbackRequestHandler(BaseHTTPRequestHandler):

@@ -30,12 +30,14 @@ import socket
 import threading
 import time
 from collections.abc import Iterator
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler
 from typing import Any, Union
 
 from google.protobuf import json_format
 from opentelemetry.proto.collector.logs.v1.logs_service_pb2 import ExportLogsServiceRequest
 from opentelemetry.proto.logs.v1.logs_pb2 import LogRecord
+
+from .endpoints import QuietHTTPServer
 
 __all__ = ["Answer", "Export", "OTLPReceiver", "any_value", "as_answer", "attributes_of"]
 
@@ -128,13 +130,8 @@ class Export:
         return records[:max(0, len(records) - self.answer.rejected)]
 
 
-class _Server(ThreadingHTTPServer):
-    daemon_threads = True
-    allow_reuse_address = True
+class _Server(QuietHTTPServer):
     receiver: OTLPReceiver
-
-    def handle_error(self, request: Any, client_address: Any) -> None:
-        pass  # clients that time out and hang up are part of the tests
 
 
 class _Handler(BaseHTTPRequestHandler):
