@@ -67,7 +67,7 @@ sys.path.insert(0, str(ROOT))
 
 from nat_telemetry.config import CI_ENV_VARS  # noqa: E402
 from nat_telemetry.consent import write_persisted_consent  # noqa: E402
-from nat_telemetry.spool import LOCK_NAME, Spool  # noqa: E402
+from nat_telemetry.spool import Spool  # noqa: E402
 
 # (ratio to bare, added milliseconds): issue 12's goals on this kind of machine.
 GOALS = {"disabled": (1.3, 3.0), "enabled": (1.8, 10.0)}
@@ -242,18 +242,29 @@ def _flock_inodes() -> set[int] | None:
     return {int(row[5].rsplit(":", 1)[1]) for row in fields if len(row) > 5 and "FLOCK" in row}
 
 
+def waiting_events(spool: Path) -> int:
+    """Events waiting in ``spool``, whatever their destination."""
+    return sum(events for _, events, _, _ in Spool(str(spool)).summary().values())
+
+
 def sender_state(spool: Path) -> str:
     """``none`` (nothing spooled, no sender), ``pending`` (spooled, no sender yet),
-    ``running`` or ``done``.  Reads /proc/locks rather than trying the lock:
+    ``running`` or ``done``.  Reads /proc/locks rather than trying a lock:
     holding it even briefly could turn a starting sender away."""
-    try:
-        inode = os.stat(spool / LOCK_NAME).st_ino
-    except OSError:
-        return "pending" if Spool(str(spool)).summary()[0] else "none"
+    locks = list(spool.glob("*.lock")) if spool.is_dir() else []
     held = _flock_inodes()
+    waiting = waiting_events(spool)
     if held is None:  # no /proc/locks: the batches are what is left to watch
-        return "running" if Spool(str(spool)).summary()[0] else "done"
-    return "running" if inode in held else "done"
+        return "running" if waiting else ("done" if locks else "none")
+    inodes = set()
+    for lock in locks:
+        try:
+            inodes.add(os.stat(lock).st_ino)
+        except OSError:
+            pass
+    if inodes & held:
+        return "running"
+    return "pending" if waiting else ("done" if locks else "none")
 
 
 def wait_sender(spool: Path, seconds: float) -> tuple[str, float]:
@@ -337,7 +348,7 @@ def measure_row(key: str, python: str, folder: Path, scripts: tuple[Path, Path],
     if key not in DISABLED_ROWS:  # where every run's event went: a silent loss shows here
         runs = warmup + pairs
         stored = collector.subcommands().count("x") - before if collector is not None else 0
-        waiting = sum(Spool(str(spool)).summary()[1] for spool in spools.iterdir())
+        waiting = sum(waiting_events(spool) for spool in spools.iterdir())
         lost = runs - stored - waiting
         notes.append(f"of {runs} events {stored} delivered, {waiting} waiting in spools"
                      + (f", {lost} LOST" if lost > 0 else ""))
@@ -360,7 +371,7 @@ def offline_check(python: str, subject: Subject, folder: Path,
     offline_ms = timed_run(python, scripts["offline"],
                            clean_env(home, spool, {**enabled, "NAT_TELEMETRY_ENDPOINT": url}))
     state, waited = wait_sender(spool, ROW_END_WAIT)
-    spooled = Spool(str(spool)).summary()[1]
+    spooled = waiting_events(spool)
     reserved.close()
     env = clean_env(home, spool, {})
     try:

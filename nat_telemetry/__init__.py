@@ -46,22 +46,6 @@ else:
 __version__ = "0.1.0"
 
 
-def _resolve_enabled() -> bool:
-    # When the environment decides alone, nothing more is imported; else the
-    # consent file is read through _consent_file, not consent: a command line
-    # whose user never answered, or said no, pays for reading one small file,
-    # not for the prompt, pathlib, enum or a TOML library.
-    decided = config.environment_decision()
-    if decided is not None:
-        return decided[0]
-    from . import _consent_file
-
-    return _consent_file.decide()[0]
-
-
-config.resolve_enabled = _resolve_enabled
-
-
 class _Package(type(config)):  # type: ignore[misc]
     """Assigning ``nat_telemetry.TELEMETRY_ENABLED`` sets the live flag in config."""
 

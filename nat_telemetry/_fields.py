@@ -1,11 +1,11 @@
-"""Fields of telemetry events: what a field declares, the checks behind it and
-the ``__init__`` and ``model_dump`` generated from them.
+"""The fields of telemetry events: what a field declares, the checks behind it,
+the ``__init__`` and ``model_dump`` generated from them, and the JSON Schema
+and JSON parsing the pydantic-like surface offers.
 
-Private to :mod:`.events`, which exports :class:`FieldInfo`.  Loaded with it,
-so it imports nothing heavy: the three string languages of
-:class:`~.events.CliCommandEvent` are checked by hand-written predicates
-(each tested equal to its regular expression), and ``re`` is only imported
-for a pattern of another event class.
+Private to :mod:`.events`.  Loaded with it, so it imports nothing heavy: the
+string languages are checked by the hand-written predicates of :mod:`._rules`,
+and ``re``, ``json``, ``inspect`` and ``dataclasses`` are imported only by the
+few functions that need them, when they are called.
 """
 
 from __future__ import annotations
@@ -15,16 +15,25 @@ import enum
 import sys
 from keyword import iskeyword
 
+from ._rules import (
+    DOTTED_IDENTIFIER,
+    INT64_MAX,
+    INT64_MIN,
+    PYTHON_VERSION,
+    TOKEN,
+    is_dotted_identifier,
+    is_python_version,
+    is_token,
+)
+
 TYPE_CHECKING = False  # typing.TYPE_CHECKING without importing typing at run time
 if TYPE_CHECKING:
-    from collections.abc import Callable
+    from collections.abc import Callable, Mapping
     from typing import Any
 
     Checker = Callable[[Any], Any]
     Dump = Callable[[dict[str, Any]], dict[str, Any]]
 
-INT64_MIN = -(2**63)
-INT64_MAX = 2**63 - 1
 
 # What an acceptor returns instead of raising: the fast path never builds an exception.
 REJECT: Any = object()
@@ -98,15 +107,6 @@ class Kind:
 
 
 # --------------------------------------------------------------- string languages
-
-from ._rules import (  # noqa: E402  (the string languages, shared with track and the collector)
-    DOTTED_IDENTIFIER,
-    PYTHON_VERSION,
-    TOKEN,
-    is_dotted_identifier,
-    is_python_version,
-    is_token,
-)
 
 PREDICATES: dict[str, Callable[[str], bool]] = {
     TOKEN: is_token, DOTTED_IDENTIFIER: is_dotted_identifier, PYTHON_VERSION: is_python_version,
@@ -390,3 +390,106 @@ class Signature:
                                          default=empty if spec.required else spec.default)
                        for spec in self.specs]
         return inspect.Signature(parameters, return_annotation=None)
+
+
+# --------------------------------------------------------------- JSON Schema, JSON
+
+DRAFT_2020_12 = "https://json-schema.org/draft/2020-12/schema"
+
+
+def ecma_pattern(pattern: str) -> str:
+    """``pattern`` as a JSON Schema ``pattern``: the same strings in ECMA-262 and ``re``.
+
+    A JSON Schema pattern is searched for, not matched in full, hence the
+    anchors; the end is a lookahead for "no character left" because ``$`` also
+    matches before a final newline in Python's ``re``.
+    """
+    return f"^(?:{pattern})(?![\\s\\S])"
+
+
+def _property(info: FieldInfo, key: str, defs: dict[str, Any]) -> dict[str, Any]:
+    annotation = info.annotation
+    schema: dict[str, Any] = {"title": key.title().replace("_", " ").strip()}
+    if annotation is int:
+        low, high = int_bounds(info)
+        schema.update({"type": "integer", "minimum": low, "maximum": high})
+    elif annotation is str:
+        schema["type"] = "string"
+        if info.max_length is not None:
+            schema["maxLength"] = info.max_length
+        if info.pattern is not None:
+            schema["pattern"] = ecma_pattern(info.pattern)
+    else:
+        described: dict[str, Any] = {"title": annotation.__name__}
+        if annotation.__doc__:
+            described["description"] = annotation.__doc__.strip()
+        described.update({"enum": [member.value for member in annotation], "type": "string"})
+        defs[annotation.__name__] = described
+        schema["$ref"] = f"#/$defs/{annotation.__name__}"
+    if not info.is_required():
+        default = info.default
+        schema["default"] = default.value if annotation not in (int, str) else default
+    return schema
+
+
+def json_schema(cls: type, fields: Mapping[str, FieldInfo], *, by_alias: bool,
+                mode: str) -> dict[str, Any]:
+    """The JSON Schema (draft 2020-12) of an event class with ``fields``."""
+    if mode not in ("validation", "serialization"):
+        raise ValueError(f"mode must be 'validation' or 'serialization', not {mode!r}")
+    defs: dict[str, Any] = {}
+    properties: dict[str, Any] = {}
+    required: list[str] = []
+    for name, info in fields.items():
+        key = (info.alias or name) if by_alias else name
+        properties[key] = _property(info, key, defs)
+        if info.is_required() or mode == "serialization":
+            required.append(key)
+    schema: dict[str, Any] = {"$schema": DRAFT_2020_12}
+    if defs:
+        schema["$defs"] = dict(sorted(defs.items()))
+    schema["title"] = cls.__name__
+    if cls.__doc__:
+        import inspect
+
+        schema["description"] = inspect.cleandoc(cls.__doc__)
+    schema.update({"type": "object", "properties": properties})
+    if required:
+        schema["required"] = required
+    schema["additionalProperties"] = False
+    return schema
+
+
+def _no_constant(name: str) -> Any:
+    raise ValueError(f"{name} is not JSON")
+
+
+def load_json(json_data: str | bytes | bytearray) -> Any:
+    """The document; :class:`Invalid` with a reason that does not repeat it."""
+    import json
+
+    try:
+        return json.loads(json_data, parse_constant=_no_constant)
+    except json.JSONDecodeError as exc:
+        reason = f"invalid JSON: {exc.msg} at position {exc.pos}"
+    except (ValueError, RecursionError) as exc:  # an undecodable byte, NaN, deep nesting
+        reason = f"invalid JSON: {type(exc).__name__}"
+    raise Invalid(reason)
+
+
+def dataclass_fields(cls: type, fields: Mapping[str, FieldInfo]) -> dict[str, Any]:
+    """``__dataclass_fields__`` for an event class, so ``dataclasses.fields()`` lists
+    its fields: made once per class from a dataclass with the same fields."""
+    cached: dict[str, Any] | None = cls.__dict__.get("_dataclass_fields")
+    if cached is None:
+        import dataclasses
+
+        namespace: dict[str, Any] = {"__annotations__": {
+            name: info.annotation for name, info in fields.items()}}
+        namespace.update({name: info.default for name, info in fields.items()
+                          if not info.is_required()})
+        shadow: Any = dataclasses.dataclass(init=False, repr=False, eq=False, frozen=True)(
+            type(cls.__name__, (), namespace))
+        cached = dict(shadow.__dataclass_fields__)
+        type.__setattr__(cls, "_dataclass_fields", cached)
+    return cached

@@ -1,42 +1,72 @@
-"""The string languages an event's text fields may use, as patterns and as checks.
+"""The languages an event's values may use: one definition each, cheap to check.
 
 A field that accepts any text is how a path, a message or a user name would
-ride along, so every text field of an event is one of these short languages.
-Each has a regular expression (for JSON Schema, and for the collector's
-messages) and a hand-written check equal to ``re.fullmatch`` of it, so that
-checking a name costs no :mod:`re` import; the tests hold the two equal.
+ride along, so every text the wire carries is one of these short languages.
+Each has a regular expression (for JSON Schema and the collector's messages)
+and a hand-written check equal to ``re.fullmatch`` of it, so that checking a
+name costs no :mod:`re` import; the tests hold the two equal.
 
-A leaf: the events, ``track_command`` (which checks a command's names when it
-is created, before anything else is imported) and the collector use it.
+A leaf: events, ``track_command``, the envelope, the settings and the
+collector all read their rules from here.
 """
 
 from __future__ import annotations
 
 __all__ = [
     "DOTTED_IDENTIFIER",
+    "ERROR_CLASS_MAX_LENGTH",
+    "INT64_MAX",
+    "INT64_MIN",
+    "NAME_CHARACTERS",
     "PYTHON_VERSION",
+    "SESSION_ID",
     "TOKEN",
     "is_dotted_identifier",
+    "is_error_class",
     "is_python_version",
+    "is_session_id",
     "is_token",
 ]
 
-TOKEN = r"[A-Za-z0-9_.:-]{1,64}"
+# The wire schema's integers are signed 64-bit.
+INT64_MIN = -(2**63)
+INT64_MAX = 2**63 - 1
+# An exception class name, dotted module path included.
+ERROR_CLASS_MAX_LENGTH = 128
+
+# The alphabet of every name on the wire (commands, session ids, client ids).
+NAME_CHARACTERS = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789_.:-"
+_NAME_CLASS = "[A-Za-z0-9_.:-]"
+TOKEN = _NAME_CLASS + "{1,64}"
+SESSION_ID = _NAME_CLASS + "{1,128}"
 DOTTED_IDENTIFIER = r"[A-Za-z_][A-Za-z0-9_]*(?:\.[A-Za-z_][A-Za-z0-9_]*)*"
 PYTHON_VERSION = r"[0-9]{1,3}\.[0-9]{1,3}(?:\.[0-9]{1,3})?(?:(?:a|b|rc)[0-9]{1,3})?\+?"
 
-_TOKEN_CHARACTERS = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789_.:-"
 _DIGITS = "0123456789"
 
 
+def _is_name(text: str, longest: int) -> bool:
+    return 0 < len(text) <= longest and not text.strip(NAME_CHARACTERS)
+
+
 def is_token(text: str) -> bool:
-    """``re.fullmatch(TOKEN, text)``: stripping the allowed characters leaves nothing."""
-    return 0 < len(text) <= 64 and not text.strip(_TOKEN_CHARACTERS)
+    """``re.fullmatch(TOKEN, text)``: 1 to 64 characters of :data:`NAME_CHARACTERS`."""
+    return _is_name(text, 64)
+
+
+def is_session_id(text: str) -> bool:
+    """``re.fullmatch(SESSION_ID, text)``: 1 to 128 characters of :data:`NAME_CHARACTERS`."""
+    return _is_name(text, 128)
 
 
 def is_dotted_identifier(text: str) -> bool:
     """``re.fullmatch(DOTTED_IDENTIFIER, text)``: on ASCII, ``isidentifier`` is that language."""
     return text.isascii() and all(part.isidentifier() for part in text.split("."))
+
+
+def is_error_class(text: str) -> bool:
+    """A dotted identifier of at most :data:`ERROR_CLASS_MAX_LENGTH` characters."""
+    return len(text) <= ERROR_CLASS_MAX_LENGTH and is_dotted_identifier(text)
 
 
 def _is_number(text: str) -> bool:

@@ -18,18 +18,17 @@ from __future__ import annotations
 import argparse
 import contextlib
 import os
-import re
 import signal
 import subprocess
 import sys
 import threading
 import time
-import uuid
 from collections.abc import Iterator
 from pathlib import Path
 
-from . import _log
-from ._streams import reader_went_away
+from . import _process, config
+from ._process import reader_went_away
+from ._rules import NAME_CHARACTERS
 from .consent import (
     DEFAULT_CHANGE_COMMAND,
     DEFAULT_PRODUCT_NAME,
@@ -42,13 +41,12 @@ from .consent import (
     write_persisted_consent,
 )
 from .events import CliCommandEvent, ValidationError
-from .handler import NATTelemetryHandler
 from .outcome import (
     EXIT_CODE_INTERRUPTED,
     FAILURE,
     SUCCESS,
+    command_fields,
     outcome_of_returncode,
-    python_version,
 )
 
 TYPE_CHECKING = False  # typing.TYPE_CHECKING without importing typing at run time
@@ -73,7 +71,6 @@ EXIT_NOT_FOUND = 127
 EXIT_USAGE = 2
 
 _MAX_NAME_LENGTH = 64
-_NOT_A_NAME_CHARACTER = re.compile(r"[^A-Za-z0-9_.:-]")
 
 
 def _err(message: str) -> None:
@@ -197,7 +194,7 @@ def main(argv: list[str] | None = None) -> int:
     except BrokenPipeError:
         return reader_went_away()
     except Exception as exc:  # one line, never a traceback
-        _log.debug("%s failed", PROG, exc_info=True)
+        _process.debug("%s failed", PROG, exc_info=True)
         _err(f"error: {exc}" if str(exc) else f"error: {type(exc).__name__}")
         return 1
 
@@ -254,14 +251,14 @@ def _save_decision(state: ConsentState) -> int:
 
 
 def _empty_spool() -> tuple[str | None, int]:
-    """Delete every event waiting in the spool (and the sender's files, the time of
-    the last delivery among them): ``(folder or None when off, events deleted)``."""
-    from . import spool
+    """Delete every event waiting in the spool (and the senders' files, the record of
+    deliveries among them): ``(folder or None when off, events deleted)``."""
+    from .spool import Spool
 
-    folder = spool.default_spool_dir()
+    folder = config.NAT.spool_dir()
     if folder is None:
         return None, 0
-    return folder, spool.Spool(folder).clear()
+    return folder, Spool(folder).clear()
 
 
 def _events(count: int) -> str:
@@ -335,18 +332,11 @@ def command_name(program: str) -> str:
     ``.exe`` suffix so ``tool`` and ``tool.exe`` count as one; every character
     outside ``A-Z a-z 0-9 _ . : -`` becomes ``-``; at most 64 characters.
     """
-    base = re.split(r"[/\\]", program)[-1]
+    base = program.replace("\\", "/").rpartition("/")[2]
     if base.lower().endswith(".exe") and len(base) > 4:
         base = base[:-4]
-    name = _NOT_A_NAME_CHARACTER.sub("-", base)[:_MAX_NAME_LENGTH]
+    name = "".join(c if c in NAME_CHARACTERS else "-" for c in base)[:_MAX_NAME_LENGTH]
     return name or "unknown"
-
-
-def _event(name: str, status: TaskStatus, exit_code: int, error_class: str,
-           duration_ms: int) -> CliCommandEvent:
-    return CliCommandEvent(command=name, task_status=status, duration_ms=duration_ms,
-                           exit_code=exit_code, error_class=error_class,
-                           python_version=python_version())
 
 
 @contextlib.contextmanager
@@ -397,7 +387,7 @@ def _cmd_run(args: argparse.Namespace) -> int:
         return EXIT_USAGE
     name = args.name if args.name is not None else command_name(cmd[0])
     try:
-        _event(name, SUCCESS, 0, "undefined", -1)
+        CliCommandEvent(**command_fields(name, "undefined", SUCCESS, 0, "undefined", -1))
     except ValidationError as exc:
         reason = "; ".join(why for field, why in exc.errors if field == "command") or str(exc)
         _err(f"run: invalid --name {name!r}: {reason}")
@@ -409,16 +399,16 @@ def _cmd_run(args: argparse.Namespace) -> int:
                                  consent_file=args.consent_file, raise_on_interrupt=True)
     except KeyboardInterrupt:  # "no" is saved; the user wants out, not the program
         return EXIT_CODE_INTERRUPTED
-    handler = NATTelemetryHandler(session_id=uuid.uuid4().hex)
     with _parent_ignores_sigint():
         start = time.perf_counter()
         exit_code, status, error_class = _run_child(cmd)
         duration_ms = max(0, int((time.perf_counter() - start) * 1000))
-        try:
-            handler.enqueue(_event(name, status, exit_code, error_class, duration_ms))
-            handler.stop()  # final flush, bounded by shutdown_timeout_seconds
-        except Exception:  # telemetry must not change the exit status
-            _log.debug("could not record the run of %r", name, exc_info=True)
+    try:  # delivered as every command line's event is: spooled at exit for a sender
+        from .track import record_command
+
+        record_command(name, "undefined", status, exit_code, error_class, duration_ms)
+    except Exception:  # telemetry must not change the exit status
+        _process.debug("could not record the run of %r", name, exc_info=True)
     return exit_code
 
 

@@ -4,41 +4,33 @@ Telemetry is opt-in, so everything here leans towards "off": a consent file
 that is missing, damaged or written by an unknown version never turns
 telemetry on; a "no" recorded under older prompt wording is kept, while a
 "yes" given to older wording is asked again, because the user agreed to a
-text they may no longer be shown.
+text they may no longer be shown.  Where the file lives and how it is read
+are the tool's settings (:class:`~.config.Tool`); this module adds the public
+types, the writer and the prompt.
 
-The prompt is only shown when a person is plainly at a terminal (stdin,
-stdout and stderr are all TTYs), so scripts, pipes and CI never block on it,
-and it is written to stderr so it never mixes with a command's real output.
+The prompt is shown only when a person is plainly at a terminal (stdin, stdout
+and stderr are all TTYs), so scripts, pipes and CI never block on it, and it
+is written to stderr.  The decision is stored as a small TOML file (tomli-w,
+or the built-in writer of a vendored copy: the same bytes), replaced
+atomically and kept private (0600).  Nothing here may break the command that
+uses it: reading never raises, writing reports failure by returning ``False``,
+and the prompt swallows its own errors.
 
-The decision is stored as a small TOML file, replaced atomically so that a
-crash or a concurrent writer can never leave half a file behind, and kept
-private (0600) because it is the user's own setting.  Nothing here may break
-the command that uses it: reading never raises, writing reports failure by
-returning ``False``, and the prompt swallows its own errors.
-
-Where the file lives, how it is read and what it counts as are written once,
-in :mod:`._consent_file`, which a command line with telemetry off runs without
-importing this module; this one adds the public types, the writer and the
-prompt.  TOML goes through :mod:`._toml`: ``tomllib``/``tomli`` and ``tomli-w``
-when they are importable, a small built-in reader and writer otherwise, so a
-copy of this package vendored without its dependencies keeps the same
-behaviour.  The file as written here is read without any of them.
+Every function takes ``tool`` (default: the NeMo Agent Toolkit), whose name,
+variables and files are used; ``consent_file`` overrides where the decision
+is kept.
 """
 
 from __future__ import annotations
 
-import contextlib
 import enum
 import os
 import sys
-import tempfile
-from datetime import datetime, timezone
 from pathlib import Path
 from typing import NamedTuple
 
-from . import _consent_file, _log, _prompt, _toml, config
-from ._consent_file import PROMPT_VERSION
-from ._prompt import DEFAULT_CHANGE_COMMAND, DEFAULT_PRODUCT_NAME
+from . import _process, config
+from .config import CONSENT_FILE_ENV_VAR, PROMPT_VERSION, TELEMETRY_ENV_VAR
 
 __all__ = [
     "CONSENT_FILE_ENV_VAR",
@@ -62,18 +54,13 @@ __all__ = [
     "write_persisted_consent",
 ]
 
-TELEMETRY_ENV_VAR = config.TELEMETRY_ENV_VAR
-CONSENT_FILE_ENV_VAR = config.CONSENT_FILE_ENV_VAR
-# PROMPT_VERSION (imported above) lives in _consent_file, which both the gate
-# and the writer read: a test changing it patches _consent_file.PROMPT_VERSION.
-
-_FILE_HEADER = (
-    "# Anonymous usage telemetry consent for {product}.\n"
-    "# Change it with `{cmd} enable` or `{cmd} disable`\n"
-    "# (see `{cmd} status`); the NAT_TELEMETRY_ENABLED environment\n"
-    "# variable (true/false), when set, overrides what this file says.\n"
-    "\n"
-)
+DEFAULT_PRODUCT_NAME = "NeMo Agent Toolkit"
+DEFAULT_CHANGE_COMMAND = "nat-telemetry"
+# Answers that are neither yes, no nor empty ask again; after this many, it is no.
+MAX_ATTEMPTS = 3
+QUESTION = "Allow anonymous usage telemetry? [Y/n]: "
+_MAX_NAME_LENGTH = 80
+_WIDTH = 76
 
 
 class ConsentState(str, enum.Enum):
@@ -91,12 +78,10 @@ class ConsentState(str, enum.Enum):
 
 
 class ConsentRecord(NamedTuple):
-    """What the consent file says, and what it counts as.
-
-    ``state`` is the decision it stands for (the prompt-version gate applied);
-    ``consent`` and ``prompt_version`` are the raw values found (None when
-    absent); ``why`` explains, in words, a file that does not count as written.
-    """
+    """What the consent file says, and what it counts as: ``state`` is the decision
+    it stands for (the prompt-version gate applied); ``consent`` and
+    ``prompt_version`` the raw values found (None when absent); ``why`` explains,
+    in words, a file that does not count as written."""
 
     state: ConsentState
     path: str
@@ -114,169 +99,227 @@ class Decision(NamedTuple):
     detail: str
 
 
-def consent_file_path(consent_file: str | os.PathLike[str] | None = None) -> Path:
-    """Where the consent decision lives.
-
-    ``consent_file``, when given (a tool keeping its decision in a file of its
-    own); else ``NAT_TELEMETRY_CONSENT_FILE`` when set and non-empty; otherwise
-    ``$XDG_CONFIG_HOME/nat/telemetry.toml`` with the XDG default of
-    ``~/.config`` (a relative ``$XDG_CONFIG_HOME`` is ignored, as the spec
-    says); a leading ``~`` is expanded.  May raise ``RuntimeError`` when no
-    home folder can be determined; the readers and writers below treat that as
-    any other failure.
-    """
-    return Path(_consent_file.location(consent_file))
+def _tool(tool: config.Tool | None) -> config.Tool:
+    return config.NAT if tool is None else tool
 
 
-def resolve_env_consent() -> bool | None:
-    """The environment's verdict, or ``None`` when the variable is unset.
-
-    A set-but-empty variable counts as "off": the user touched the switch, and
-    an opt-in system must not read an ambiguous answer as a yes.
-    """
-    value = os.environ.get(TELEMETRY_ENV_VAR)
-    if value is None:
-        return None
-    return config.is_truthy(value)
+def consent_file_path(consent_file: str | os.PathLike[str] | None = None, *,
+                      tool: config.Tool | None = None) -> Path:
+    """Where the decision lives: ``consent_file`` when given; else the tool's
+    ``*_TELEMETRY_CONSENT_FILE``; else ``$XDG_CONFIG_HOME/<tool>/telemetry.toml``
+    (``~/.config`` when unset or relative).  RuntimeError without a home folder."""
+    return Path(_tool(tool).consent_file(consent_file))
 
 
-def read_consent_record(consent_file: str | os.PathLike[str] | None = None) -> ConsentRecord:
+_consent_file_path = consent_file_path  # the name the original's command line imports
+
+
+def resolve_env_consent(*, tool: config.Tool | None = None) -> bool | None:
+    """The variable's verdict, or None when unset (set but empty counts as "off")."""
+    value = os.environ.get(_tool(tool).var("ENABLED"))
+    return None if value is None else config.is_truthy(value)
+
+
+def read_consent_record(consent_file: str | os.PathLike[str] | None = None, *,
+                        tool: config.Tool | None = None) -> ConsentRecord:
     """Read the consent file and apply the prompt-version gate; never raises.
-
-    A broken file must cost the user at most one more prompt, so anything
-    unreadable, malformed or unknown counts as ``NEVER_ASKED``.  ``consent_file``
-    as in :func:`consent_file_path`.
-    """
-    state, path, exists, consent, version, why = _consent_file.read_record(consent_file)
+    Anything unreadable, malformed or unknown counts as ``NEVER_ASKED``."""
+    state, path, exists, consent, version, why = _tool(tool).read_consent(consent_file)
     return ConsentRecord(ConsentState(state), path, exists, consent, version, why)
 
 
-def read_persisted_consent() -> ConsentState:
+def read_persisted_consent(consent_file: str | os.PathLike[str] | None = None, *,
+                           tool: config.Tool | None = None) -> ConsentState:
     """The decision stored on disk; ``NEVER_ASKED`` whenever it is unusable."""
-    return read_consent_record().state
+    return read_consent_record(consent_file, tool=tool).state
 
 
-def _consent_file_path() -> Path:
-    # The name the seed's own command line imports.
-    return consent_file_path()
+def resolve_consent(consent_file: str | os.PathLike[str] | None = None, *,
+                    tool: config.Tool | None = None) -> Decision:
+    """Whether telemetry is on, and the rule that decided: ``DO_NOT_TRACK`` (off);
+    the tool's ``*_TELEMETRY_ENABLED`` when set; a CI run (off); the consent file;
+    off by default."""
+    return Decision(*_tool(tool).decide(consent_file))
 
 
-def _render_consent_file(state: ConsentState, product_name: str = DEFAULT_PRODUCT_NAME,
-                         change_command: str = DEFAULT_CHANGE_COMMAND) -> str:
-    document = {
-        "telemetry": {
-            "consent": state.value,
-            "consented_at": datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ"),
-            "prompt_version": _consent_file.PROMPT_VERSION,
-        }
-    }
-    # TOML writers emit no comments, so the explanatory header is prepended.
-    # tomli-w when installed, else the built-in writer: the same bytes either way.
-    header = _FILE_HEADER.format(product=_prompt.clean(product_name, DEFAULT_PRODUCT_NAME),
-                                 cmd=_prompt.clean(change_command, DEFAULT_CHANGE_COMMAND))
-    return header + _toml.dumps(document)
+def resolve_initial_consent() -> bool:
+    """Whether telemetry starts enabled (see :func:`resolve_consent`)."""
+    return resolve_consent().enabled
 
 
-def _make_private_dirs(folder: Path) -> None:
-    # Path.mkdir(parents=True) applies the mode to the last folder only; each
-    # folder we create (e.g. a missing ~/.config) should be private too, as
-    # the XDG spec asks.
-    missing = []
-    current = folder
-    while not current.exists() and current.parent != current:
-        missing.append(current)
-        current = current.parent
-    for path in reversed(missing):
-        # Another process may create it first; that is fine.
-        with contextlib.suppress(FileExistsError):
-            path.mkdir(mode=0o700)
+# ------------------------------------------------------------------ writing
+
+_SHORT_ESCAPES = {"\b": "\\b", "\n": "\\n", "\f": "\\f", "\r": "\\r", '"': '\\"', "\\": "\\\\"}
 
 
-def _fsync_folder(folder: Path) -> None:
-    # Makes the rename itself durable; not every platform can open a folder,
-    # and the data is already safe, so failure here is not an error.
+def _toml_string(text: str) -> str:
+    """A TOML basic string, escaped as the spec requires and as tomli-w writes it."""
+    escaped = "".join(_SHORT_ESCAPES.get(c) or (f"\\u{ord(c):04x}" if (
+        c < " " and c != "\t") or c == "\x7f" else c) for c in text)
+    return f'"{escaped}"'
+
+
+def toml_dumps(table: dict[str, str]) -> str:
+    """``[telemetry]`` with ``table``'s string values: tomli-w when it is installed,
+    else the same bytes written here (a vendored copy may not have it)."""
     try:
-        fd = os.open(folder, os.O_RDONLY)
-    except OSError:
-        return
-    try:
-        os.fsync(fd)
-    except OSError:
-        pass
-    finally:
-        os.close(fd)
+        import tomli_w
+    except ImportError:
+        return "[telemetry]\n" + "".join(f"{key} = {_toml_string(value)}\n"
+                                         for key, value in table.items())
+    text: str = tomli_w.dumps({"telemetry": table})
+    return text
 
 
-def write_persisted_consent(
-    state: ConsentState | str,
-    consent_file: str | os.PathLike[str] | None = None,
-    *,
-    product_name: str = DEFAULT_PRODUCT_NAME,
-    change_command: str = DEFAULT_CHANGE_COMMAND,
-) -> bool:
-    """Store ``state``; ``True`` when it reached the disk, ``False`` otherwise.
+def _clean(text: str | None, default: str) -> str:
+    """``text`` as one printable line of at most 80 characters; ``default`` when
+    empty (a name from a tool's code or command line must not drive the terminal)."""
+    if text is None:
+        return default
+    printable = "".join(c if c.isprintable() else " " for c in str(text))
+    return " ".join(printable.split())[:_MAX_NAME_LENGTH].strip() or default
 
-    ``consent_file`` as in :func:`consent_file_path`; ``product_name`` and
-    ``change_command`` only shape the comment at the top of the file.
-    ``NEVER_ASKED`` is not a decision, so nothing is written for it.  Failures
-    are logged at debug level and never raised: a read-only home folder must
-    not break the command, it only means the user may be asked again.
-    """
+
+def _render_consent_file(state: ConsentState, product_name: str, change_command: str,
+                         tool: config.Tool) -> str:
+    from datetime import datetime, timezone
+
+    cmd = _clean(change_command, DEFAULT_CHANGE_COMMAND)
+    header = (f"# Anonymous usage telemetry consent for "
+              f"{_clean(product_name, DEFAULT_PRODUCT_NAME)}.\n"
+              f"# Change it with `{cmd} enable` or `{cmd} disable`\n"
+              f"# (see `{cmd} status`); the {tool.var('ENABLED')} environment\n"
+              "# variable (true/false), when set, overrides what this file says.\n\n")
+    return header + toml_dumps({
+        "consent": state.value,
+        "consented_at": datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ"),
+        "prompt_version": config.PROMPT_VERSION,
+    })
+
+
+def write_persisted_consent(state: ConsentState | str,
+                            consent_file: str | os.PathLike[str] | None = None, *,
+                            product_name: str = DEFAULT_PRODUCT_NAME,
+                            change_command: str = DEFAULT_CHANGE_COMMAND,
+                            tool: config.Tool | None = None) -> bool:
+    """Store ``state``; True when it reached the disk, False otherwise (logged at
+    debug level, never raised: a read-only home must not break the command).
+    ``product_name`` and ``change_command`` shape the comment at the top of the
+    file.  ``NEVER_ASKED`` is not a decision: nothing is written for it."""
+    import tempfile
+
     tmp_name: str | None = None
     try:
         state = ConsentState(state)
         if state is ConsentState.NEVER_ASKED:
             return False
-        content = _render_consent_file(state, product_name, change_command).encode("utf-8")
-        path = consent_file_path(consent_file)
+        content = _render_consent_file(state, product_name, change_command, _tool(tool))
+        path = consent_file_path(consent_file, tool=tool)
         folder = path.parent
-        _make_private_dirs(folder)
-        # Same folder as the target so os.replace is a rename within one
-        # filesystem, which is what makes it atomic.
+        missing = [p for p in (folder, *folder.parents) if not p.exists()]
+        for created in reversed(missing):  # each folder made here private, as XDG asks
+            try:
+                created.mkdir(mode=0o700)
+            except FileExistsError:
+                pass
+        # In the target's folder, so that os.replace is an atomic rename.
         fd, tmp_name = tempfile.mkstemp(prefix=".telemetry-", suffix=".tmp", dir=folder)
-        with os.fdopen(fd, "wb") as fh:
+        with os.fdopen(fd, "wb") as writer:
             os.chmod(tmp_name, 0o600)
-            fh.write(content)
-            fh.flush()
-            os.fsync(fh.fileno())
+            writer.write(content.encode("utf-8"))
+            writer.flush()
+            os.fsync(writer.fileno())
         os.replace(tmp_name, path)
         tmp_name = None
-        _fsync_folder(folder)
+        try:  # the rename itself durable, where a folder can be opened
+            folder_fd = os.open(folder, os.O_RDONLY)
+            try:
+                os.fsync(folder_fd)
+            finally:
+                os.close(folder_fd)
+        except OSError:
+            pass
         return True
     except Exception as exc:
-        _log.debug("could not save telemetry consent: %r", exc)
+        _process.debug("could not save telemetry consent: %r", exc)
         return False
     finally:
         if tmp_name is not None:
-            with contextlib.suppress(OSError):
+            try:
                 os.unlink(tmp_name)
+            except OSError:
+                pass
 
+
+# ------------------------------------------------------------------ the prompt
 
 def is_interactive_session() -> bool:
-    """True only when stdin, stdout and stderr are all terminals.
-
-    All three, because a command whose output is piped or whose input is
-    scripted has no person ready to answer, and a prompt would hang it.
-    """
+    """True only when stdin, stdout and stderr are all terminals: a command whose
+    output is piped or whose input is scripted has nobody ready to answer."""
     try:
-        streams = (sys.stdin, sys.stdout, sys.stderr)
-        return all(s is not None and s.isatty() is True for s in streams)
+        return all(s is not None and s.isatty() is True
+                   for s in (sys.stdin, sys.stdout, sys.stderr))
     except Exception:  # closed or exotic stream objects: assume no person
         return False
 
 
-def render_prompt(*, product_name: str = DEFAULT_PRODUCT_NAME,
-                  change_command: str = DEFAULT_CHANGE_COMMAND) -> str:
-    """The consent question, ending where the user types the answer.
+def _where(tool: config.Tool) -> str:
+    """Where events would go, in a few words: a host name, or why nowhere."""
+    endpoint = tool.endpoint
+    if not endpoint:
+        return "nowhere (no endpoint is set, so nothing is sent)"
+    if endpoint == config.STDOUT_ENDPOINT_SENTINEL:
+        return "nowhere (each report is only printed on this terminal)"
+    host = config.host_of(endpoint)
+    if host is None:
+        return "nowhere (the endpoint set cannot be used)"
+    return f"nowhere for now (dry run; it would go to {host})" if tool.dry_run else host
 
-    Names ``product_name`` as the one asking, ``change_command`` (followed by
-    ``enable``/``disable``/``status``) as the way to change the decision, and
-    where the data goes under the current configuration: the endpoint's host,
-    or "nowhere" when nothing would be sent.
-    """
-    where = _prompt.destination(config.NAT_TELEMETRY_ENDPOINT, config.NAT_TELEMETRY_DRY_RUN)
-    return _prompt.prompt_text(_prompt.clean(product_name, DEFAULT_PRODUCT_NAME),
-                               _prompt.clean(change_command, DEFAULT_CHANGE_COMMAND), where)
+
+def _fill(text: str) -> str:
+    import textwrap
+
+    return textwrap.fill(text, width=_WIDTH, break_on_hyphens=False, break_long_words=False)
+
+
+def render_prompt(*, product_name: str = DEFAULT_PRODUCT_NAME,
+                  change_command: str = DEFAULT_CHANGE_COMMAND,
+                  tool: config.Tool | None = None) -> str:
+    """The consent question, ending where the user types the answer: who asks
+    (``product_name``), what is collected, where it goes under the current
+    configuration, and how to change the decision later (``change_command``
+    followed by ``enable``/``disable``/``status``, the tool's variable, and
+    ``DO_NOT_TRACK``)."""
+    tool = _tool(tool)
+    name = _clean(product_name, DEFAULT_PRODUCT_NAME)
+    cmd = _clean(change_command, DEFAULT_CHANGE_COMMAND)
+    return (
+        "\n"
+        + _fill(f"{name} can send anonymous usage telemetry to help its developers "
+                "learn which commands are used and how they fail.")
+        + "\n\n"
+        "If you allow it, each command reports only:\n"
+        "  - the command and subcommand names;\n"
+        "  - the outcome (success, failure or interrupted), duration and exit code;\n"
+        "  - the class name of an exception, without its message;\n"
+        "  - the Python version.\n"
+        "Each report also carries a random session id (new for every run),\n"
+        "timestamps, the CPU architecture and the client version.\n"
+        "\n"
+        "It never includes arguments, option values, file paths, messages,\n"
+        "configuration contents, hostnames, user names, IP addresses or any\n"
+        "other input of yours.\n"
+        "\n"
+        + _fill(f"Where it goes: {_where(tool)}.")
+        + "\n\n"
+        # Line breaks by hand: a wrapped command would be split mid-way.
+        + f"You can change your mind at any time with `{cmd} enable` or\n"
+        f"`{cmd} disable` (check with `{cmd} status`), or set\n"
+        f"{tool.var('ENABLED')}=true|false, which overrides the saved choice;\n"
+        f"{config.DO_NOT_TRACK_ENV_VAR}=1 turns it off for every tool.\n"
+        "\nPressing Enter means yes.\n"
+        + QUESTION
+    )
 
 
 def _say(text: str) -> None:
@@ -286,17 +329,31 @@ def _say(text: str) -> None:
 
 def prompt_user(*, product_name: str = DEFAULT_PRODUCT_NAME,
                 change_command: str = DEFAULT_CHANGE_COMMAND,
-                raise_on_interrupt: bool = False) -> ConsentState:
-    """Ask on the terminal and turn the answer into a decision.
-
-    Enter, ``y`` or ``yes`` (any case) is consent; ``n`` or ``no`` is not; any
-    other answer asks again, and after three such answers counts as no.  A
-    closed input means the user did not agree, and so does Ctrl-C, unless
-    ``raise_on_interrupt``: then ``KeyboardInterrupt`` reaches the caller.
-    """
+                raise_on_interrupt: bool = False,
+                tool: config.Tool | None = None) -> ConsentState:
+    """Ask on the terminal: Enter, ``y`` or ``yes`` (any case) is consent; ``n`` or
+    ``no`` is not; another answer asks again, and after three counts as no.  A
+    closed input is a no, and so is Ctrl-C, unless ``raise_on_interrupt``: then
+    ``KeyboardInterrupt`` reaches the caller."""
     try:
-        _say(render_prompt(product_name=product_name, change_command=change_command))
-        return _read_answer()
+        _say(render_prompt(product_name=product_name, change_command=change_command,
+                           tool=tool))
+        for attempt in range(1, MAX_ATTEMPTS + 1):
+            try:
+                answer = input().strip().lower()
+            except EOFError:
+                _say("\n")
+                return ConsentState.DISABLED
+            if answer in ("", "y", "yes"):
+                return ConsentState.ENABLED
+            if answer in ("n", "no"):
+                return ConsentState.DISABLED
+            if attempt < MAX_ATTEMPTS:
+                last = " (last try: an unclear answer counts as no)" if (
+                    attempt == MAX_ATTEMPTS - 1) else ""
+                _say(f"Please answer y (yes) or n (no); Enter means yes{last}.\n{QUESTION}")
+        _say(f"No clear answer after {MAX_ATTEMPTS} tries: counted as no.\n")
+        return ConsentState.DISABLED
     except KeyboardInterrupt:
         _say("\n")  # the cursor on a fresh line for whatever comes next
         if raise_on_interrupt:
@@ -304,36 +361,16 @@ def prompt_user(*, product_name: str = DEFAULT_PRODUCT_NAME,
         return ConsentState.DISABLED
 
 
-def _read_answer() -> ConsentState:
-    for attempt in range(1, _prompt.MAX_ATTEMPTS + 1):
-        try:
-            answer = input().strip().lower()
-        except EOFError:
-            _say("\n")
-            return ConsentState.DISABLED
-        if answer in ("", "y", "yes"):
-            return ConsentState.ENABLED
-        if answer in ("n", "no"):
-            return ConsentState.DISABLED
-        if attempt < _prompt.MAX_ATTEMPTS:
-            _say(_prompt.ask_again(attempt))
-    _say(f"No clear answer after {_prompt.MAX_ATTEMPTS} tries: counted as no.\n")
-    return ConsentState.DISABLED
-
-
-def resolve_consent(consent_file: str | os.PathLike[str] | None = None) -> Decision:
-    """Whether telemetry is on, and the rule that decided.
-
-    In order: ``DO_NOT_TRACK`` (always off); ``NAT_TELEMETRY_ENABLED`` when set;
-    in a CI run, off (only the variable can turn it on there); the consent
-    file (``consent_file`` as in :func:`consent_file_path`); off by default.
-    """
-    return Decision(*_consent_file.decide(consent_file))
-
-
-def resolve_initial_consent() -> bool:
-    """Whether telemetry starts enabled (see :func:`resolve_consent`)."""
-    return resolve_consent().enabled
+def _confirmation(enabled: bool, saved: bool, path: str, product_name: str,
+                  change_command: str) -> str:
+    """The one line that follows an answer: what was saved, and how to change it."""
+    word, other = ("on", "disable") if enabled else ("off", "enable")
+    if saved:
+        return (f"Saved: anonymous usage telemetry is {word} for {product_name} (in {path}). "
+                f"Change it any time with `{change_command} {other}`.")
+    return (f"Could not save your answer to {path or 'a consent file'}: telemetry is {word} "
+            f"for this run only, and you will be asked again; `{change_command} {other}` "
+            "changes it.")
 
 
 def maybe_prompt_for_consent(
@@ -342,56 +379,46 @@ def maybe_prompt_for_consent(
     change_command: str = DEFAULT_CHANGE_COMMAND,
     consent_file: str | os.PathLike[str] | None = None,
     raise_on_interrupt: bool = False,
+    tool: config.Tool | None = None,
 ) -> None:
     """Ask the user, once, if nobody has decided yet and someone can answer.
 
-    Does nothing when the environment already decides (``DO_NOT_TRACK``,
-    ``NAT_TELEMETRY_ENABLED``, a CI run), when a decision is stored, or when
-    there is no terminal.  The answer is saved, confirmed in one line, and
-    applied to this process at once through ``config.TELEMETRY_ENABLED``.
-
-    ``product_name`` and ``change_command`` are what the prompt names (see
-    :func:`render_prompt`).  ``consent_file`` keeps the decision in a file of
-    the caller's own instead of the shared one; this call then also applies
-    whatever that file (or the environment) decides to ``config.TELEMETRY_ENABLED``,
-    so a tool calls it once, early, whether or not anyone is asked.
+    Does nothing when the environment decides (``DO_NOT_TRACK``, the tool's
+    variable, a CI run), when a decision is stored, or without a terminal.  The
+    answer is saved, confirmed in one line, and applied to this process at once
+    (``config.TELEMETRY_ENABLED`` for the default tool).  With ``consent_file``
+    (a file of the caller's own), whatever that file or the environment decides
+    is applied too, so a tool calls this once, early, asked or not.
 
     Ctrl-C at the prompt saves "no"; with ``raise_on_interrupt`` it then raises
-    ``KeyboardInterrupt`` so the caller can stop (``nat-telemetry run`` exits
-    130).  Otherwise never raises: consent handling must not break the command
-    it is attached to.
+    ``KeyboardInterrupt`` so the caller can stop.  Otherwise never raises.
     """
+    tool = _tool(tool)
     interrupted = False
     try:
         if consent_file is not None:
-            # The shared resolution reads another file: apply this one's verdict.
-            config.TELEMETRY_ENABLED = resolve_consent(consent_file).enabled
-        if config.environment_decision() is not None:
+            tool.enabled = tool.decide(consent_file)[0]
+        if tool.environment_decision() is not None or not is_interactive_session():
             return
-        # Cheap check before touching the disk: most non-interactive runs
-        # (CI, pipes) stop here.
-        if not is_interactive_session():
-            return
-        if read_consent_record(consent_file).state is not ConsentState.NEVER_ASKED:
+        if read_persisted_consent(consent_file, tool=tool) is not ConsentState.NEVER_ASKED:
             return
         try:
             state = prompt_user(product_name=product_name, change_command=change_command,
-                                raise_on_interrupt=True)
+                                raise_on_interrupt=True, tool=tool)
         except KeyboardInterrupt:
             state, interrupted = ConsentState.DISABLED, True
         # Apply first: a failed save still honours the answer for this run.
-        config.TELEMETRY_ENABLED = state is ConsentState.ENABLED
+        tool.enabled = state is ConsentState.ENABLED
         saved = write_persisted_consent(state, consent_file, product_name=product_name,
-                                        change_command=change_command)
+                                        change_command=change_command, tool=tool)
         try:
-            shown = str(consent_file_path(consent_file))
+            shown = str(consent_file_path(consent_file, tool=tool))
         except Exception:  # no home folder: the save failed for the same reason
             shown = ""
-        _say(_prompt.confirmation(
-            state is ConsentState.ENABLED, saved, shown,
-            _prompt.clean(product_name, DEFAULT_PRODUCT_NAME),
-            _prompt.clean(change_command, DEFAULT_CHANGE_COMMAND)) + "\n")
+        _say(_confirmation(state is ConsentState.ENABLED, saved, shown,
+                           _clean(product_name, DEFAULT_PRODUCT_NAME),
+                           _clean(change_command, DEFAULT_CHANGE_COMMAND)) + "\n")
     except Exception as exc:
-        _log.debug("consent prompt failed: %r", exc)
+        _process.debug("consent prompt failed: %r", exc)
     if interrupted and raise_on_interrupt:
         raise KeyboardInterrupt

@@ -33,10 +33,14 @@ from ._fields import (
     Invalid,
     Spec,
     compile_methods,
+    dataclass_fields,
     field_infos,
+    json_schema,
     kind_of,
+    load_json,
 )
-from ._rules import DOTTED_IDENTIFIER, PYTHON_VERSION, TOKEN
+from ._rules import DOTTED_IDENTIFIER, ERROR_CLASS_MAX_LENGTH, PYTHON_VERSION, TOKEN
+from .outcome import COMMAND_EVENT
 
 TYPE_CHECKING = False  # typing.TYPE_CHECKING without importing typing at run time
 if TYPE_CHECKING:
@@ -58,9 +62,12 @@ __all__ = [
     "Field",
     "FieldInfo",
     "NemoSourceEnum",
+    "RecordedEvent",
     "TaskStatusEnum",
     "TelemetryEvent",
     "ValidationError",
+    "event_classes",
+    "rebuild",
 ]
 
 
@@ -181,9 +188,9 @@ class _DataclassFields:
     """``__dataclass_fields__``, made on first use: ``dataclasses.fields()`` works on events."""
 
     def __get__(self, instance: object, owner: type) -> dict[str, Any]:
-        from ._schema import dataclass_fields
-
-        return dataclass_fields(owner)
+        if owner is TelemetryEvent:  # not a dataclass: it has no fields to list
+            raise AttributeError("__dataclass_fields__")
+        return dataclass_fields(owner, owner.model_fields)  # type: ignore[attr-defined]
 
 
 @dataclass_transform(kw_only_default=True, frozen_default=True, field_specifiers=(Field,))
@@ -281,9 +288,10 @@ class TelemetryEvent:
         JSON has numbers, not ints and floats: ``12.0`` is taken for ``12``,
         as JSON Schema does; ``model_validate`` refuses a Python float.
         """
-        from ._schema import load_json
-
-        data = load_json(cls, json_data)
+        try:
+            data = load_json(json_data)
+        except Invalid as exc:
+            raise ValidationError(cls.__name__, [("__root__", str(exc))]) from None
         if isinstance(data, dict):
             for spec in cls._fields_spec:
                 if spec.kind.is_int:
@@ -323,9 +331,7 @@ class TelemetryEvent:
         ``mode="serialization"`` describes ``model_dump`` output instead: every
         field present.
         """
-        from ._schema import json_schema
-
-        return json_schema(cls, by_alias=by_alias, mode=mode)
+        return json_schema(cls, cls.model_fields, by_alias=by_alias, mode=mode)
 
 
 def _frozen(message: str) -> AttributeError:
@@ -361,7 +367,7 @@ class CliCommandEvent(TelemetryEvent):
     alias (``taskStatus``), accepted in its place.
     """
 
-    _event_name: ClassVar[str] = "nat_cli_command"
+    _event_name: ClassVar[str] = COMMAND_EVENT
 
     nemo_source: NemoSourceEnum = Field(default=NemoSourceEnum.AGENT_TOOLKIT,
                                         alias="nemoSource")
@@ -370,8 +376,9 @@ class CliCommandEvent(TelemetryEvent):
     task_status: TaskStatusEnum = Field(alias="taskStatus")
     duration_ms: int = Field(default=-1, alias="durationMs", ge=-1)
     exit_code: int = Field(default=-1, alias="exitCode")
-    error_class: str = Field(default="undefined", alias="errorClass", max_length=128,
-                             pattern=DOTTED_IDENTIFIER, rule=_IDENTIFIER_RULE)
+    error_class: str = Field(default="undefined", alias="errorClass",
+                             max_length=ERROR_CLASS_MAX_LENGTH, pattern=DOTTED_IDENTIFIER,
+                             rule=_IDENTIFIER_RULE)
     python_version: str = Field(alias="pythonVersion", pattern=PYTHON_VERSION,
                                 rule=_VERSION_RULE)
 
@@ -384,3 +391,48 @@ class CliCommandEvent(TelemetryEvent):
                      duration_ms: int = ..., exit_code: int = ..., error_class: str = ...,
                      python_version: str) -> None: ...
 
+
+
+# --------------------------------------------------------------- spooled events
+
+def event_classes() -> list[type[TelemetryEvent]]:
+    """The event classes this package sends, by event name (a class a program
+    defines for itself is that program's to document)."""
+    found: dict[str, type[TelemetryEvent]] = {}
+    pending = list(TelemetryEvent.__subclasses__())
+    while pending:
+        cls = pending.pop(0)
+        if cls.__module__ == __name__:
+            found.setdefault(cls._event_name, cls)
+        pending.extend(cls.__subclasses__())
+    return [found[name] for name in sorted(found)]
+
+
+class RecordedEvent:
+    """An event read back from the spool whose class this process does not have
+    (a program's own, validated when it was made): sent as it was recorded."""
+
+    __slots__ = ("_event_name", "_parameters", "_schema_version")
+
+    def __init__(self, name: str, schema_version: str, parameters: dict[str, Any]) -> None:
+        self._event_name, self._schema_version = name, schema_version
+        self._parameters = parameters
+
+    def model_dump(self, by_alias: bool = False) -> dict[str, Any]:
+        return dict(self._parameters)
+
+    def __repr__(self) -> str:
+        return f"RecordedEvent({self._event_name!r}, {self._parameters!r})"
+
+
+def rebuild(name: str, schema_version: str | None,
+            parameters: dict[str, Any]) -> TelemetryEvent | RecordedEvent:
+    """The event a spooled record stands for, validated again by its class when this
+    package defines it (by field names or wire names); ValidationError, or
+    ValueError for a record of an unknown class without its schema version."""
+    for cls in event_classes():
+        if cls._event_name == name:
+            return cls.model_validate(parameters)
+    if not isinstance(schema_version, str) or not isinstance(parameters, dict):
+        raise ValueError(f"a spooled {name!r} event without its schema version")
+    return RecordedEvent(name, schema_version, parameters)

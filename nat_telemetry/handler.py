@@ -2,8 +2,8 @@
 
 ``enqueue`` only puts ``(event, time)`` on a bounded :class:`queue.Queue` and
 returns; it never blocks, never raises and never does I/O.  One daemon worker
-thread per handler takes batches off that queue and hands them to a
-transport (see :mod:`.transport`: a POST, a line on stderr, or nothing):
+thread per handler takes batches off that queue and hands them to a transport
+(see :mod:`.transport`: a POST, a line on stderr, or nothing):
 
 * every ``flush_interval_seconds``, and as soon as ``max_queue_size`` events
   are waiting;
@@ -11,30 +11,29 @@ transport (see :mod:`.transport`: a POST, a line on stderr, or nothing):
   dead-letter queue) first;
 * after a transient failure (408, 429, 5xx, no answer) the batch goes to the
   dead-letter queue and nothing is POSTed before the retry policy's backoff
-  deadline; an event is dropped after ``max_retries`` failed retries;
+  deadline; an event is dropped after ``max_retries`` failed retries; a
+  certificate the endpoint's TLS cannot be checked against is a configuration
+  problem, said once, and retried only after the longest backoff, without
+  using up the events' retries;
 * a 413 splits the batch in halves; other 4xx answers drop it.
 
 Every accepted event is, at any instant, counted exactly once in ``stats()``:
 sent, skipped, pending, in the dead-letter queue, spooled, or dropped for a
 named reason.  ``stop()`` gives the final flush a bounded amount of time and
-spools what is left; at interpreter exit, what is pending is spooled at once
-and a detached sender delivers it (:mod:`._process_hooks`).
-
-This module holds the producers' side and the lifecycle; the worker's side
-(batches, transports, retries, the spool) is :mod:`._delivery`, and the
-attributes both share are declared in :mod:`._state`.
+spools what is left.  At interpreter exit, what is pending is spooled at once
+for a detached sender (:mod:`.sender`); where the spool cannot take it, the
+handler delivers it in-process within its shutdown budget.
 """
 
 from __future__ import annotations
 
-import collections
+import queue
 import threading
 import time
+from datetime import datetime, timezone
 
-from . import __version__, _log, config
-from ._args import require
-from ._delivery import Delivering, bounded_wait
-from ._state import State, live_handlers, started_handlers
+from . import __version__, _process, config
+from ._outbox import COUNTERS, Outbox
 from .config import (
     DEFAULT_FLUSH_INTERVAL_SECONDS,
     DEFAULT_MAX_BATCH_SIZE,
@@ -44,23 +43,23 @@ from .config import (
     DEFAULT_MAX_RETRIES,
     DEFAULT_REQUEST_TIMEOUT_SECONDS,
     DEFAULT_SHUTDOWN_TIMEOUT_SECONDS,
+    endpoint_problem,
 )
-from .endpoint import endpoint_problem
-from .event_queue import EventQueue
 from .events import TelemetryEvent
+from .payload import QueuedEvent
 from .retry import RetryPolicy
-from .spool import default_spool_dir
+from .sender import Outlet, identity
+from .transport import Transport, deliver, transport_for
 
 TYPE_CHECKING = False  # typing.TYPE_CHECKING without importing typing at run time
 if TYPE_CHECKING:
     from typing import Any, Callable, TypeVar
 
-    from .payload import QueuedEvent
-    from .transport import Transport
-
     _T = TypeVar("_T")
 
 __all__ = [
+    "CLIENT_VERSION",
+    "COUNTERS",
     "DEFAULT_FLUSH_INTERVAL_SECONDS",
     "DEFAULT_MAX_QUEUE_SIZE",
     "DEFAULT_MAX_RETRIES",
@@ -69,50 +68,79 @@ __all__ = [
     "NATTelemetryHandler",
 ]
 
-
-# This package's version, as sent in every envelope.  The package's own
-# __version__ (the metadata setup.cfg installs says the same), not a look-up in
-# importlib.metadata: that scans sys.path, and costs a command line ~10 ms.
+# This package's version, as sent in every envelope (the package's own
+# __version__: importlib.metadata would scan sys.path, ~10 ms on a command line).
 CLIENT_VERSION: str = __version__
-# spool_dir's default: the folder default_spool_dir() names (a marker, not a path).
+# spool_dir's default: the folder the tool's settings name (a marker, not a path).
 DEFAULT_SPOOL: str = "<default spool>"
 
-# Every counter of stats() that is not derived from the queues.
-COUNTERS = (
-    "sent",
-    "skipped",
-    "retries",
-    "dropped_disabled",
-    "dropped_invalid",
-    "dropped_buffer_full",
-    "dropped_rejected",
-    "dropped_too_large",
-    "dropped_retries_exhausted",
-    "dropped_dlq_full",
-    "dropped_shutdown",
-    "dropped_bad_endpoint",
-    "spooled",
-    "dropped_spool_full",
-    "dropped_spool_expired",
-    "dropped_spool_oversize",
-    "dropped_spool_untrusted",
-    "dropped_spool_error",
-)
+NEW, RUNNING, STOPPING, STOPPED = "new", "running", "stopping", "stopped"
+# A POST made with less time than this left before a deadline cannot finish.
+_MIN_REQUEST_TIMEOUT = 0.05
+# threading's waits raise OverflowError beyond the platform's limit (and for
+# inf): every wait is capped, and every loop around one checks again.
+_MAX_WAIT_SECONDS = 3600.0
 
 
+def bounded_wait(seconds: float) -> float:
+    return min(max(0.0, seconds), _MAX_WAIT_SECONDS)
 
-_NEW, _RUNNING, _STOPPING, _STOPPED = State.NEW, State.RUNNING, State.STOPPING, State.STOPPED
+
+class _EventQueue(queue.Queue):  # type: ignore[type-arg]
+    """A ``Queue`` that counts what went in and wakes the worker at a threshold.
+
+    The worker never blocks in ``get()`` (it sleeps on ``wake``), so nobody is
+    notified per item and a full queue answers False rather than raising; the
+    count and the threshold test run under the queue's own mutex, so exactly
+    one producer sees the length reach the threshold.
+    """
+
+    def __init__(self, maxsize: int, threshold: int, wake: threading.Event) -> None:
+        super().__init__(maxsize)
+        self.total_put = 0
+        self._threshold = threshold
+        self._wake = wake
+
+    def offer(self, item: Any) -> bool:
+        """Append ``item`` unless the queue is full; never blocks."""
+        with self.mutex:
+            if len(self.queue) >= self.maxsize:
+                return False
+            self._put(item)
+        return True
+
+    def _put(self, item: Any) -> None:
+        self.queue.append(item)
+        self.total_put += 1
+        if len(self.queue) == self._threshold:
+            self._wake.set()
+
+    def take(self, limit: int) -> list[QueuedEvent]:
+        """Remove up to ``limit`` items, oldest first, as queued events."""
+        with self.mutex:
+            taken = [self.queue.popleft() for _ in range(min(limit, len(self.queue)))]
+            if taken:
+                self.not_full.notify(len(taken))
+        return [QueuedEvent(event, datetime.fromtimestamp(accepted_at, timezone.utc))
+                for event, accepted_at in taken]
 
 
+def _require(ok: bool, name: str, value: object) -> None:
+    if not ok:
+        raise ValueError(f"{name} out of range: {value!r}")
 
-class NATTelemetryHandler(Delivering):
+
+class NATTelemetryHandler:
     """Batches events and sends them from a daemon worker thread.
 
-    ``endpoint=None`` reads ``config.NAT_TELEMETRY_ENDPOINT`` at send time:
-    ``""`` builds payloads and sends nothing (counted ``skipped``), ``"stdout"``
-    writes each payload as a JSON line to stderr, anything else is the URL to
-    POST to.  Telemetry disabled (the live ``config.TELEMETRY_ENABLED``) makes
-    ``enqueue`` drop events; every other method stays safe to call.
+    ``endpoint=None`` reads the tool's endpoint (``config.NAT_TELEMETRY_ENDPOINT``)
+    at send time: ``""`` builds payloads and sends nothing (counted ``skipped``),
+    ``"stdout"`` writes each payload as a JSON line to stderr, anything else is
+    the URL to POST to.  ``token`` is sent as a bearer token (default: the tool's
+    ``*_TELEMETRY_TOKEN``).  Telemetry disabled (the live ``config.TELEMETRY_ENABLED``)
+    makes ``enqueue`` drop events; a "no" saved by another process drops what is
+    waiting before the next batch goes (``dropped_revoked``).  ``spool_dir=None``
+    keeps nothing for later.
     """
 
     def __init__(
@@ -132,21 +160,25 @@ class NATTelemetryHandler(Delivering):
         retry_policy: RetryPolicy | None = None,
         transport: Transport | None = None,
         spool_dir: str | None = DEFAULT_SPOOL,
+        token: str | None = None,
+        tool: config.Tool | None = None,
     ) -> None:
-        require(flush_interval_seconds > 0, "flush_interval_seconds", flush_interval_seconds)
-        require(max_queue_size >= 1, "max_queue_size", max_queue_size)
-        require(max_retries >= 0, "max_retries", max_retries)
-        require(request_timeout_seconds > 0, "request_timeout_seconds", request_timeout_seconds)
-        require(shutdown_timeout_seconds >= 0, "shutdown_timeout_seconds",
-                 shutdown_timeout_seconds)
-        require(max_buffer_size >= 1, "max_buffer_size", max_buffer_size)
-        require(max_dlq_size >= 0, "max_dlq_size", max_dlq_size)
-        require(max_batch_size >= 1, "max_batch_size", max_batch_size)
-        if endpoint is not None:
-            problem = endpoint_problem(endpoint)
-            if problem is not None:
-                raise ValueError(problem)
-
+        for ok, name, value in (
+                (flush_interval_seconds > 0, "flush_interval_seconds", flush_interval_seconds),
+                (max_queue_size >= 1, "max_queue_size", max_queue_size),
+                (max_retries >= 0, "max_retries", max_retries),
+                (request_timeout_seconds > 0, "request_timeout_seconds", request_timeout_seconds),
+                (shutdown_timeout_seconds >= 0, "shutdown_timeout_seconds",
+                 shutdown_timeout_seconds),
+                (max_buffer_size >= 1, "max_buffer_size", max_buffer_size),
+                (max_dlq_size >= 0, "max_dlq_size", max_dlq_size),
+                (max_batch_size >= 1, "max_batch_size", max_batch_size)):
+            _require(ok, name, value)
+        if endpoint is not None and endpoint_problem(endpoint) is not None:
+            raise ValueError(endpoint_problem(endpoint))
+        if token and not (token.isascii() and token.isprintable() and " " not in token):
+            raise ValueError("a telemetry token must be printable ASCII without spaces")
+        self.tool = config.NAT if tool is None else tool
         self.flush_interval_seconds = float(flush_interval_seconds)
         self.max_queue_size = max_queue_size
         self.request_timeout_seconds = float(request_timeout_seconds)
@@ -155,44 +187,41 @@ class NATTelemetryHandler(Delivering):
         self.max_dlq_size = max_dlq_size
         self.max_batch_size = max_batch_size
         self.endpoint = endpoint
-        self.source_client_version = (
-            source_client_version if source_client_version is not None
-            else CLIENT_VERSION
-        )
-        self.session_id = config.prefixed_session_id(session_id)
+        self.token = token
+        self.source_client_version = (source_client_version if source_client_version is not None
+                                      else self.tool.version or CLIENT_VERSION)
+        self.session_id = self.tool.session_id(session_id)
         self.retry_policy = retry_policy if retry_policy is not None else RetryPolicy(max_retries)
-        # A caller's transport is used for every batch; otherwise one is
-        # chosen per batch from the endpoint (see _transport_for_batch).
+        # A caller's transport is used for every batch; otherwise one is chosen
+        # per batch from the live configuration (see _transport_for_batch).
         self.transport = transport
-        # Where undelivered events wait for a later sender (None: nowhere).
-        self.spool_dir = default_spool_dir() if spool_dir is DEFAULT_SPOOL else spool_dir
-        self._reset_state(_NEW)
-        live_handlers.add(self)
+        self.spool_dir = self.tool.spool_dir() if spool_dir is DEFAULT_SPOOL else spool_dir
+        self._reset_state(NEW)
+        _process.register(self)
 
     @property
     def max_retries(self) -> int:
         return self.retry_policy.max_retries
 
-    def _reset_state(self, state: State) -> None:
+    @property
+    def exit_budget(self) -> float:
+        return self.shutdown_timeout_seconds
+
+    def _reset_state(self, state: str) -> None:
         """Fresh locks, queues and counters (construction, and a forked child)."""
-        self._lock = threading.Lock()
+        self._outlet = Outlet(self.tool, self.spool_dir, self.shutdown_timeout_seconds)
+        self._box = Outbox(self.max_dlq_size, self.max_batch_size, self.retry_policy,
+                           self._outlet, self._spooling)
+        self._lock = self._box.lock
         self._flushed = threading.Condition(self._lock)
         self._wake = threading.Event()
-        self._queue = EventQueue(self.max_buffer_size, self.max_queue_size, self._wake)
-        self._dlq: collections.deque[QueuedEvent] = collections.deque()
-        self._counts: dict[str, int] = dict.fromkeys(COUNTERS, 0)
-        self._refused_at_enqueue = 0  # accepted, but dropped before reaching the queue
-        self._in_flight = 0
+        self._queue = _EventQueue(self.max_buffer_size, self.max_queue_size, self._wake)
         self._state = state
-        self._accepting = False  # True only while _RUNNING: the enqueue fast path
+        self._accepting = False  # True only while RUNNING: the enqueue fast path
         self._worker: threading.Thread | None = None
         self._stop_deadline: float | None = None
-        self._flush_requested = 0
-        self._flush_completed = 0
+        self._flush_requested = self._flush_completed = 0
         self._flush_deadline: float | None = None
-        self._failures = 0  # consecutive transient failures
-        self._backoff_until = 0.0
-        self._delivery_noted_at = float("-inf")
         self._transport: Transport | None = None
         self._transport_key: tuple[str, bool] | None = None
 
@@ -205,82 +234,53 @@ class NATTelemetryHandler(Delivering):
     def _offer(self, event: TelemetryEvent, accepted_at: float) -> None:
         # enqueue, for an event accepted earlier elsewhere (track_command's
         # recorder hands over what it kept, with the times it kept them).
-        if not config.TELEMETRY_ENABLED:
-            self._drop_unaccepted("dropped_disabled")
-            return
         candidate: object = event  # the annotation is a promise callers may not keep
-        if not isinstance(candidate, TelemetryEvent):
-            self._drop_unaccepted("dropped_invalid")
-            return
-        if not self._accepting and not self._accept_slowly():
-            return
-        if not self._queue.offer((event, accepted_at)):
+        enabled = self.tool.enabled
+        if not enabled or not isinstance(candidate, TelemetryEvent):
+            with self._lock:  # never accepted: not part of `enqueued`
+                self._box.count("dropped_invalid" if enabled else "dropped_disabled", 1)
+        elif not self._accepting and not self._accept_slowly():
+            self._refuse("dropped_shutdown")
+        elif not self._queue.offer((event, accepted_at)):
             self._refuse("dropped_buffer_full")
-            return
-        if self._state is _STOPPED:
-            self._discard_queued_after_stop()
+        elif self._state is STOPPED:
+            # A producer that passed the running check just before stop() ended
+            # put its event into a queue nobody will read again.
+            with self._lock:
+                self._box.count("dropped_shutdown", len(self._queue.take(self.max_buffer_size)))
 
     def _accept_slowly(self) -> bool:
-        """The handler is not running: start it, or count the event as dropped."""
-        try:
-            self._start(restart=False)  # only start() itself brings a stopped handler back
-        except Exception:
-            _log.debug("could not start the telemetry worker", exc_info=True)
-        if self._state is _RUNNING:
-            return True
-        self._refuse("dropped_shutdown")
-        return False
-
-    def _drop_unaccepted(self, reason: str) -> None:
-        with self._lock:
-            self._counts[reason] += 1
-        _log.debug("telemetry event dropped: %s", reason)
+        """The handler is not running: start it (only start() brings a stopped one back)."""
+        self._guarded(self._start, False)
+        return self._state is RUNNING
 
     def _refuse(self, reason: str) -> None:
         with self._lock:
-            self._refused_at_enqueue += 1
-            self._counts[reason] += 1
-        _log.debug("telemetry event dropped: %s", reason)
-
-    def _discard_queued_after_stop(self) -> None:
-        # A producer that passed the running check just before stop() finished
-        # put its event into a queue nobody will read again.
-        with self._lock:
-            stranded = len(self._queue.take(self.max_buffer_size))
-            self._counts["dropped_shutdown"] += stranded
-        if stranded:
-            _log.debug("%d telemetry event(s) dropped: dropped_shutdown", stranded)
+            self._box.refused += 1
+            self._box.count(reason, 1)
 
     # ------------------------------------------------------------ lifecycle
 
     def start(self) -> None:
         """Start the worker thread; idempotent.  A stopped handler starts again.
-
-        The first start with events left in the spool by earlier runs starts a
-        sender for them.
-        """
+        The first start with batches left in the spool starts a sender for them."""
         self._start(restart=True)
 
     def _start(self, restart: bool) -> None:
         with self._lock:
-            if not (self._state is _NEW or (restart and self._state is _STOPPED)):
+            if not (self._state is NEW or (restart and self._state is STOPPED)):
                 return
             worker = threading.Thread(target=self._run, name="nat-telemetry-worker", daemon=True)
             try:
                 worker.start()
-            except RuntimeError:
-                # No thread to be had: at interpreter exit (3.12 refuses new
-                # threads in exit hooks) or out of threads.  The handler still
-                # accepts events; flush() and stop() send them from the caller.
-                _log.debug("telemetry worker not started: sending from the caller",
-                           exc_info=True)
-                self._worker = None
-            else:
                 self._worker = worker
-            self._state = _RUNNING
-            self._accepting = True
-        started_handlers.add(self)
-        self._send_leftovers()
+            except RuntimeError:
+                # No thread to be had (an exit hook on 3.12+, or out of threads): the
+                # handler still accepts events; flush() and stop() send them.
+                self._worker = None
+            self._state, self._accepting = RUNNING, True
+        self._guarded(lambda: self._outlet.leftovers(self._transport_for_batch().spool_endpoint,
+                                                     self._token()))
 
     def flush(self, timeout: float | None = None) -> bool:
         """Deliver everything pending and the dead-letter queue, within ``timeout``.
@@ -289,15 +289,14 @@ class NATTelemetryHandler(Delivering):
         what failed as the retry policy allows (its backoff and ``Retry-After``)
         until nothing is left, the retries are used up, or ``timeout`` seconds
         have passed; a wait that would end past the deadline ends the flush.
-        Without one, makes that one attempt and waits for it: there is no
-        bound to fit backoffs into.  Returns True when nothing is left pending
-        or in the dead-letter queue.
+        Without one, makes that one attempt and waits for it.  True when nothing
+        is left pending or in the dead-letter queue.
         """
         deadline = None if timeout is None else time.monotonic() + timeout
-        if self._worker is None and self._state is _RUNNING:
+        if self._worker is None and self._state is RUNNING:
             self._guarded(self._flush_until, deadline)  # no worker: send from here
         with self._lock:
-            if (self._state is not _RUNNING or self._worker is None
+            if (self._state is not RUNNING or self._worker is None
                     or threading.current_thread() is self._worker):
                 return self._nothing_left()
             if self._flush_requested == self._flush_completed:
@@ -310,7 +309,7 @@ class NATTelemetryHandler(Delivering):
             ticket = self._flush_requested
         self._wake.set()
         with self._lock:
-            while self._flush_completed < ticket and self._state is _RUNNING:
+            while self._flush_completed < ticket and self._state is RUNNING:
                 remaining = None if deadline is None else deadline - time.monotonic()
                 if remaining is not None and remaining <= 0:
                     break
@@ -320,9 +319,9 @@ class NATTelemetryHandler(Delivering):
     def stop(self, timeout: float | None = None) -> None:
         """Stop accepting, give the final flush ``timeout`` seconds, join the worker.
 
-        ``timeout`` defaults to ``shutdown_timeout_seconds``.  Whatever is still
-        pending or in the dead-letter queue afterwards is ``dropped_shutdown``.
-        Idempotent.
+        ``timeout`` defaults to ``shutdown_timeout_seconds``.  What is still pending
+        or in the dead-letter queue afterwards is spooled for a detached sender
+        when it can be, else ``dropped_shutdown``.  Idempotent.
         """
         budget = self.shutdown_timeout_seconds if timeout is None else max(0.0, timeout)
         deadline = time.monotonic() + budget
@@ -332,11 +331,10 @@ class NATTelemetryHandler(Delivering):
     def _begin_stop(self, deadline: float) -> None:
         with self._lock:
             self._accepting = False
-            if self._state is _NEW:
-                self._state = _STOPPED
-            elif self._state is _RUNNING:
-                self._state = _STOPPING
-                self._stop_deadline = deadline
+            if self._state is NEW:
+                self._state = STOPPED
+            elif self._state is RUNNING:
+                self._state, self._stop_deadline = STOPPING, deadline
         self._wake.set()
 
     def _finish_stop(self, deadline: float) -> None:
@@ -344,35 +342,40 @@ class NATTelemetryHandler(Delivering):
         if worker is not None and worker is not threading.current_thread():
             while worker.is_alive() and time.monotonic() < deadline:
                 worker.join(bounded_wait(deadline - time.monotonic()))
-        elif worker is None and self._state is _STOPPING:
+        elif worker is None and self._state is STOPPING:
             self._guarded(self._send_all, deadline)  # the worker's last attempt, made here
-        left: list[QueuedEvent] = []
-        with self._lock:
-            if self._state is not _STOPPED:
-                self._state = _STOPPED
-                left = self._take_all_locked()
-            self._flushed.notify_all()
-        started_handlers.discard(self)
-        self._spool_or_drop(left)
+        if self._state is not STOPPED:
+            self._box.spool_or_drop(self._take_all(), "dropped_shutdown")
         if worker is None or not worker.is_alive():
             self._close_transport()
 
-    def _hand_over_at_exit(self) -> bool:
-        """At exit: spool everything pending instead of waiting for it; False when
-        this handler's events cannot be spooled (it flushes in-process instead)."""
-        if self._spool_target() is None:
-            return False
-        with self._lock:
-            if self._state is not _RUNNING:
-                return False
-            self._accepting = False
-            self._state = _STOPPED  # the worker takes no new batch from here on
-            left = self._take_all_locked()
-            self._flushed.notify_all()
-        self._wake.set()
-        started_handlers.discard(self)
-        self._spool_or_drop(left)
-        return True
+    def prepare_exit(self, deadline: float) -> None:
+        """At exit, before any party is closed: a handler with nothing to spool for
+        begins its final attempt now, side by side with the others'."""
+        if self._state is RUNNING and self._spooling() is None:
+            self._begin_stop(deadline)
+
+    def close_at_exit(self, deadline: float) -> None:
+        """At exit: spool what is pending for a detached sender, at once; what the spool
+        cannot take is sent from here (one attempt) before ``deadline``.  Without a
+        spool, stop as ``stop()`` does, within ``deadline``."""
+        if self._state is STOPPING:
+            self._finish_stop(deadline)
+        if self._state is not RUNNING:
+            return
+        refused = self._box.spool_or_drop(self._take_all(), None)
+        self._outlet.refused = bool(refused)
+        for start in range(0, len(refused), self.max_batch_size):
+            batch = refused[start:start + self.max_batch_size]
+            if time.monotonic() >= deadline or not self._deliver(batch, deadline):
+                self._box.settle(refused[start + len(batch):], "dropped_shutdown")
+                break
+        self._close_transport()
+
+    def after_fork_in_child(self) -> None:
+        # The parent's pending events are the parent's to send; the child starts
+        # empty, and starts a worker again on its first event.
+        self._reset_state(STOPPED if self._state in (STOPPING, STOPPED) else NEW)
 
     def __enter__(self) -> NATTelemetryHandler:
         self.start()
@@ -381,10 +384,9 @@ class NATTelemetryHandler(Delivering):
     def __exit__(self, *exc_info: object) -> None:
         self.stop()
 
-    # ------------------------------------------------- async compatibility
-
     async def astart(self) -> None:
-        """``start()`` in the event loop's default executor."""
+        """``start()`` in the event loop's default executor (for code written for the
+        original's async API; the machinery stays threads)."""
         await _in_executor(self.start)
 
     async def aflush(self, timeout: float | None = None) -> bool:
@@ -402,36 +404,151 @@ class NATTelemetryHandler(Delivering):
     async def __aexit__(self, *exc_info: object) -> None:
         await self.astop()
 
-    # ---------------------------------------------------------------- stats
-
     def stats(self) -> dict[str, int]:
         """A consistent snapshot of the counters (see the module docstring)."""
-        with self._lock:
-            total_put, queued = self._queue.snapshot()
-            snapshot = dict(self._counts)
-            snapshot["enqueued"] = total_put + self._refused_at_enqueue
-            snapshot["pending"] = queued + self._in_flight
-            snapshot["dlq"] = len(self._dlq)
+        box = self._box
+        with self._lock, self._queue.mutex:
+            snapshot = dict(box.counts)
+            snapshot["enqueued"] = self._queue.total_put + box.refused
+            snapshot["pending"] = len(self._queue.queue) + box.in_flight
+            snapshot["dlq"] = len(box.dlq)
         return snapshot
 
     def _nothing_left(self) -> bool:
-        return len(self._queue.queue) == 0 and self._in_flight == 0 and not self._dlq
+        return not (self._queue.queue or self._box.in_flight or self._box.dlq)
 
-    # ----------------------------------------------------------------- fork
+    # ------------------------------------------------------------ the worker
 
-    def _after_fork_in_child(self) -> None:
-        # The parent's pending events are the parent's to send; the child starts
-        # empty, and starts a worker again on its first event.
-        state = _STOPPED if self._state in (_STOPPING, _STOPPED) else _NEW
-        self._reset_state(state)
+    def _run(self) -> None:
+        next_timed_flush = time.monotonic() + self.flush_interval_seconds
+        while True:
+            self._wake.clear()
+            with self._lock:
+                state, ticket, flush_deadline = (self._state, self._flush_requested,
+                                                 self._flush_deadline)
+            if state is not RUNNING:
+                # One attempt, like flush(): an offline machine must not spend its
+                # whole shutdown budget on retries at every exit.
+                self._guarded(self._send_all, self._stop_deadline)
+                return
+            now, backoff_until = time.monotonic(), self._box.backoff_until
+            if ticket > self._flush_completed:
+                self._guarded(self._flush_until, flush_deadline)
+                with self._lock:
+                    self._flush_completed = ticket
+                    self._flushed.notify_all()
+            elif now >= backoff_until and (now >= next_timed_flush or self._due()):
+                self._guarded(self._send_all, None)
+                if now >= next_timed_flush:
+                    next_timed_flush = time.monotonic() + self.flush_interval_seconds
+            # Due work (a DLQ, a full queue, an overdue timed flush) waits for the
+            # backoff deadline only; nothing else is due before the next timed flush.
+            due = self._due() or next_timed_flush <= time.monotonic()
+            wake_at = self._box.backoff_until if due else next_timed_flush
+            self._wake.wait(bounded_wait(wake_at - time.monotonic()))
+
+    def _due(self) -> bool:
+        return bool(self._box.dlq) or len(self._queue.queue) >= self.max_queue_size
+
+    def _flush_until(self, deadline: float | None) -> None:
+        """Send everything now; then, given a deadline, retry the dead-letter queue as
+        the policy allows until it is empty or the deadline has passed."""
+        self._send_all(deadline)
+        while deadline is not None:
+            self._wake.clear()  # stop() sets the state first, then wakes: checked below
+            with self._lock:
+                if self._state is not RUNNING or not self._box.dlq:
+                    return
+            now, backoff_until = time.monotonic(), self._box.backoff_until
+            if now >= deadline or backoff_until >= deadline:
+                return  # over, or the endpoint asked for more time than the caller gave
+            if now < backoff_until:
+                self._wake.wait(bounded_wait(backoff_until - now))
+            else:
+                self._send_all(deadline)
+
+    def _guarded(self, step: Callable[..., _T], *args: Any) -> _T | None:
+        # The worker must outlive any bug or surprise in one round of sending.
+        try:
+            return step(*args)
+        except Exception:
+            _process.debug("telemetry worker step failed", exc_info=True)
+            return None
+
+    def _send_all(self, deadline: float | None) -> None:
+        """Send what is pending now, in batches, until a transient failure.  Bounded by
+        what was pending when it began: producers cannot keep one flush going."""
+        if self.tool.refused_since():  # a "no" saved elsewhere: what waits goes
+            with self._lock:
+                self._box.count("dropped_revoked", len(self._box.dlq) + len(
+                    self._queue.take(self.max_buffer_size)))
+                self._box.dlq.clear()
+            return
+        with self._lock:
+            budget = len(self._box.dlq) + len(self._queue.queue)
+        while budget > 0 and (deadline is None or time.monotonic() < deadline):
+            with self._lock:
+                batch = [] if self._state is STOPPED else self._box.take(
+                    min(budget, self.max_batch_size), self._queue.take)
+            budget -= len(batch)
+            if not batch or not self._deliver(batch, deadline):
+                return
+
+    def _deliver(self, batch: list[QueuedEvent], deadline: float | None) -> bool:
+        """Send one batch and settle every event in it; False after a transient failure."""
+
+        def timeout() -> float:
+            if deadline is None:
+                return self.request_timeout_seconds
+            return max(_MIN_REQUEST_TIMEOUT,
+                       min(self.request_timeout_seconds, deadline - time.monotonic()))
+
+        transport = self._transport_for_batch()
+        result = deliver(transport, batch, timeout, session_id=self.session_id,
+                         source_client_version=self.source_client_version)
+        return self._box.delivered(result, transport, self._token(), self._state is RUNNING)
+
+    def _token(self) -> str:
+        return self.tool.token() if self.token is None else self.token
+
+    def _transport_for_batch(self) -> Transport:
+        """The caller's transport, or the one the live configuration asks for."""
+        if self.transport is not None:
+            return self.transport
+        endpoint = self.endpoint if self.endpoint is not None else self.tool.endpoint
+        key = (endpoint, self.tool.dry_run)
+        if self._transport is None or key != self._transport_key:
+            self._close_transport()
+            self._transport = transport_for(endpoint, dry_run=key[1], token=self._token(),
+                                            tool=self.tool)
+            self._transport_key = key
+        return self._transport
+
+    def _close_transport(self) -> None:
+        transport = self.transport if self.transport is not None else self._transport
+        if transport is not None:
+            self._guarded(transport.close)
+
+    def _take_all(self) -> list[QueuedEvent]:
+        """Everything in the dead-letter queue and pending, now in flight; no new batch
+        is taken, nor event accepted, from here on."""
+        with self._lock:
+            self._state, self._accepting = STOPPED, False
+            left = self._box.take(len(self._box.dlq) + self.max_buffer_size, self._queue.take)
+            self._flushed.notify_all()
+        return left
+
+    def _spooling(self) -> tuple[str, str, dict[str, Any]] | None:
+        """How batches are spooled now (see :class:`~._outbox.Outbox`); None when not."""
+        transport = self._guarded(self._transport_for_batch)
+        endpoint = None if transport is None else transport.spool_endpoint
+        if endpoint is None or not self._outlet.takes(endpoint) or self.tool.refused_since():
+            return None
+        return endpoint, self._token(), identity(self.session_id, self.source_client_version,
+                                                 transport.product if transport else None)
 
 
 async def _in_executor(function: Callable[..., _T], *args: Any) -> _T:
     import asyncio  # only code written for the async API pays for asyncio
 
-    loop = asyncio.get_running_loop()
-    return await loop.run_in_executor(None, function, *args)
-
-
-# The exit and fork hooks of every handler (registered on import).
-from . import _process_hooks  # noqa: E402, F401
+    return await asyncio.get_running_loop().run_in_executor(None, function, *args)

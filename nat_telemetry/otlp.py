@@ -2,20 +2,22 @@
 
 An endpoint ``otlp+http://host:4318`` (or ``otlp+https://...``) asks for the
 events as OpenTelemetry logs instead of the NeMo envelope.  This module holds
-the pure half of that: which URL to POST to, the request body, and how many
-records the receiver's answer says it rejected.  It does no I/O; a transport
-calls it.
+the pure half of that: the request body, and how many records the receiver's
+answer says it rejected.  It does no I/O; :class:`~.transport.OtlpTransport`
+calls it (and works out the URL).
 
 The body follows the OTLP protobuf JSON mapping (lowerCamelCase field names,
 64-bit integers as decimal strings) and is written by hand, so exporting needs
 no OpenTelemetry package at run time.  It carries what the NeMo envelope
-carries and nothing more: the client's name and version, the CPU
-architecture, the session id and each event's name, time and parameters.
+carries and nothing more: the client's (or the embedding tool's) name and
+version, the CPU architecture, the session id and each event's name, time and
+parameters.
 """
 
 from __future__ import annotations
 
 from . import config
+from ._rules import INT64_MAX, INT64_MIN
 
 TYPE_CHECKING = False  # typing.TYPE_CHECKING without importing typing at run time
 if TYPE_CHECKING:
@@ -27,26 +29,17 @@ if TYPE_CHECKING:
 
 __all__ = [
     "CONTENT_TYPE",
-    "LOGS_PATH",
     "SCOPE_NAME",
     "SDK_NAME",
     "encode_logs",
     "encode_logs_body",
-    "epoch_unix_nano",
     "host_arch",
-    "is_otlp_endpoint",
-    "logs_request",
-    "otlp_logs_url",
     "rejected_log_records",
 ]
 
 CONTENT_TYPE = "application/json"
-LOGS_PATH = "/v1/logs"
 SCOPE_NAME = "nat_telemetry"
 SDK_NAME = "nat-telemetry"
-
-# endpoint scheme -> the scheme actually spoken
-_SCHEMES = {"otlp+http": "http", "otlp+https": "https"}
 
 # OpenTelemetry's well-known host.arch values for what os.uname() reports;
 # anything else is passed on as it is.
@@ -58,80 +51,7 @@ _HOST_ARCH = {
     "ppc": "ppc32", "ppc64": "ppc64", "ppc64le": "ppc64", "s390x": "s390x", "ia64": "ia64",
 }
 
-_INT64_MIN, _INT64_MAX = -(2**63), 2**63 - 1
 _UINT64_MAX = 2**64 - 1
-
-
-# ------------------------------------------------------------------ endpoint
-
-
-def _scheme_of(endpoint: str) -> str:
-    head, colon, _ = endpoint.strip().partition(":")
-    return head.lower() if colon else ""
-
-
-def is_otlp_endpoint(endpoint: str) -> bool:
-    """Whether ``endpoint`` asks for OTLP: an ``otlp`` or ``otlp+...`` scheme.
-
-    True also for a malformed or unsupported OTLP endpoint (``otlp+grpc://``):
-    :func:`otlp_logs_url` then says what is wrong with it, rather than the
-    string being taken for a NeMo URL.
-    """
-    scheme = _scheme_of(endpoint)
-    return scheme == "otlp" or scheme.startswith("otlp+")
-
-
-def _redacted(endpoint: str) -> str:
-    """``endpoint`` fit for a message: no user name or password, no query."""
-    scheme, sep, rest = endpoint.partition("://")
-    if not sep:
-        scheme, rest = "", endpoint
-    cut = min((i for i in (rest.find(c) for c in "/?#") if i >= 0), default=len(rest))
-    authority, tail = rest[:cut], rest[cut:]
-    if "@" in authority:
-        authority = "***@" + authority.rpartition("@")[2]
-    # A query string may hold an API key as easily as userinfo holds a password.
-    tail = tail.partition("#")[0]
-    if "?" in tail:
-        tail = tail.partition("?")[0] + "?***"
-    return f"{scheme}{sep}{authority}{tail}"
-
-
-def otlp_logs_url(endpoint: str) -> str:
-    """The ``http(s)://`` URL OTLP logs are POSTed to for an ``otlp+http(s)://`` endpoint.
-
-    ``otlp+http://host:4318`` gives ``http://host:4318/v1/logs``; a path other
-    than ``/`` is kept as it is (``otlp+https://h/custom/path`` gives
-    ``https://h/custom/path``).  A query string is kept, a fragment dropped.
-    ``ValueError`` for anything else, naming the problem; the message never
-    repeats a user name, a password or a query string.
-    """
-    text = endpoint.strip()
-    shown = _redacted(text)
-    if any(c <= " " or c == "\x7f" for c in text):
-        raise ValueError(f"OTLP endpoint {shown!r} contains blanks or control characters")
-    scheme = _scheme_of(text)
-    if scheme not in _SCHEMES:
-        # Without "://" the part before the first colon may be a user name.
-        named = f"scheme {scheme!r}" if scheme and "://" in text else "no scheme"
-        raise ValueError(
-            f"OTLP endpoint {shown!r} has {named}: "
-            "use otlp+http://host:port or otlp+https://host:port"
-        )
-    from urllib.parse import urlsplit, urlunsplit
-
-    try:
-        parts = urlsplit(text)
-        port = parts.port  # raises ValueError for a port that is not a number in range
-    except ValueError as exc:
-        reason = "bad port" if "port" in str(exc).lower() else "malformed URL"
-        raise ValueError(f"OTLP endpoint {shown!r}: {reason}") from None
-    if not text[len(scheme):].startswith("://") or not parts.hostname:
-        raise ValueError(f"OTLP endpoint {shown!r} has no host")
-    if port == 0:
-        raise ValueError(f"OTLP endpoint {shown!r}: bad port")
-    path = parts.path if parts.path not in ("", "/") else LOGS_PATH
-    return urlunsplit((_SCHEMES[scheme], parts.netloc, path, parts.query, ""))
 
 
 # ------------------------------------------------------------------ encoding
@@ -144,7 +64,7 @@ def _any_value(value: Any) -> dict[str, Any]:
     if isinstance(value, bool):
         return {"boolValue": value}
     if isinstance(value, int):
-        if _INT64_MIN <= value <= _INT64_MAX:
+        if INT64_MIN <= value <= INT64_MAX:
             return {"intValue": str(int(value))}
         # Out of int64 a receiver would refuse the whole request: keep the
         # number, as text, and let the rest of the batch through.
@@ -171,13 +91,6 @@ def _unix_nano(moment: datetime) -> str:
         moment = moment.replace(tzinfo=timezone.utc)
     delta = moment - datetime(1970, 1, 1, tzinfo=timezone.utc)
     return _fixed64_nanos(delta.days * 86_400 + delta.seconds, delta.microseconds)
-
-
-def epoch_unix_nano(seconds: float) -> str:
-    """:func:`_unix_nano` of ``datetime.fromtimestamp(seconds, timezone.utc)``, without datetime."""
-    from .payload import split_epoch
-
-    return _fixed64_nanos(*split_epoch(seconds))
 
 
 def _fixed64_nanos(second: int, microsecond: int) -> str:
@@ -209,21 +122,6 @@ def encode_logs(
     """
     if not events:
         raise ValueError("encode_logs needs at least one event")
-    return logs_request(
-        [(queued.event._event_name, queued.event.model_dump(by_alias=True),
-          _unix_nano(queued.timestamp)) for queued in events],
-        service_name=service_name, service_version=service_version, session_id=session_id)
-
-
-def logs_request(
-    records: Sequence[tuple[str, dict[str, Any], str]],
-    *,
-    service_name: str | None = None,
-    service_version: str,
-    session_id: str,
-) -> dict[str, Any]:
-    """:func:`encode_logs` from each event's wire form: ``(name, parameters, time)``,
-    the time already in OTLP's nanoseconds (see :func:`epoch_unix_nano`)."""
     from . import __version__
 
     resource = [
@@ -235,8 +133,10 @@ def logs_request(
     ]
     session = _attribute("session.id", session_id)
     log_records = []
-    for name, parameters, when in records:
-        attributes = [_attribute(key, value) for key, value in parameters.items()]
+    for queued in events:
+        name, when = queued.event._event_name, _unix_nano(queued.timestamp)
+        attributes = [_attribute(key, value)
+                      for key, value in queued.event.model_dump(by_alias=True).items()]
         attributes.append(session)
         log_records.append({
             "timeUnixNano": when,
@@ -261,7 +161,7 @@ def encode_logs_body(
     session_id: str,
 ) -> bytes:
     """:func:`encode_logs` as compact JSON bytes, ready to POST."""
-    from ._compact_json import dumps  # json.dumps(..., separators=(",", ":")), the same bytes
+    from .payload import dumps  # json.dumps(..., separators=(",", ":")), the same bytes
 
     request = encode_logs(events, service_name=service_name,
                           service_version=service_version, session_id=session_id)

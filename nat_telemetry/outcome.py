@@ -1,31 +1,40 @@
-"""How a command ended, in the three fields an event records.
+"""How a command ended, as the fields of the event that records it.
 
-One mapping, used by :func:`~.track.track_command` (a block or call that ended
-with an exception, or without one), ``nat-telemetry run`` (a child's return
-code) and the demo: ``(task_status, exit_code, error_class)``.  Only the
-*class* of an exception is kept, never its message or arguments.
+One mapping, used by :func:`~.track.track_command` (a block or call that
+ended with an exception, or without one) and ``nat-telemetry run`` (a child's
+return code): ``(task_status, exit_code, error_class)``.  Only the *class* of
+an exception is kept, never its message or arguments.  :func:`command_fields`
+gives the keyword arguments of :class:`~.events.CliCommandEvent` for a
+command, without importing the event classes (which a command line that only
+spools at exit never needs).
 """
 
 from __future__ import annotations
 
 import sys
 
+from ._rules import is_error_class
+
 TYPE_CHECKING = False  # typing.TYPE_CHECKING without importing typing at run time
 if TYPE_CHECKING:
-    from typing import Literal
+    from typing import Any, Literal
 
     TaskStatus = Literal["success", "failure", "interrupted"]
 
 __all__ = [
+    "COMMAND_EVENT",
     "EXIT_CODE_INTERRUPTED",
+    "command_fields",
     "outcome_of",
     "outcome_of_returncode",
     "python_version",
 ]
 
+#: The wire name of :class:`~.events.CliCommandEvent`.
+COMMAND_EVENT = "nat_cli_command"
 # Exit code a shell reports for a command ended by Ctrl-C (128 + SIGINT).
 EXIT_CODE_INTERRUPTED = 130
-_MAX_ERROR_CLASS_LENGTH = 128
+_SIGINT = 2  # signal.SIGINT on every platform that reports signals this way
 
 # TaskStatusEnum's values.
 SUCCESS: TaskStatus = "success"
@@ -36,35 +45,27 @@ _RELEASE_LEVELS = {"alpha": "a", "beta": "b", "candidate": "rc"}
 
 
 def python_version() -> str:
-    """The running Python's version, spelled like ``platform.python_version()``.
-
-    ``3.11.7`` for a final release, ``3.13.0rc1`` for a pre-release.  Built
-    from ``sys.version_info`` because ``platform`` is slow to import and its
-    answer can carry a ``+`` suffix on development builds.
-    """
+    """The running Python's version, spelled like ``platform.python_version()``:
+    ``3.11.7``, or ``3.13.0rc1`` for a pre-release (from ``sys.version_info``:
+    ``platform`` is slow to import, and may add a ``+``)."""
     info = sys.version_info
-    version = f"{info.major}.{info.minor}.{info.micro}"
     level = _RELEASE_LEVELS.get(info.releaselevel)
-    if level is not None:
-        version += f"{level}{info.serial}"
-    return version
+    suffix = f"{level}{info.serial}" if level is not None else ""
+    return f"{info.major}.{info.minor}.{info.micro}{suffix}"
 
 
 def _error_class(exc: BaseException) -> str:
+    # A class made with type("some text", ...) can have any name: not sent.
     name = type(exc).__name__
-    # A class made with type("some text", ...) can have any name at all; such
-    # a name is not sent.
-    if name.isascii() and name.isidentifier() and len(name) <= _MAX_ERROR_CLASS_LENGTH:
-        return name
-    return "undefined"
+    return name if is_error_class(name) else "undefined"
 
 
 def outcome_of(exc: BaseException | None) -> tuple[TaskStatus, int, str]:
     """``(task_status, exit_code, error_class)`` for a block ended by ``exc``.
 
-    ``SystemExit`` with code 0 or None is a success; with another int code it
-    is a failure with that exit code; with any other code (a message) it is a
-    failure with exit code 1, and the message is not kept.
+    ``SystemExit`` with code 0 or None is a success; with another int code a
+    failure with that exit code; with any other code (a message) a failure
+    with exit code 1, the message not kept.  Ctrl-C is "interrupted", 130.
     """
     if exc is None:
         return SUCCESS, 0, "undefined"
@@ -72,29 +73,32 @@ def outcome_of(exc: BaseException | None) -> tuple[TaskStatus, int, str]:
         code = exc.code
         if code is None or (isinstance(code, int) and code == 0):
             return SUCCESS, 0, "undefined"
-        exit_code = int(code) if isinstance(code, int) else 1
-        return FAILURE, exit_code, _error_class(exc)
+        return FAILURE, int(code) if isinstance(code, int) else 1, _error_class(exc)
     if isinstance(exc, KeyboardInterrupt):
         return INTERRUPTED, EXIT_CODE_INTERRUPTED, _error_class(exc)
     return FAILURE, 1, _error_class(exc)
 
 
 def outcome_of_returncode(returncode: int) -> tuple[TaskStatus, int]:
-    """``(task_status, exit_code)`` for a child process's return code.
-
-    A negative code is the signal that killed the child: the exit code a
-    shell reports, ``128 + N``, and "interrupted" for SIGINT (so is a child
-    that exited 130 itself).
-    """
+    """``(task_status, exit_code)`` for a child process's return code: a negative
+    one is the signal that killed it (``128 + N``, "interrupted" for SIGINT, as
+    is a child that exited 130 itself)."""
     if returncode < 0:
-        signum = -returncode
-        status = INTERRUPTED if signum == _SIGINT else FAILURE
-        return status, 128 + signum
+        return (INTERRUPTED if -returncode == _SIGINT else FAILURE), 128 - returncode
     if returncode == 0:
         return SUCCESS, 0
-    if returncode == EXIT_CODE_INTERRUPTED:
-        return INTERRUPTED, returncode
-    return FAILURE, returncode
+    return (INTERRUPTED if returncode == EXIT_CODE_INTERRUPTED else FAILURE), returncode
 
 
-_SIGINT = 2  # signal.SIGINT on every platform that reports signals this way
+def command_fields(command: str, subcommand: str, task_status: str, exit_code: int,
+                   error_class: str, duration_ms: int,
+                   nemo_source: str | None = None) -> dict[str, Any]:
+    """The keyword arguments of ``CliCommandEvent`` for one command (the running
+    Python's version added; ``nemo_source`` only when given)."""
+    fields: dict[str, Any] = {
+        "command": command, "subcommand": subcommand, "task_status": task_status,
+        "duration_ms": duration_ms, "exit_code": exit_code, "error_class": error_class,
+        "python_version": python_version()}
+    if nemo_source is not None:
+        fields["nemo_source"] = nemo_source
+    return fields

@@ -1,28 +1,37 @@
 """The wire envelope: a batch of events in the NeMo Usage Telemetry format.
 
 Every field that could identify a person, a device or an organisation is
-hard-coded to ``"undefined"`` (and every GDPR field to ``"None"``).  The only
-values taken from the running process are the client version, the CPU
-architecture, the session id and the events themselves.  Changing any of
-that is a privacy decision, not a refactoring.
+hard-coded to ``"undefined"`` (and every GDPR field to ``"None"``), except
+the two a tool embedding this package names itself by: ``productName`` and
+``productVersion``.  The only values taken from the running process are the
+client version, the CPU architecture, the session id and the events.
+Changing any of that is a privacy decision, not a refactoring.
+
+:func:`dumps` writes the JSON of every body this package sends or spools.
 """
 
 from __future__ import annotations
 
 import time
 
-from . import config
+from . import _rules, config
 
 TYPE_CHECKING = False  # typing.TYPE_CHECKING without importing typing at run time
 if TYPE_CHECKING:
     from collections.abc import Sequence
     from datetime import datetime
-    from typing import Any
+    from typing import Any, Callable
 
     from .events import TelemetryEvent
 
+try:
+    from _json import encode_basestring_ascii as _quote
+except ImportError:  # pragma: no cover - an interpreter without json's accelerator
+    from json.encoder import py_encode_basestring_ascii as _quote
+
 __all__ = [
     "ENVELOPE_KEYS",
+    "ENVELOPE_TEXT_RULES",
     "EVENT_KEYS",
     "EVENT_PROTOCOL",
     "GDPR_FIELDS",
@@ -30,16 +39,15 @@ __all__ = [
     "TEXT_FIELDS",
     "QueuedEvent",
     "build_payload",
-    "envelope",
-    "format_epoch",
+    "dumps",
+    "envelope_text_problem",
     "format_timestamp",
-    "split_epoch",
 ]
 
 EVENT_PROTOCOL = "1.6"
 
 # Fields that could identify a person, a device or an organisation: always
-# "undefined".  The GDPR fields: always "None".
+# "undefined" (productName and productVersion: a tool's own name and version).
 IDENTITY_FIELDS = (
     "browserType", "deviceId", "deviceMake", "deviceModel", "deviceOS", "deviceOSVersion",
     "deviceType", "externalUserId", "idpId", "integrationId", "productName", "productVersion",
@@ -63,13 +71,9 @@ EVENT_KEYS = ("ts", "parameters", "name")
 
 
 class _DataclassFields:
-    """``__dataclass_fields__``, made on first use.
-
-    :class:`QueuedEvent` behaves as the dataclass it is documented to be
-    (``dataclasses.fields``, ``asdict`` and ``replace`` work on it) without
-    importing :mod:`dataclasses`, which pulls in :mod:`inspect` and costs a
-    command line more than the whole handler.
-    """
+    """``__dataclass_fields__``, made on first use, so that :class:`QueuedEvent`
+    behaves as the dataclass it is documented to be (``dataclasses.fields``,
+    ``asdict``, ``replace``) without importing :mod:`dataclasses` with the handler."""
 
     def __get__(self, instance: object, owner: type) -> dict[str, Any]:
         import dataclasses
@@ -101,67 +105,53 @@ class QueuedEvent:
                 f"retry_count={self.retry_count!r})")
 
     def __eq__(self, other: object) -> bool:
-        if other.__class__ is not self.__class__:
+        if not isinstance(other, QueuedEvent) or other.__class__ is not self.__class__:
             return NotImplemented
-        assert isinstance(other, QueuedEvent)
         return ((self.event, self.timestamp, self.retry_count)
                 == (other.event, other.timestamp, other.retry_count))
 
 
-# The "YYYY-MM-DDTHH:MM:SS" part of the last second formatted: the events of a
-# batch were mostly accepted within the same second.  One tuple, replaced
-# whole, so threads never see half of an update.
+# The "YYYY-MM-DDTHH:MM:SS" of the last second formatted: a batch's events were
+# mostly accepted within one second.  One tuple, replaced whole, for threads.
 _last_second: tuple[int, str] = (-1, "")
-
-
-def _format(epoch_second: int, microsecond: int) -> str:
-    global _last_second
-    cached_second, prefix = _last_second
-    if epoch_second != cached_second:
-        t = time.gmtime(epoch_second)
-        prefix = (f"{t.tm_year:04d}-{t.tm_mon:02d}-{t.tm_mday:02d}T"
-                  f"{t.tm_hour:02d}:{t.tm_min:02d}:{t.tm_sec:02d}")
-        _last_second = (epoch_second, prefix)
-    return f"{prefix}.{microsecond // 1000:03d}Z"
-
-
-def split_epoch(seconds: float) -> tuple[int, int]:
-    """``(second, microsecond)`` of a ``time.time()`` value, as
-    ``datetime.fromtimestamp(seconds, timezone.utc)`` has them: the fraction
-    rounded to microseconds half to even, the second floored."""
-    whole = int(seconds)
-    microsecond = round((seconds - whole) * 1e6)  # the fraction's split is exact
-    if microsecond >= 1_000_000:
-        whole, microsecond = whole + 1, microsecond - 1_000_000
-    elif microsecond < 0:
-        whole, microsecond = whole - 1, microsecond + 1_000_000
-    return whole, microsecond
-
-
-def format_epoch(seconds: float) -> str:
-    """``YYYY-MM-DDTHH:MM:SS.mmmZ`` for a ``time.time()`` value, without :mod:`datetime`.
-
-    The same text as :func:`format_timestamp` of
-    ``datetime.fromtimestamp(seconds, timezone.utc)``.
-    """
-    return _format(*split_epoch(seconds))
 
 
 def format_timestamp(moment: datetime | None = None) -> str:
     """``YYYY-MM-DDTHH:MM:SS.mmmZ`` in UTC (a naive datetime is taken as UTC; None: now)."""
+    global _last_second
     if moment is None:
-        return format_epoch(time.time())
-    if moment.tzinfo is None:
-        from datetime import timezone
+        now = time.time()
+        second, millisecond = int(now // 1), int(now % 1 * 1000)
+    else:
+        if moment.tzinfo is None:
+            from datetime import timezone
 
-        moment = moment.replace(tzinfo=timezone.utc)
-    epoch_second = int(moment.timestamp() // 1)  # floor, also before 1970
-    return _format(epoch_second, moment.microsecond)
+            moment = moment.replace(tzinfo=timezone.utc)
+        second, millisecond = int(moment.timestamp() // 1), moment.microsecond // 1000
+    cached_second, prefix = _last_second
+    if second != cached_second:
+        t = time.gmtime(second)
+        prefix = (f"{t.tm_year:04d}-{t.tm_mon:02d}-{t.tm_mday:02d}T"
+                  f"{t.tm_hour:02d}:{t.tm_min:02d}:{t.tm_sec:02d}")
+        _last_second = (second, prefix)
+    return f"{prefix}.{millisecond:03d}Z"
 
 
-def envelope(events: list[dict[str, Any]], *, schema_version: str,
-             source_client_version: str, session_id: str) -> dict[str, Any]:
-    """The envelope around ``events`` (their wire form: ``ts``, ``parameters``, ``name``)."""
+def build_payload(
+    events: Sequence[QueuedEvent],
+    *,
+    source_client_version: str,
+    session_id: str = "undefined",
+    product_name: str = "undefined",
+    product_version: str = "undefined",
+) -> dict[str, Any]:
+    """The envelope for one POST; ``ValueError`` when ``events`` is empty.
+
+    ``product_name`` and ``product_version`` name the tool that embeds this
+    package; they stay ``"undefined"`` for the NeMo Agent Toolkit.
+    """
+    if not events:
+        raise ValueError("build_payload needs at least one event")
     fields: dict[str, Any] = dict.fromkeys(IDENTITY_FIELDS, "undefined")
     fields.update(dict.fromkeys(GDPR_FIELDS, "None"))
     fields.update(
@@ -171,61 +161,85 @@ def envelope(events: list[dict[str, Any]], *, schema_version: str,
         clientVer=source_client_version,
         cpuArchitecture=config.CPU_ARCHITECTURE,
         eventProtocol=EVENT_PROTOCOL,
-        eventSchemaVer=schema_version,
+        eventSchemaVer=events[0].event._schema_version,
         eventSysVer=config.NAT_TELEMETRY_VERSION,
+        productName=product_name,
+        productVersion=product_version,
         sentTs=format_timestamp(),
         sessionId=session_id,
-        events=events,
+        events=[{"ts": format_timestamp(queued.timestamp),
+                 "parameters": queued.event.model_dump(by_alias=True),
+                 "name": queued.event._event_name} for queued in events],
     )
     # The reference order, so a body reads like the documented example.
     return {key: fields[key] for key in ENVELOPE_KEYS}
 
 
-def build_payload(
-    events: Sequence[QueuedEvent],
-    *,
-    source_client_version: str,
-    session_id: str = "undefined",
-) -> dict[str, Any]:
-    """The envelope for one POST; ``ValueError`` when ``events`` is empty."""
-    if not events:
-        raise ValueError("build_payload needs at least one event")
-    return envelope(
-        [
-            {
-                "ts": format_timestamp(queued.timestamp),
-                "parameters": queued.event.model_dump(by_alias=True),
-                "name": queued.event._event_name,
-            }
-            for queued in events
-        ],
-        schema_version=events[0].event._schema_version,
-        source_client_version=source_client_version,
-        session_id=session_id,
-    )
+# ------------------------------------------------------------------ JSON
+
+def dumps(value: Any) -> str:
+    """``json.dumps(value, separators=(",", ":"))``, the same string.
+
+    Writing a batch is on a command line's exit path, and ``import json`` costs
+    it more than the writing: the plain values a body holds are written here,
+    quoted by json's own C function, and anything else is handed to :mod:`json`.
+    """
+    parts: list[str] = []
+    _write(value, parts.append)
+    return "".join(parts)
+
+
+def _write(value: Any, out: Callable[[str], object]) -> None:
+    if isinstance(value, str):
+        out(_quote(value))
+    elif value is True or value is False or value is None:
+        out("true" if value else "false" if value is False else "null")
+    elif type(value) is int:
+        out(int.__repr__(value))
+    elif type(value) is float and value - value == 0:  # finite: as json writes it
+        out(float.__repr__(value))
+    elif type(value) is dict and all(type(key) is str for key in value):
+        out("{")
+        for index, (key, item) in enumerate(value.items()):
+            out("," + _quote(key) + ":" if index else _quote(key) + ":")
+            _write(item, out)
+        out("}")
+    elif type(value) in (list, tuple):
+        out("[")
+        for index, item in enumerate(value):
+            if index:
+                out(",")
+            _write(item, out)
+        out("]")
+    else:  # floats, str/int subclasses, other keys: json's own rules
+        import json
+
+        out(json.dumps(value, separators=(",", ":")))
 
 
 # ------------------------------------------------- envelope text field rules
 #
-# What each of the envelope's free-text fields may hold: short names and
-# version numbers, never a path, a sentence or a user name.  The collector
-# refuses envelopes that break them; a client may check its own values with
-# the same function before sending.
+# What each free-text field of the envelope may hold: short names and version
+# numbers, never a path, a sentence or a user name.  The collector refuses
+# envelopes that break them.
+
+_NAME = "[A-Za-z0-9_.-]{1,32}"
+_NAME_WORDS = "a name of 1 to 32 letters, digits, '-', '_' or '.'"
+_VERSION = r"[0-9]{1,4}(?:\.[0-9]{1,4}){0,3}"
 
 # key -> (pattern matched in full, what it must be, in words)
 ENVELOPE_TEXT_RULES: dict[str, tuple[str, str]] = {
-    "clientId": (r"[A-Za-z0-9_.:-]{1,64}", "1 to 64 letters, digits, '-', '_', '.' or ':'"),
-    "clientType": (r"[A-Za-z0-9_.-]{1,32}", "a name of 1 to 32 letters, digits, '-', '_' or '.'"),
-    "clientVariant": (r"[A-Za-z0-9_.-]{1,32}",
-                      "a name of 1 to 32 letters, digits, '-', '_' or '.'"),
+    "clientId": (_rules.TOKEN, "1 to 64 letters, digits, '-', '_', '.' or ':'"),
+    "clientType": (_NAME, _NAME_WORDS),
+    "clientVariant": (_NAME, _NAME_WORDS),
     "clientVer": (r"[A-Za-z0-9][A-Za-z0-9_.+!-]{0,63}",
                   "a version such as '1.2.3', '2.0rc1' or '0.1.dev3+g1a2b' (1 to 64 characters)"),
-    "cpuArchitecture": (r"[A-Za-z0-9_.-]{1,32}", "a machine name such as 'x86_64' or 'arm64'"),
-    "eventProtocol": (r"[0-9]{1,4}(?:\.[0-9]{1,4}){0,3}", "a version number such as '1.6'"),
-    "eventSchemaVer": (r"[0-9]{1,4}(?:\.[0-9]{1,4}){0,3}", "a version number such as '1.5'"),
+    "cpuArchitecture": (_NAME, "a machine name such as 'x86_64' or 'arm64'"),
+    "eventProtocol": (_VERSION, "a version number such as '1.6'"),
+    "eventSchemaVer": (_VERSION, "a version number such as '1.5'"),
     "eventSysVer": (r"[A-Za-z][A-Za-z0-9_.-]{0,63}/[0-9][A-Za-z0-9_.+-]{0,31}",
                     "a library and its version such as 'nat-telemetry/1.0'"),
-    "sessionId": (r"[A-Za-z0-9_.:-]{1,128}",
+    "sessionId": (_rules.SESSION_ID,
                   "1 to 128 letters, digits, '-', '_', '.' or ':' (no spaces or paths)"),
 }
 _ENVELOPE_TEXT_PATTERNS: dict[str, Any] = {}
@@ -239,7 +253,7 @@ def envelope_text_problem(key: str, value: Any) -> str | None:
     pattern_text, wording = ENVELOPE_TEXT_RULES[key]
     pattern = _ENVELOPE_TEXT_PATTERNS.get(key)
     if pattern is None:
-        import re  # here, so this section stands alone
+        import re
 
         pattern = _ENVELOPE_TEXT_PATTERNS[key] = re.compile(pattern_text)
     if isinstance(value, str) and pattern.fullmatch(value) is not None:

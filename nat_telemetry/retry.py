@@ -1,45 +1,19 @@
 """When to retry a POST, and how long to wait first.
 
-The policy knows nothing about sockets or threads: the handler asks it what a
-status code means and how long the next attempt must wait, and obeys.
+The policy knows nothing about sockets, threads or status codes: the handler
+and the detached sender ask it how long the next attempt must wait and when to
+give up, and obey.
 """
 
 from __future__ import annotations
 
-import enum
 import time
 
 TYPE_CHECKING = False  # typing.TYPE_CHECKING without importing typing at run time
 if TYPE_CHECKING:
     from typing import Callable
 
-__all__ = ["Outcome", "RetryPolicy", "classify_status", "parse_retry_after"]
-
-
-class Outcome(enum.Enum):
-    """What a POST's answer means for the events it carried."""
-
-    SENT = "sent"
-    SKIPPED = "skipped"  # nowhere to send them (no endpoint, dry run)
-    REJECTED = "rejected"  # the endpoint will never take these events
-    TOO_LARGE = "too_large"  # take them in smaller batches
-    TRANSIENT = "transient"  # try again later
-    UNUSABLE = "unusable"  # the endpoint can never be sent to (not a URL)
-
-
-def classify_status(status: int) -> Outcome:
-    """2xx sent; 413 too large; 408, 429 and 5xx transient; anything else rejected.
-
-    Redirects are not followed (a telemetry payload goes only where it was
-    configured to go), so a 3xx counts as a rejection too.
-    """
-    if 200 <= status < 300:
-        return Outcome.SENT
-    if status == 413:
-        return Outcome.TOO_LARGE
-    if status in (408, 429) or 500 <= status < 600:
-        return Outcome.TRANSIENT
-    return Outcome.REJECTED
+__all__ = ["RetryPolicy", "parse_retry_after"]
 
 
 def parse_retry_after(value: str | None, now: float | None = None) -> float | None:

@@ -17,17 +17,15 @@ from datetime import datetime, timezone
 from typing import Any
 
 from . import payload
-from .events import CliCommandEvent, TelemetryEvent
+from ._fields import DRAFT_2020_12 as DRAFT
+from ._fields import ecma_pattern
+from .events import CliCommandEvent, TelemetryEvent, event_classes
 
 __all__ = ["DRAFT", "envelope_schema", "event_classes", "event_schema", "schemas"]
 
-DRAFT = "https://json-schema.org/draft/2020-12/schema"
-
-# A JSON Schema pattern is searched for, not matched in full; the end is a
-# lookahead because Python's "$" also matches before a final newline.
 _TIMESTAMP = {
     "type": "string",
-    "pattern": r"^[0-9]{4}-[0-9]{2}-[0-9]{2}T[0-9]{2}:[0-9]{2}:[0-9]{2}\.[0-9]{3}Z(?![\s\S])",
+    "pattern": ecma_pattern(r"[0-9]{4}-[0-9]{2}-[0-9]{2}T[0-9]{2}:[0-9]{2}:[0-9]{2}\.[0-9]{3}Z"),
     "description": "UTC time, YYYY-MM-DDTHH:MM:SS.mmmZ",
 }
 _DESCRIPTIONS = {
@@ -36,23 +34,6 @@ _DESCRIPTIONS = {
     "sessionId": "a random id drawn for each process (optionally prefixed with "
                  "NAT_SESSION_PREFIX); it links the events of one run, nothing else",
 }
-
-
-def event_classes() -> list[type[TelemetryEvent]]:
-    """The event classes this package sends, by event name.
-
-    Only the package's own: a class a program defines for itself is that
-    program's to document, and one defined in this process (a test's, say)
-    is no part of what ``nat-telemetry schema`` promises.
-    """
-    found: dict[str, type[TelemetryEvent]] = {}
-    pending = list(TelemetryEvent.__subclasses__())
-    while pending:
-        cls = pending.pop(0)
-        if cls.__module__ == TelemetryEvent.__module__:
-            found.setdefault(cls._event_name, cls)
-        pending.extend(cls.__subclasses__())
-    return [found[name] for name in sorted(found)]
 
 
 def event_schema(cls: type[TelemetryEvent]) -> dict[str, Any]:

@@ -1,139 +1,243 @@
-"""The detached sender: a short-lived process of its own that delivers a spool.
+"""The detached sender: a short-lived process that delivers a spool's batches.
 
-At exit a command line tool spools what it could not send (:mod:`.spool`)
-and calls :func:`start_detached_sender`, which starts the sender and returns
-at once (no waiting, no pipe shared).  The sender process:
+**The caller's side.**  At exit, what a command line could not send is spooled
+for its destination (:func:`hand_off`) and :func:`start_sender` makes sure a
+sender will take it: when one is alive for that destination (its lock is
+held: a cheap ``flock`` test, no new interpreter) it takes the new batch too;
+otherwise one is started, detached, and the caller returns at once.  The
+process:
 
-* runs ``sys.executable -I -S`` (isolated: no site-packages, no user site,
-  no PYTHON* variables, no current folder on ``sys.path``); it finds this
-  package through the folder it lives in, imported under its own folder name
-  (so a vendored copy works and its host package's ``__init__`` is never
-  run), and sends with the standard library only;
-* has its own session, ``/dev/null`` for its standard streams, no inherited
-  descriptors, ``/`` as its folder and a lower priority, so ``$(tool)``,
-  ``tool | head`` and ``subprocess.run(..., capture_output=True)`` return as
-  soon as the tool exits, and a terminal closing does not touch it;
-* gets the endpoint from the environment (``NAT_TELEMETRY_SENDER_ENDPOINT``),
-  never the command line, where other users could read it;
-* holds ``sender.lock`` in the spool folder: one sender per spool, a second
-  one exits at once; so after letting the lock go, a sender looks once more,
-  and takes it again for a batch spooled meanwhile (whose own sender found
-  the lock taken), so that no batch waits for the next run;
-* sends only the batches spooled for the kind of endpoint it was given: an
-  ``otlp+http(s)://`` endpoint gets the ``otlp`` bodies (POSTed to its logs
-  URL, see :func:`.otlp.otlp_logs_url`), any other URL the ``nemo`` ones;
-  batches of the other kind stay for a sender configured for them (or
-  expire by the spool's own rules);
-* sends ``Authorization: Bearer`` with ``NAT_TELEMETRY_TOKEN`` from its
-  environment when that is set and sendable, as the handler does (never
-  logged, never on its command line);
-* claims batches oldest first and POSTs each: delivered or refused for good
-  (2xx, 4xx) deletes it, 413 deletes it too (it will never fit), anything
-  transient puts it back and backs off with the retry policy; after
-  ``max_retries`` consecutive transient failures it leaves the rest for the
-  next sender.  A ``Retry-After`` is honoured across processes: the time is
-  written to ``sender.backoff`` and no sender POSTs before it.  An OTLP
-  partial success counts the records it names as rejected, the rest as sent;
-* lives at most ``lifetime_seconds`` (30 s by default): every POST's timeout
-  fits in what is left, a wait that would not fit ends the run, and an alarm
-  ends the process a few seconds after its lifetime whatever happens.
+* runs ``sys.executable -I -S`` (no site-packages, no user site, no PYTHON*
+  variables) and finds this package through the folder it lives in, under its
+  own folder name, so a vendored copy works and its host's ``__init__`` is
+  never run; it sends with the standard library only;
+* gets an allow-listed environment: its endpoint and token (never on its
+  command line), the proxy variables, the certificates to trust as the caller
+  would (:func:`~.config.ca_location`, resolved by the caller and handed over
+  as ``SSL_CERT_FILE`` or ``SSL_CERT_DIR``), what consent is read from, and the
+  locale; nothing else of the tool's environment;
+* has its own session, ``/dev/null`` for its streams, no inherited descriptors,
+  ``/`` as its folder and a lower priority, so ``$(tool)`` and ``tool | head``
+  return as soon as the tool exits;
+* holds ``<destination>.lock`` in the spool: one sender per destination; a
+  sender stuck on a dead endpoint never holds back another destination.
 
-It writes nothing to standard output or error, ever.
+**The sender's side** (:func:`run_sender`): claims its destination's batches
+oldest first, rebuilds and validates their events, and sends them through the
+same transport and the same :func:`~.transport.deliver` loop as a handler's
+worker.  A batch is deleted once every event in it is settled; what failed for
+now is put back.  After ``max_retries`` consecutive transient failures, or a
+certificate failure (a configuration problem, not worth retrying), it leaves
+the rest for a later sender.  A ``Retry-After`` is honoured across processes
+(``<destination>.backoff``).  When the spool is empty it lingers a moment for
+batches of runs still finishing, then exits; after letting the lock go it looks
+once more, so a batch spooled while the lock was held (its own run saw the
+lock taken) never waits for the next run.  Consent is read again before each
+batch: a "no" given meanwhile deletes what waits.  The last delivery and the
+last failure, with its kind, are recorded for ``status``.  It lives at most
+``lifetime_seconds`` (every POST fits in what is left, and an alarm ends the
+process a few seconds after), and writes nothing to standard output or error.
 """
 
 from __future__ import annotations
 
+import errno
 import os
 import sys
 import time
 
-from . import _spoolfile as sf
-from .spool import BACKOFF_NAME, LOCK_NAME, PIDFILE_NAME, Spool, note_delivery
+from . import _process, config
+from .config import destination_id, redact
+from .spool import Spool, encode_batch, open_regular, pid_alive, read_small, write_atomically
 
 TYPE_CHECKING = False  # typing.TYPE_CHECKING without importing typing at run time
 if TYPE_CHECKING:
     from collections.abc import Mapping, Sequence
     from typing import Any, Callable
 
-    from .http_client import HttpClient as Transport
+    from .payload import QueuedEvent
     from .retry import RetryPolicy
+    from .spool import Claim, SpoolWriteResult
+    from .transport import Transport
 
 __all__ = [
     "DEFAULT_LIFETIME_SECONDS",
     "ENDPOINT_ENV_VAR",
+    "TOKEN_ENV_VAR",
+    "Outlet",
     "acquire_lock",
+    "identity",
     "main",
+    "record_of",
     "run_sender",
+    "sender_environment",
     "start_detached_sender",
     "start_sender",
 ]
 
 ENDPOINT_ENV_VAR = "NAT_TELEMETRY_SENDER_ENDPOINT"
+TOKEN_ENV_VAR = "NAT_TELEMETRY_SENDER_TOKEN"
 DEFAULT_LIFETIME_SECONDS = 30.0
+# How long an idle sender waits for batches of runs still finishing, and how often it looks.
+LINGER_SECONDS = 1.0
+POLL_SECONDS = 0.05
 REQUEST_TIMEOUT_SECONDS = 10.0  # nobody waits for this process: be patient, within the lifetime
 NICENESS = 10
-# The alarm that ends a sender stuck past its lifetime (e.g. in a slow DNS lookup).
-WATCHDOG_GRACE_SECONDS = 5
-# How many times a sender takes the lock again for batches spooled while it held it.
-_LATE_LOOKS = 5
-# A pid-file lock (platforms without fcntl) older than this is taken over.
-PIDFILE_STALE_SECONDS = 120.0
+WATCHDOG_GRACE_SECONDS = 5  # the alarm that ends a sender stuck past its lifetime
+_LATE_LOOKS = 5  # times a sender takes its lock again for batches spooled meanwhile
+PIDFILE_STALE_SECONDS = 120.0  # a pid-file lock (no fcntl) older than this is taken over
+# What a sender's environment keeps of its caller's, besides its own settings.
+_KEPT_VARIABLES = ("LANG", "LANGUAGE", "TZ", "SYSTEMROOT", config.DO_NOT_TRACK_ENV_VAR,
+                   *config.CI_ENV_VARS)
 
-# Started senders not yet reaped (pids, or Popen objects on the fallback path):
-# a long-running caller must not collect zombies.
-_children: list[Any] = []
+_children: list[Any] = []  # started senders not yet reaped (pids, or Popen objects)
 
 
 # ------------------------------------------------------------ the caller side
 
+class Outlet:
+    """Where one tool's events go when they cannot be sent from here: the spool, as a
+    batch for the destination of an endpoint (with the token sent to it), and a
+    sender for that destination started at exit (delivering in-process for at most
+    ``budget`` seconds where none can be started).  Used by the handler and by
+    ``track_command``'s recorder."""
 
-def start_detached_sender(spool_dir: str, endpoint: str, *,
+    def __init__(self, tool: config.Tool, directory: str | None,
+                 budget: float = config.DEFAULT_SHUTDOWN_TIMEOUT_SECONDS) -> None:
+        self.tool, self.directory, self.budget = tool, directory, budget
+        self.refused = False  # the spool could not take a batch at exit: not tried again
+        self._noted_at = float("-inf")
+
+    def takes(self, endpoint: str | None) -> bool:
+        """Batches for ``endpoint`` (a transport's ``spool_endpoint``) may be spooled:
+        a URL, a spool, telemetry still allowed."""
+        return (endpoint is not None and self.directory is not None and not self.refused
+                and self.tool.enabled)
+
+    def spool(self, endpoint: str, token: str, identity: Mapping[str, Any],
+              records: Sequence[Sequence[Any]]) -> SpoolWriteResult:
+        """Spool ``records`` as one batch (see :func:`~.spool.encode_batch`)."""
+        directory = str(self.directory)
+        result = Spool(directory).write(encode_batch(identity, records), len(records),
+                                        destination_id(endpoint, token))
+        for reason, count in result.evicted.items():
+            _process.debug("%d spooled event(s) of earlier runs dropped: %s", count, reason)
+        if result.written:
+            _process.after_exit(("sender", directory, endpoint, token), start_sender,
+                                directory, endpoint, token, self.budget, self.tool)
+        return result
+
+    def note(self, endpoint: str | None, token: str, problem: str | None) -> None:
+        """Record a delivery (or a failure's kind) for ``status``, at most once a minute."""
+        now = time.monotonic()
+        if endpoint is not None and self.takes(endpoint) and now - self._noted_at >= 60.0:
+            self._noted_at = now
+            Spool(str(self.directory)).note(destination_id(endpoint, token), redact(endpoint),
+                                            problem)
+
+    def leftovers(self, endpoint: str | None, token: str) -> None:
+        """Once per process and destination: start a sender when earlier runs left
+        batches for it (a handler starting up, in case nobody else will)."""
+        if endpoint is None or not self.takes(endpoint):
+            return
+        directory, destination = str(self.directory), destination_id(endpoint, token)
+        if (directory, destination) not in _leftovers_checked:
+            _leftovers_checked.add((directory, destination))
+            if destination in Spool(directory).summary():
+                start_sender(directory, endpoint, token, self.budget, self.tool)
+
+
+def identity(session_id: str, client_version: str,
+             product: tuple[str, str] | None) -> dict[str, Any]:
+    """Who recorded a batch, as the sender encodes it: the envelope's session id,
+    client version and product."""
+    return {"session_id": session_id, "client_version": client_version,
+            "product": list(product) if product else None}
+
+
+def record_of(queued: QueuedEvent) -> list[Any]:
+    """A queued event as a spool record: name, schema version, time, retries, parameters."""
+    event = queued.event
+    return [event._event_name, event._schema_version, queued.timestamp.timestamp(),
+            queued.retry_count, event.model_dump(by_alias=True)]
+
+
+_leftovers_checked: set[tuple[str, str]] = set()
+
+
+def start_sender(spool_dir: str, endpoint: str, token: str = "",
+                 budget: float = config.DEFAULT_SHUTDOWN_TIMEOUT_SECONDS,
+                 tool: config.Tool | None = None) -> None:
+    """Make sure a sender takes the batches for ``endpoint``: one alive already, or
+    a new detached one; where none can be started, deliver here for ``budget`` s."""
+    if sender_alive(spool_dir, destination_id(endpoint, token)):
+        return
+    if not start_detached_sender(spool_dir, endpoint, token=token, tool=tool):
+        run_sender(spool_dir, endpoint, token=token, tool=tool, lifetime_seconds=budget,
+                   linger_seconds=0.0)
+
+
+def sender_alive(spool_dir: str, destination: str) -> bool:
+    """A sender holds the lock of ``destination`` (never blocks; False when unsure)."""
+    try:
+        lock = acquire_lock(spool_dir, destination)
+    except OSError:  # a lock that cannot be used: a new sender says why, in status
+        return False
+    if lock is None:
+        return True
+    lock.release()
+    return False
+
+
+def sender_environment(endpoint: str, token: str = "", tool: config.Tool | None = None,
+                       environ: Mapping[str, str] | None = None) -> dict[str, str]:
+    """The whole environment a sender gets (see the module docstring)."""
+    tool = config.NAT if tool is None else tool
+    env = dict(os.environ if environ is None else environ)
+    kept = {name: value for name, value in env.items()
+            if name in _KEPT_VARIABLES or name.startswith("LC_") or name == tool.var("ENABLED")
+            or name.lower().endswith("_proxy")}
+    kept[ENDPOINT_ENV_VAR] = endpoint
+    if token:
+        kept[TOKEN_ENV_VAR] = token
+    trust = config.ca_location(env)
+    if trust is not None:
+        kept["SSL_CERT_DIR" if os.path.isdir(trust) else "SSL_CERT_FILE"] = trust
+    try:  # where consent is read again, before each batch
+        kept[tool.var("CONSENT_FILE")] = env.get(tool.var("CONSENT_FILE")) or tool.consent_file()
+    except Exception:  # no home folder: the sender then reads no consent file
+        pass
+    return kept
+
+
+def start_detached_sender(spool_dir: str, endpoint: str, *, token: str = "",
                           lifetime_seconds: float = DEFAULT_LIFETIME_SECONDS,
-                          environ: Mapping[str, str] | None = None) -> bool:
-    """Start a sender for ``spool_dir`` that POSTs to ``endpoint``; never waits, never raises.
-
-    ``environ`` is the sender's environment (default: this process's; the
-    proxy variables in it are honoured).  Returns False when no sender could
-    be started (no usable interpreter, e.g. in a frozen application; the
-    spawn failed), True otherwise: then the caller may exit at once.
-    """
+                          environ: Mapping[str, str] | None = None,
+                          tool: config.Tool | None = None) -> bool:
+    """Start a sender for ``spool_dir`` that POSTs to ``endpoint``; never waits, never
+    raises.  False when none could be started (no usable interpreter, as in a
+    frozen application, or the spawn failed)."""
+    tool = config.NAT if tool is None else tool
     try:
         _reap()
-        argv = _command(spool_dir, lifetime_seconds)
-        if argv is None:
+        executable = sys.executable
+        here = os.path.dirname(os.path.abspath(__file__))
+        parent, package = os.path.split(here)
+        if (not executable or getattr(sys, "frozen", False) or not os.access(executable, os.X_OK)
+                or not package.isidentifier()):
             return False
-        env = dict(os.environ if environ is None else environ)
-        env[ENDPOINT_ENV_VAR] = endpoint
+        # Appended, not prepended: the standard library must win over whatever
+        # else lives beside the package (site-packages, a vendor folder).
+        code = (f"import sys; sys.path.append({parent!r}); "
+                f"from {package}.sender import main; sys.exit(main())")
+        argv = [executable, "-I", "-S", "-c", code, os.path.abspath(spool_dir),
+                repr(float(lifetime_seconds)), tool.name, tool.env_prefix]
+        env = sender_environment(endpoint, token, tool, environ)
         child = _spawn_posix(argv, env) if _HAVE_POSIX_SPAWN else None
-        if child is None:
-            child = _spawn_subprocess(argv, env)
-        _children.append(child)
+        _children.append(child if child is not None else _spawn_subprocess(argv, env))
         return True
     except Exception:
         return False
-
-
-def start_sender(directory: str, url: str, budget: float) -> None:
-    """A detached sender for ``directory``; where none can be started, deliver
-    in-process for at most ``budget`` seconds."""
-    if not start_detached_sender(directory, url):
-        run_sender(directory, url, lifetime_seconds=budget)
-
-
-def _command(spool_dir: str, lifetime_seconds: float) -> list[str] | None:
-    executable = sys.executable
-    if not executable or getattr(sys, "frozen", False) or not os.access(executable, os.X_OK):
-        return None  # a frozen app's executable is the app itself, not a Python
-    here = os.path.dirname(os.path.abspath(__file__))
-    parent, package = os.path.split(here)
-    if not package.isidentifier():
-        return None
-    # Appended, not prepended: the standard library must win over whatever
-    # else lives beside the package (site-packages, a vendor folder).
-    code = (f"import sys; sys.path.append({parent!r}); "
-            f"from {package}.sender import main; sys.exit(main())")
-    return [executable, "-I", "-S", "-c", code, os.path.abspath(spool_dir),
-            repr(float(lifetime_seconds))]
 
 
 _HAVE_POSIX_SPAWN = hasattr(os, "posix_spawn") and hasattr(os, "POSIX_SPAWN_OPEN")
@@ -161,14 +265,12 @@ def _inheritable_fds() -> list[int] | None:
         except OSError:
             continue
         found = []
-        for name in names:
-            fd = int(name) if name.isdigit() else -1
-            if fd > 2:
-                try:
-                    if os.get_inheritable(fd):
-                        found.append(fd)
-                except OSError:
-                    pass  # the listing's own descriptor, closed by now
+        for fd in (int(name) for name in names if name.isdigit()):
+            try:
+                if fd > 2 and os.get_inheritable(fd):
+                    found.append(fd)
+            except OSError:
+                pass  # the listing's own descriptor, closed by now
         return found
     return None
 
@@ -176,18 +278,17 @@ def _inheritable_fds() -> list[int] | None:
 def _spawn_subprocess(argv: list[str], env: dict[str, str]) -> Any:
     import subprocess
 
-    options: dict[str, Any] = {}
+    options: dict[str, Any] = {"start_new_session": True}
     if os.name == "nt":
-        options["creationflags"] = (getattr(subprocess, "DETACHED_PROCESS", 0)
-                                    | getattr(subprocess, "CREATE_NEW_PROCESS_GROUP", 0))
-    else:
-        options["start_new_session"] = True
+        options = {"creationflags": getattr(subprocess, "DETACHED_PROCESS", 0)
+                   | getattr(subprocess, "CREATE_NEW_PROCESS_GROUP", 0)}
     return subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
                             stderr=subprocess.DEVNULL, close_fds=True, env=env,
                             cwd=os.path.abspath(os.sep), **options)
 
 
 def _reap() -> None:
+    # A long-running caller must not collect zombies.
     for child in list(_children):
         if isinstance(child, int):
             try:
@@ -202,7 +303,6 @@ def _reap() -> None:
 
 # ------------------------------------------------------------------ the lock
 
-
 class _Lock:
     def __init__(self, fd: int | None = None, pidfile: str | None = None) -> None:
         self._fd = fd
@@ -210,48 +310,78 @@ class _Lock:
 
     def release(self) -> None:
         if self._fd is not None:
-            sf.quietly(os.close, self._fd)  # closing drops the flock
+            os.close(self._fd)  # closing drops the flock
             self._fd = None
         if self._pidfile is not None:
             if _read_pid(self._pidfile) == os.getpid():
-                sf.quietly(os.unlink, self._pidfile)
+                _remove(self._pidfile)
             self._pidfile = None
 
 
-def acquire_lock(directory: str, *, use_fcntl: bool | None = None) -> _Lock | None:
-    """The spool's sender lock, or None when another sender holds it (or no lock can be made).
+class LockUnusable(OSError):
+    """The lock's file cannot be made a lock (a folder that cannot be removed...)."""
 
-    ``fcntl.flock`` on ``sender.lock`` where it exists (released by the
-    kernel when the holder dies); elsewhere an ``O_EXCL`` pid file, taken
-    over when its owner is gone or it is older than PIDFILE_STALE_SECONDS.
+
+def _remove(path: str) -> None:
+    try:
+        os.unlink(path)
+    except IsADirectoryError:
+        os.rmdir(path)
+    except FileNotFoundError:
+        pass
+
+
+def acquire_lock(directory: str, destination: str, *,
+                 use_fcntl: bool | None = None) -> _Lock | None:
+    """The sender lock of ``destination``, or None when another sender holds it.
+
+    ``fcntl.flock`` on ``<destination>.lock`` where it exists (released by the
+    kernel when the holder dies); elsewhere an ``O_EXCL`` pid file, taken over
+    when its owner is gone or it is older than PIDFILE_STALE_SECONDS.  Something
+    else in the lock's place (a FIFO, a folder) is removed; :class:`LockUnusable`
+    when that fails, or the lock cannot be made at all.
     """
     if use_fcntl is None:
         use_fcntl = os.name == "posix"
-    if use_fcntl:
-        import fcntl
+    if not use_fcntl:
+        return _pidfile_lock(os.path.join(directory, f"{destination}.pid"))
+    import fcntl
 
+    path = os.path.join(directory, f"{destination}.lock")
+    for attempt in range(2):
         try:
-            fd = os.open(os.path.join(directory, LOCK_NAME),
-                         os.O_RDWR | os.O_CREAT | sf.NOFOLLOW, 0o600)
-        except OSError:
-            return None
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except OSError:
-            os.close(fd)
-            return None
-        return _Lock(fd=fd)
-    path = os.path.join(directory, PIDFILE_NAME)
+            fd = open_regular(path, os.O_RDWR | os.O_CREAT)
+            break
+        except OSError as exc:
+            # Something else in the lock's place (a FIFO, a folder, a symbolic link):
+            # removed once; a lock that still cannot be made is reported.
+            if exc.errno not in (errno.EISDIR, errno.EACCES, errno.ENOTDIR, errno.ELOOP):
+                raise LockUnusable(f"the sender's lock cannot be made: {exc}") from None
+            try:
+                if attempt:
+                    raise exc
+                _remove(path)
+            except OSError as failure:
+                raise LockUnusable(f"the sender's lock cannot be used: {failure}") from None
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except OSError:
+        os.close(fd)
+        return None
+    return _Lock(fd=fd)
+
+
+def _pidfile_lock(path: str) -> _Lock | None:
     for _attempt in range(2):
         try:
-            fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | sf.NOFOLLOW | sf.BINARY,
-                         0o600)
+            fd = open_regular(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL)
         except FileExistsError:
-            if not _pidfile_stale(path) or not sf.quietly(os.unlink, path):
+            if not _pidfile_stale(path):
                 return None
+            _remove(path)
             continue  # two takers may race here; claims still keep each batch single
-        except OSError:
-            return None
+        except OSError as exc:
+            raise LockUnusable(f"the sender's lock cannot be made: {exc}") from None
         try:
             os.write(fd, str(os.getpid()).encode("ascii"))
         finally:
@@ -262,8 +392,7 @@ def acquire_lock(directory: str, *, use_fcntl: bool | None = None) -> _Lock | No
 
 def _read_pid(path: str) -> int | None:
     try:
-        with open(path, "rb") as reader:
-            text = reader.read(32).strip()
+        text = read_small(path, 32).strip()
     except OSError:
         return None
     return int(text) if text.isdigit() else None
@@ -275,20 +404,18 @@ def _pidfile_stale(path: str) -> bool:
     except OSError:
         return False
     pid = _read_pid(path)
-    return age > PIDFILE_STALE_SECONDS or (pid is not None and not sf.pid_alive(pid))
+    return age > PIDFILE_STALE_SECONDS or (pid is not None and not pid_alive(pid))
 
 
 # ---------------------------------------------------------- the sender side
 
-
 def main(argv: Sequence[str] | None = None) -> int:
-    """The sender process's entry point: ``SPOOL_DIR [LIFETIME_SECONDS]``.
+    """The sender process's entry point: ``SPOOL_DIR [LIFETIME [TOOL PREFIX]]``.
 
-    Meant for the process :func:`start_detached_sender` starts: it changes
-    the folder, the priority and the alarm of the process it runs in.
-    Returns 0 after a run (an absent or untrusted spool is an empty one), 1
-    when another sender holds the spool, 2 for bad arguments, 3 for anything
-    unexpected; prints nothing.
+    Meant for the process :func:`start_detached_sender` starts: it changes the
+    folder, the priority and the alarm of the process it runs in.  Returns 0
+    after a run, 1 when another sender holds the lock, 2 for bad arguments, 3
+    for anything unexpected, 4 when the lock cannot be used; prints nothing.
     """
     try:
         args = list(sys.argv[1:] if argv is None else argv)
@@ -296,9 +423,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         lifetime = float(args[1]) if len(args) > 1 else DEFAULT_LIFETIME_SECONDS
         if not args or not endpoint or not 0 < lifetime < 86400:
             return 2
+        tool = config.Tool(args[2], env_prefix=args[3]) if len(args) > 3 else config.NAT
         _settle_in(lifetime)
-        result = run_sender(args[0], endpoint, lifetime_seconds=lifetime)
-        return 1 if result["busy"] else 0
+        result = run_sender(args[0], endpoint, token=os.environ.get(TOKEN_ENV_VAR, ""),
+                            tool=tool, lifetime_seconds=lifetime)
+        return 4 if result["unusable_lock"] else 1 if result["busy"] else 0
     except BaseException:  # nobody is listening: exit quietly whatever happened
         return 3
 
@@ -306,7 +435,10 @@ def main(argv: Sequence[str] | None = None) -> int:
 def _settle_in(lifetime: float) -> None:
     os.chdir(os.path.abspath(os.sep))  # never keep the caller's folder busy
     if hasattr(os, "nice"):
-        sf.quietly(os.nice, NICENESS)
+        try:
+            os.nice(NICENESS)
+        except OSError:
+            pass
     try:
         import signal
 
@@ -316,172 +448,213 @@ def _settle_in(lifetime: float) -> None:
         pass  # no SIGALRM here: every POST is still bounded by the lifetime
 
 
-def run_sender(spool_dir: str, endpoint: str, *,
+_RESULT_KEYS = ("locked", "busy", "unusable_lock", "deferred", "batches_sent", "events_sent",
+                "events_rejected", "events_too_large", "events_invalid", "events_unusable",
+                "events_revoked", "events_unspooled", "transient_failures")
+
+
+def run_sender(spool_dir: str, endpoint: str, *, token: str | None = None,
+               tool: config.Tool | None = None,
                lifetime_seconds: float = DEFAULT_LIFETIME_SECONDS,
-               transport: Transport | None = None, policy: RetryPolicy | None = None,
+               linger_seconds: float = LINGER_SECONDS, transport: Transport | None = None,
+               policy: RetryPolicy | None = None,
                request_timeout: float = REQUEST_TIMEOUT_SECONDS,
                clock: Callable[[], float] = time.monotonic,
                sleep: Callable[[float], None] = time.sleep) -> dict[str, int]:
-    """Deliver ``spool_dir`` to ``endpoint`` for at most ``lifetime_seconds``; the loop of
-    :func:`main`, usable in-process.  Returns what it did: ``locked`` (1 when it
-    held the lock, else it did nothing), ``busy`` (1 when another sender held
-    it), ``deferred`` (1 when a Retry-After
-    kept it from posting), ``batches_sent``, ``events_sent``,
-    ``events_rejected``, ``events_too_large``, ``transient_failures``.
+    """Deliver the batches of ``endpoint``'s destination for at most ``lifetime_seconds``:
+    the loop of :func:`main`, usable in-process.  Returns what it did, in the
+    counts of :data:`_RESULT_KEYS` (``locked``: it held the lock; ``busy``: another
+    sender did; ``deferred``: a Retry-After kept it from posting)."""
+    from .retry import RetryPolicy
+    from .transport import transport_for
 
-    Only batches of the kind ``endpoint`` takes are sent (see the module's
-    documentation); an OTLP endpoint no URL can be made of sends nothing.
-    """
-    from .http_client import TransportError, UrllibClient
-    from .retry import Outcome, RetryPolicy, classify_status, parse_retry_after
-
-    deadline = clock() + lifetime_seconds
-    result = dict.fromkeys(("locked", "busy", "deferred", "batches_sent", "events_sent",
-                            "events_rejected", "events_too_large", "transient_failures"), 0)
-    target = _target(endpoint)
+    tool = config.NAT if tool is None else tool
+    token = tool.token() if token is None else token
+    result = dict.fromkeys(_RESULT_KEYS, 0)
     spool = Spool(spool_dir)
-    if target is None or not spool.available():
+    if transport is None:
+        transport = transport_for(endpoint, dry_run=False, token=token, tool=tool)
+    if transport.spool_endpoint is None or not spool.available():
         return result
-    kind, url = target
-    headers = _auth_headers()
-    policy = policy if policy is not None else RetryPolicy()
-    poster = transport if transport is not None else UrllibClient()
-
-    def send_batches() -> bool:
-        """Send claims until none is left (True) or it must stop (False)."""
-        if time.time() < _backoff_until(spool_dir, policy.retry_after_max):
-            result["deferred"] = 1
-            return False
-        failures = 0
-        backoff_file = True  # maybe one left from an earlier run, now past
-        while True:
-            claimed = stop = False
-            for claim in spool.claim():
-                with claim:  # released unless completed below
-                    if claim.kind != kind:
-                        continue  # another endpoint's: released, and not counted as work
-                    claimed = True
-                    remaining = deadline - clock()
-                    if remaining <= 0:
-                        stop = True
-                        break
-                    rejected = 0
-                    try:
-                        timeout = min(request_timeout, remaining)
-                        if headers:
-                            answer = poster.post(url, claim.body, timeout, headers=headers)
-                        else:  # a caller's client may take only the first three arguments
-                            answer = poster.post(url, claim.body, timeout)
-                        outcome, retry_after = classify_status(answer.status), answer.retry_after
-                        if outcome is Outcome.SENT and kind == "otlp":
-                            rejected = _rejected(getattr(answer, "body", b""), claim.events)
-                    except TransportError:
-                        outcome, retry_after = Outcome.TRANSIENT, None
-                    if outcome is not Outcome.TRANSIENT:
-                        claim.complete()
-                        failures = 0
-                        _count_outcome(result, outcome.value, claim.events, rejected)
-                        if outcome is Outcome.SENT and not result["batches_sent"] - 1:
-                            note_delivery(spool_dir)
-                        if backoff_file and outcome is Outcome.SENT:
-                            sf.quietly(os.unlink, os.path.join(spool_dir, BACKOFF_NAME))
-                            backoff_file = False
-                        continue
-                    claim.release()
-                    failures += 1
-                    result["transient_failures"] += 1
-                    asked = parse_retry_after(retry_after)
-                    if asked is not None:
-                        _set_backoff(spool_dir, time.time() + min(asked, policy.retry_after_max))
-                        backoff_file = True
-                    wait = policy.delay(failures, retry_after)
-                    stop = policy.exhausted(failures) or clock() + wait >= deadline
-                    if not stop:
-                        sleep(wait)
-                    break  # start again from the oldest batch
-            if stop or not claimed:
-                return not stop
-
+    run = _Run(spool, destination_id(endpoint, token), redact(endpoint), transport, tool,
+               policy if policy is not None else RetryPolicy(), result,
+               clock() + lifetime_seconds, linger_seconds, request_timeout, clock, sleep)
     try:
         for _ in range(1 + _LATE_LOOKS):
             started_ns = time.time_ns()
-            lock = acquire_lock(spool_dir)
+            try:
+                lock = acquire_lock(spool_dir, run.destination)
+            except LockUnusable as exc:
+                result["unusable_lock"] = 1
+                spool.note(run.destination, run.shown, f"lock: {exc}")
+                return result
             if lock is None:
-                result["busy"] = 1
+                result["busy"] = 1 - result["locked"]  # after a round of its own: not busy
                 return result
             result["locked"] = 1
             try:
-                drained = send_batches()
+                drained = run.send_all()
             finally:
                 lock.release()
-            # A batch spooled after the last look, while the lock was still
-            # held, had its own sender find the spool busy: one more look
-            # after letting go, so that no batch waits for the next run.
-            # Only at batches newer than this round, and only a few times: one
-            # it could not take (a newer format's, one dated ahead by a clock
-            # that was set back) must not keep it going round.
-            if (not drained or clock() >= deadline
-                    or not spool.waiting(kind, since_ns=started_ns)):
+            # A batch spooled after the last look, while the lock was held, had its
+            # own run find the lock taken: look once more after letting go.  Only
+            # at batches newer than this round, and a few times: one it cannot
+            # take (a newer format's, one dated ahead) must not keep it going.
+            if (not drained or clock() >= run.deadline
+                    or not spool.waiting(run.destination, since_ns=started_ns)):
                 break
     finally:
-        poster.close()
+        transport.close()
     return result
 
 
-def _target(endpoint: str) -> tuple[str, str] | None:
-    """``(kind, url)``: which spooled batches ``endpoint`` takes, and where they are
-    POSTed; None for an OTLP endpoint no URL can be made of."""
-    from .otlp import is_otlp_endpoint, otlp_logs_url
+class _Run:
+    """One sender's run over one destination's batches (see :func:`run_sender`)."""
 
-    if not is_otlp_endpoint(endpoint):
-        return "nemo", endpoint
+    def __init__(self, spool: Spool, destination: str, shown: str, transport: Transport,
+                 tool: config.Tool, policy: RetryPolicy, result: dict[str, int],
+                 deadline: float, linger: float, request_timeout: float,
+                 clock: Callable[[], float], sleep: Callable[[float], None]) -> None:
+        self.spool, self.destination, self.shown = spool, destination, shown
+        self.transport, self.tool, self.policy, self.result = transport, tool, policy, result
+        self.deadline, self.linger, self.request_timeout = deadline, linger, request_timeout
+        self.clock, self.sleep = clock, sleep
+        self.failures = 0
+        self.noted_delivery = False
+        self.backoff_path = spool.path(f"{destination}.backoff")
+
+    def send_all(self) -> bool:
+        """Send batches until none is left and none came for ``linger`` seconds (True),
+        or it must stop (False)."""
+        if time.time() < self._backoff_until():
+            self.result["deferred"] = 1
+            return False
+        idle_until = None
+        while self.clock() < self.deadline:
+            found = False
+            for claim in self.spool.claim(self.destination):
+                found = True
+                with claim:  # released unless settled below
+                    if not self._send(claim):
+                        return False
+                break  # look again from the oldest batch
+            if found:
+                idle_until = None
+                continue
+            now = self.clock()
+            if idle_until is None:
+                idle_until = min(now + self.linger, self.deadline)
+            if now >= idle_until:
+                return True
+            self.sleep(min(POLL_SECONDS, idle_until - now))
+        return False
+
+    def _send(self, claim: Claim) -> bool:
+        """Deliver one claimed batch; False when the run must stop."""
+        from .transport import deliver
+
+        if self.tool.refused_since():  # a "no" given meanwhile: what waits goes
+            claim.complete()
+            self.result["events_revoked"] += claim.events
+            return True
+        queued, identity = self._events(claim)
+        if not queued:
+            claim.complete()
+            return True
+        remaining = self.deadline - self.clock()
+        if remaining <= 0:
+            return False
+        product = identity.get("product")
+        self.transport.product = (str(product[0]), str(product[1])) if isinstance(
+            product, list) and len(product) == 2 else None
+        outcome = deliver(self.transport, queued,
+                          lambda: max(0.05, min(self.request_timeout,
+                                                self.deadline - self.clock())),
+                          source_client_version=str(identity.get("client_version", "unknown")),
+                          session_id=str(identity.get("session_id", "undefined")))
+        for counter, events in outcome.settled:
+            key = "events_" + counter.replace("dropped_", "").replace("bad_endpoint", "unusable")
+            self.result[key if key in self.result else "events_rejected"] += len(events)
+            if counter == "sent":
+                self.result["batches_sent"] += 1
+                self.failures = 0
+                if not self.noted_delivery:
+                    self.noted_delivery = True
+                    self.spool.note(self.destination, self.shown)
+                    _quiet_remove(self.backoff_path)
+        if not outcome.failed:
+            claim.complete()
+            return True
+        if outcome.settled:  # part of it went: only what failed goes back
+            claim.complete()
+            records = [record_of(queued) for queued in outcome.failed + outcome.untried]
+            if not self.spool.write(encode_batch(identity, records), len(records),
+                                    self.destination).written:
+                self.result["events_unspooled"] += len(records)
+        else:
+            claim.release()
+        return self._failed(outcome.last)
+
+    def _events(self, claim: Claim) -> tuple[list[Any], dict[str, Any]]:
+        """The batch's events, validated again, and who recorded them."""
+        from datetime import datetime, timezone
+
+        from .events import rebuild
+        from .payload import QueuedEvent
+        from .spool import decode_batch
+
+        try:
+            identity, records = decode_batch(claim.body)
+        except ValueError:
+            self.result["events_invalid"] += claim.events
+            return [], {}
+        queued = []
+        for record in records:
+            try:
+                name, schema, stamp, retries, parameters = record
+                event: Any = rebuild(name, schema, parameters)  # or a RecordedEvent
+                queued.append(QueuedEvent(event,
+                                          datetime.fromtimestamp(stamp, timezone.utc),
+                                          int(retries)))
+            except (ValueError, TypeError, OverflowError, OSError):
+                self.result["events_invalid"] += 1
+        return queued, identity
+
+    def _failed(self, delivery: Any) -> bool:
+        """A transient failure: note it, back off; False when the run must stop."""
+        from .retry import parse_retry_after
+
+        self.failures += 1
+        self.result["transient_failures"] += 1
+        problem = getattr(delivery, "problem", None) or "no answer"
+        self.spool.note(self.destination, self.shown, problem)
+        retry_after = getattr(delivery, "retry_after", None)
+        asked = parse_retry_after(retry_after)
+        if asked is not None:
+            until = repr(time.time() + min(asked, self.policy.retry_after_max)).encode()
+            try:
+                write_atomically(self.spool.directory, f"{self.destination}.backoff", until)
+            except OSError:
+                pass
+        if problem == "tls":  # a configuration problem: retrying now cannot help
+            return False
+        wait = self.policy.delay(self.failures, retry_after)
+        if self.policy.exhausted(self.failures) or self.clock() + wait >= self.deadline:
+            return False
+        self.sleep(wait)
+        return True
+
+    def _backoff_until(self) -> float:
+        """The epoch time a Retry-After forbids posting before (0: none, or absurd)."""
+        try:
+            until = float(read_small(self.backoff_path, 64))
+        except (OSError, ValueError):
+            return 0.0
+        return until if until - time.time() <= self.policy.retry_after_max else 0.0
+
+
+def _quiet_remove(path: str) -> None:
     try:
-        return "otlp", otlp_logs_url(endpoint)
-    except ValueError:
-        return None  # the handler reported it already; its batches expire in the spool
-
-
-def _auth_headers() -> dict[str, str]:
-    """The bearer token of ``NAT_TELEMETRY_TOKEN``, as the handler sends it; none when
-    unset or not sendable (quietly: the handler that spooled has said so)."""
-    from . import config
-    from .transport import HttpTransport
-
-    token = os.environ.get(config.TOKEN_ENV_VAR, "").strip()
-    if not token or not HttpTransport.is_sendable_token(token):
-        return {}
-    return {"Authorization": f"Bearer {token}"}
-
-
-def _rejected(body: bytes, events: int) -> int:
-    """How many of a batch's ``events`` an OTLP partial success rejected."""
-    from .otlp import rejected_log_records
-
-    return min(rejected_log_records(body or b""), events)
-
-
-def _count_outcome(result: dict[str, int], outcome: str, events: int,
-                   rejected: int = 0) -> None:
-    if outcome == "sent":
-        result["batches_sent"] += 1
-        result["events_sent"] += events - rejected
-        result["events_rejected"] += rejected
-    elif outcome == "too_large":
-        result["events_too_large"] += events
-    else:
-        result["events_rejected"] += events
-
-
-def _backoff_until(spool_dir: str, longest: float) -> float:
-    """The epoch time a Retry-After forbids posting before (0 when none, or absurd)."""
-    try:
-        with open(os.path.join(spool_dir, BACKOFF_NAME), "rb") as reader:
-            until = float(reader.read(64))
-    except (OSError, ValueError):
-        return 0.0
-    return until if until - time.time() <= longest else 0.0
-
-
-def _set_backoff(spool_dir: str, until: float) -> None:
-    sf.quietly(sf.write_atomically, spool_dir, BACKOFF_NAME, sf.tmp_name(0),
-               repr(until).encode("ascii"), False)
+        os.unlink(path)
+    except OSError:
+        pass

@@ -1,76 +1,68 @@
-"""A bounded on-disk spool of ready-to-send request bodies.
+"""A bounded on-disk spool of batches, each for one destination.
 
-What a process could not deliver before it exits is written here, one file
-per batch, and sent later by a detached sender (:mod:`.sender`) or by the
-next process that starts with telemetry enabled.  The files hold only the
-bodies that would have been POSTed anyway.  The folder is
-``$XDG_STATE_HOME/nat/telemetry-spool`` by default (:func:`default_spool_dir`);
-the file format is described in :mod:`._spoolfile`.
+What a process could not deliver before it exits is written here, one file per
+batch, and sent later by a detached sender (:mod:`.sender`).  A batch holds
+the events as they were recorded (each one's name, time, retry count and
+parameters) and who recorded them (session id, client version, product): the
+sender validates and encodes them with the same code as the handler.  Each
+batch is for one destination, named by :func:`~.config.destination_id`
+(a hash: never an endpoint's credentials in clear); a sender takes only the
+batches of its own destination.
 
-* Writing is atomic (a temporary file, mode 0600, renamed into place): a
-  reader never sees half a file.
+* Writing is atomic (a temporary file, mode 0600, renamed into place).
 * The folder is created 0700 and used only if it belongs to this user and is
   not writable by group or others; files not named like ours are never
   touched, so a folder of the user's choosing is safe.
+* Every file is opened with ``O_NONBLOCK`` and checked with ``fstat``: a FIFO,
+  device or folder named like one of ours is removed or skipped, never waited on.
 * Caps (events, bytes, age) are enforced before each write, oldest batches
-  dropped first.  Every event that leaves the spool other than by being sent
-  is counted under a named reason (the ``DROPPED_SPOOL_*`` constants).  Live
-  claims do not count against the caps.  Concurrent writers can overshoot a
-  cap by their own batches until the next write trims it.
+  dropped first, and every event that leaves other than by being sent is
+  counted under a named reason (the ``DROPPED_SPOOL_*`` constants).  A batch
+  whose destination nobody sends to any more ages out by the same rules.
 * Sending starts with a claim: an atomic rename to a name carrying the
   claimant's pid, so two processes never send one file.  A claim whose owner
   died, or older than :data:`STALE_CLAIM_SECONDS`, is taken back.
-* Nothing here raises for a filesystem problem (read-only or full disk, no
-  folder, a file that vanished under us): the result says what happened.
+* Nothing here raises for a filesystem problem: the result says what happened.
 
-Only modules ``os`` itself loads are imported, so this is cheap on an exit path.
+A ready file is named ``created_ns.pid.seq.random.destination.events.size.nsp``
+(``size`` is the whole file's), so the caps and a destination's batches are
+known from a listing; a claimed one appends ``.claim.<pid>.<claim time ns>``.
+Its content is ``NATSPOOL 2 <destination> <events> <created_ns> <body bytes>``,
+a newline, and the body (JSON: see :func:`encode_batch`).
 """
 
 from __future__ import annotations
 
 import _thread
+import errno
 import itertools
 import os
 import stat
 import time
 
-from . import _spoolfile as sf
-from ._spoolfile import KINDS, Claim
-
 TYPE_CHECKING = False  # typing.TYPE_CHECKING without importing typing at run time
 if TYPE_CHECKING:
-    from collections.abc import Iterator, Mapping
-    from typing import Callable
+    from collections.abc import Iterator, Mapping, Sequence
+    from types import TracebackType
+    from typing import Any, Callable
 
 __all__ = [
-    "BACKOFF_NAME",
     "DEFAULT_MAX_AGE_SECONDS",
     "DEFAULT_MAX_BYTES",
     "DEFAULT_MAX_EVENTS",
-    "DISABLED_VALUES",
     "DROPPED_SPOOL_ERROR",
     "DROPPED_SPOOL_EXPIRED",
     "DROPPED_SPOOL_FULL",
     "DROPPED_SPOOL_OVERSIZE",
     "DROPPED_SPOOL_UNTRUSTED",
-    "KINDS",
-    "LAST_DELIVERY_NAME",
-    "LOCK_NAME",
-    "PIDFILE_NAME",
-    "SPOOL_DIR_ENV_VAR",
     "STALE_CLAIM_SECONDS",
     "Claim",
     "Spool",
     "SpoolWriteResult",
-    "default_spool_dir",
-    "last_delivery",
-    "note_delivery",
+    "decode_batch",
+    "encode_batch",
+    "open_regular",
 ]
-
-SPOOL_DIR_ENV_VAR = "NAT_TELEMETRY_SPOOL_DIR"
-# Values of NAT_TELEMETRY_SPOOL_DIR (any case) that turn the spool off.  An
-# empty value counts as unset: the default folder.
-DISABLED_VALUES = frozenset({"off", "none", "0", "false", "no", "disabled"})
 
 DEFAULT_MAX_EVENTS = 1000
 DEFAULT_MAX_BYTES = 1_048_576
@@ -86,51 +78,136 @@ DROPPED_SPOOL_OVERSIZE = "dropped_spool_oversize"  # the batch alone exceeds a c
 DROPPED_SPOOL_UNTRUSTED = "dropped_spool_untrusted"  # folder not ours or writable by others
 DROPPED_SPOOL_ERROR = "dropped_spool_error"  # no folder, read-only, disk full, ...
 
-# The detached sender's own files in the folder (see .sender); clear() removes them.
-LOCK_NAME = "sender.lock"
-PIDFILE_NAME = "sender.pid"  # the lock where fcntl does not exist
-BACKOFF_NAME = "sender.backoff"
-# When a batch was last delivered (seconds since the epoch), for `status`.
-LAST_DELIVERY_NAME = "last-delivery"
-_SENDER_FILES = (LOCK_NAME, PIDFILE_NAME, BACKOFF_NAME, LAST_DELIVERY_NAME)
+FORMAT_VERSION = 2
+MAGIC = b"NATSPOOL"
+SUFFIX = "nsp"
+HEADER_MAX = 128
+NS = 1_000_000_000
+_NOFOLLOW = getattr(os, "O_NOFOLLOW", 0)
+_BINARY = getattr(os, "O_BINARY", 0)
+_POSIX = os.name == "posix"
+# The sender's and status' files: "<destination>.<suffix>" (see .sender, .status).
+STATE_SUFFIXES = ("lock", "pid", "backoff", "state")
 
 _sequence = itertools.count()  # next() is atomic under the GIL
 
 
-def default_spool_dir(environ: Mapping[str, str] | None = None) -> str | None:
-    """The spool folder, or None when the spool is turned off.
+def _quietly(function: Callable[..., Any], *args: Any) -> bool:
+    """Call ``function(*args)``; False instead of an OSError."""
+    try:
+        function(*args)
+    except OSError:
+        return False
+    return True
 
-    ``NAT_TELEMETRY_SPOOL_DIR`` wins: one of :data:`DISABLED_VALUES` (``off``,
-    ``none``, ``0``, ``false``, ``no``, ``disabled``, any case) turns the
-    spool off, an empty value is ignored, anything else is the folder.  Then
-    ``$XDG_STATE_HOME/nat/telemetry-spool`` (an absolute XDG_STATE_HOME only,
-    as the XDG spec asks), then ``~/.local/state/nat/telemetry-spool``; None
-    when there is no home folder either.
-    """
-    env = os.environ if environ is None else environ
-    chosen = env.get(SPOOL_DIR_ENV_VAR, "").strip()
-    if chosen:
-        if chosen.lower() in DISABLED_VALUES:
-            return None
-        return os.path.abspath(os.path.expanduser(chosen))
-    state = env.get("XDG_STATE_HOME", "")
-    if not state or not os.path.isabs(state):
-        home = env.get("HOME") or os.path.expanduser("~")
-        if not home or not os.path.isabs(home):
-            return None
-        state = os.path.join(home, ".local", "state")
-    return os.path.join(state, "nat", "telemetry-spool")
+
+def open_regular(path: str, flags: int = os.O_RDONLY, mode: int = 0o600) -> int:
+    """A descriptor of ``path`` when it is a regular file (never waiting on a FIFO or
+    device); OSError otherwise (``IsADirectoryError`` for anything not regular)."""
+    fd = os.open(path, flags | getattr(os, "O_NONBLOCK", 0) | _NOFOLLOW | _BINARY, mode)
+    if not stat.S_ISREG(os.fstat(fd).st_mode):
+        os.close(fd)
+        raise IsADirectoryError(errno.EISDIR, "not a regular file", os.path.basename(path))
+    return fd
+
+
+def read_small(path: str, limit: int = 4096) -> bytes:
+    """At most ``limit`` bytes of a regular file; OSError for anything else."""
+    fd = open_regular(path)
+    try:
+        return os.read(fd, limit)
+    finally:
+        os.close(fd)
+
+
+def write_atomically(directory: str, name: str, data: bytes, fsync: bool = False) -> None:
+    """``data`` into ``directory/name`` through a temporary file: all or nothing, 0600."""
+    tmp = f".{os.getpid()}.{next(_sequence)}.{os.urandom(4).hex()}.tmp"
+    tmp_path = os.path.join(directory, tmp)
+    fd = os.open(tmp_path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | _NOFOLLOW | _BINARY, 0o600)
+    try:
+        try:
+            if _POSIX:
+                os.fchmod(fd, 0o600)  # the umask can only remove bits; be exact anyway
+            view = memoryview(data)
+            while view:
+                view = view[os.write(fd, view):]
+            if fsync:
+                os.fsync(fd)
+        finally:
+            os.close(fd)
+        os.replace(tmp_path, os.path.join(directory, name))
+    except BaseException:
+        _quietly(os.unlink, tmp_path)
+        raise
+
+
+def pid_alive(pid: int) -> bool:
+    """Whether ``pid`` may still be running (True when it cannot be told)."""
+    if pid == os.getpid() or not _POSIX:
+        return True  # os.kill(pid, 0) would terminate it on Windows: age decides
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except OSError:
+        return True  # exists, but is someone else's (EPERM)
+    return True
+
+
+# ------------------------------------------------------------------ batches
+
+def encode_batch(identity: Mapping[str, Any], records: Sequence[Sequence[Any]]) -> bytes:
+    """A batch's body: ``identity`` (``session_id``, ``client_version``, ``product``)
+    and its records, each ``[name, schema version or None, time (seconds since the
+    epoch), retry count, parameters]``."""
+    from .payload import dumps
+
+    return dumps({"identity": dict(identity), "events": [list(r) for r in records]}).encode()
+
+
+def decode_batch(body: bytes) -> tuple[dict[str, Any], list[list[Any]]]:
+    """``(identity, records)`` of a body; ValueError when it is not one."""
+    import json
+
+    document = json.loads(body)
+    if not (isinstance(document, dict) and isinstance(document.get("identity"), dict)
+            and isinstance(document.get("events"), list)):
+        raise ValueError("not a spooled batch")
+    return document["identity"], document["events"]
+
+
+class _Entry:
+    """One spool file, as its name describes it."""
+
+    __slots__ = ("claim_ns", "claimant", "created_ns", "destination", "events", "name",
+                 "ready_name", "size")
+
+    def __init__(self, name: str) -> None:
+        parts = name.split(".")
+        claimed = (len(parts) == 11 and parts[8] == "claim" and parts[9].isdigit()
+                   and parts[10].isdigit())
+        if not (len(parts) == 8 or claimed) or parts[7] != SUFFIX or not all(
+                parts[i].isdigit() for i in (0, 1, 2, 5, 6)) or not parts[4].isalnum():
+            raise ValueError(name)
+        self.name, self.ready_name = name, ".".join(parts[:8])
+        self.created_ns, self.destination = int(parts[0]), parts[4]
+        self.events, self.size = int(parts[5]), int(parts[6])
+        self.claimant = int(parts[9]) if claimed else None
+        self.claim_ns = int(parts[10]) if claimed else 0
+
+
+def _entry(name: str) -> _Entry | None:
+    try:
+        return _Entry(name)
+    except ValueError:
+        return None
 
 
 class SpoolWriteResult:
-    """What :meth:`Spool.write` did.
-
-    ``written``: the batch is in the spool (account its events as spooled).
-    ``reason``: when not written, the drop reason to count the batch's events
-    under.  ``evicted``: events of *other*, older batches this write removed
-    (reason -> events); they may come from another process's batches.
-    ``error``: a short description of a filesystem problem, for debugging.
-    """
+    """What :meth:`Spool.write` did: ``written`` (account its events as spooled), or
+    the ``reason`` to count them under; ``evicted``, events of *other*, older
+    batches it removed (reason -> events); ``error``, a filesystem problem."""
 
     __slots__ = ("error", "evicted", "path", "reason", "written")
 
@@ -151,9 +228,9 @@ class SpoolWriteResult:
 class Spool:
     """A folder of batches waiting to be sent; see the module docstring.
 
-    Safe to share between threads and between processes.  ``clock_ns`` (wall
-    clock, nanoseconds) is injectable for tests; ``fsync`` makes each write
-    durable across a power loss at the cost of a disk flush.
+    Safe to share between threads and processes.  ``clock_ns`` (wall clock,
+    nanoseconds) is injectable for tests; ``fsync`` makes each write durable
+    across a power loss at the cost of a disk flush.
     """
 
     def __init__(self, directory: str, *, max_events: int = DEFAULT_MAX_EVENTS,
@@ -163,21 +240,18 @@ class Spool:
         self.directory = directory
         self.max_events = max_events
         self.max_bytes = max_bytes
-        self.max_age_ns = int(max_age_seconds * sf.NS)
+        self.max_age_ns = int(max_age_seconds * NS)
         self.fsync = fsync
         self._clock_ns = clock_ns
         self._lock = _thread.allocate_lock()
         self._counters: dict[str, int] = {}
         self.last_error: str | None = None
 
-    # ------------------------------------------------------------ bookkeeping
-
     def counters(self) -> dict[str, int]:
         """What this object did, cumulative: ``written_batches``, ``written_events``,
-        the ``dropped_spool_*`` reasons (in events) and, in files,
-        ``spool_corrupt`` (unreadable files deleted), ``spool_foreign`` (files
-        of a newer format, left alone) and ``spool_reclaimed`` (claims taken
-        back from dead or stale owners)."""
+        the ``dropped_spool_*`` reasons (in events) and, in files, ``spool_corrupt``
+        (unreadable files deleted), ``spool_foreign`` (files of a newer format, left
+        alone) and ``spool_reclaimed`` (claims taken back from dead or stale owners)."""
         with self._lock:
             return dict(self._counters)
 
@@ -186,57 +260,62 @@ class Spool:
             with self._lock:
                 self._counters[name] = self._counters.get(name, 0) + amount
 
-    def _fail(self, exc: BaseException) -> str:
-        self.last_error = f"{type(exc).__name__}: {exc}"
-        return self.last_error
+    def path(self, name: str) -> str:
+        return os.path.join(self.directory, name)
 
-    def _check_dir(self, create: bool) -> str | None:
-        """None when the folder is usable, else a drop reason.  OSError propagates."""
+    # ------------------------------------------------------------ the folder
+
+    def problem(self, create: bool = False) -> tuple[str, str] | None:
+        """``(drop reason, why in words)`` when the folder cannot be used, else None.
+        A missing folder is created (0700) with ``create``, else it is a problem."""
         try:
-            info = os.stat(self.directory)
-        except FileNotFoundError:
-            if not create:
-                raise
-            os.makedirs(self.directory, mode=0o700, exist_ok=True)
-            info = os.stat(self.directory)
-            if sf.POSIX and info.st_uid == os.geteuid():
-                os.chmod(self.directory, 0o700)  # whatever the umask did
+            try:
                 info = os.stat(self.directory)
+            except FileNotFoundError:
+                if not create:
+                    return DROPPED_SPOOL_ERROR, "not created yet"
+                os.makedirs(self.directory, mode=0o700, exist_ok=True)
+                info = os.stat(self.directory)
+                if _POSIX and info.st_uid == os.geteuid():
+                    os.chmod(self.directory, 0o700)  # whatever the umask did
+                    info = os.stat(self.directory)
+        except OSError as exc:
+            return DROPPED_SPOOL_ERROR, f"cannot be created: {exc.strerror or exc}"
         if not stat.S_ISDIR(info.st_mode):
-            self.last_error = "not a folder"
-            return DROPPED_SPOOL_ERROR
-        if sf.POSIX and (info.st_uid != os.geteuid() or info.st_mode & 0o022):
-            self.last_error = "folder not owned by this user, or writable by others"
-            return DROPPED_SPOOL_UNTRUSTED
+            return DROPPED_SPOOL_ERROR, "not a folder"
+        if _POSIX and info.st_uid != os.geteuid():
+            return DROPPED_SPOOL_UNTRUSTED, "not owned by this user"
+        if _POSIX and info.st_mode & 0o022:
+            return DROPPED_SPOOL_UNTRUSTED, "writable by other users"
+        if not os.access(self.directory, os.W_OK | os.X_OK):
+            return DROPPED_SPOOL_ERROR, "not writable"
         return None
 
     def available(self) -> bool:
-        """The folder exists and can be trusted (creates nothing)."""
+        """The folder exists and can be used (creates nothing)."""
+        return self.problem() is None
+
+    def _listed(self) -> list[_Entry]:
+        """Every batch the listing names, claimed ones included (none when unlistable)."""
         try:
-            return self._check_dir(create=False) is None
+            names = os.listdir(self.directory)
         except OSError:
-            return False
+            return []
+        return [entry for entry in map(_entry, names) if entry is not None]
 
-    def _path(self, name: str) -> str:
-        return os.path.join(self.directory, name)
-
-    def _expired(self, entry: sf.Entry, now: int) -> bool:
-        return abs(now - entry.created_ns) > self.max_age_ns
-
-    def _scan(self, now: int) -> list[sf.Entry]:
+    def _scan(self, now: int) -> list[_Entry]:
         """Ready batches, oldest first; dead or stale claims are made ready again."""
-        ready: list[sf.Entry] = []
-        stale_ns = STALE_CLAIM_SECONDS * sf.NS
+        ready: list[_Entry] = []
         for name in os.listdir(self.directory):
-            entry = sf.parse_name(name)
+            entry = _entry(name)
             if entry is None:
-                if sf.is_tmp_name(name):
+                if name.startswith(".") and name.endswith(".tmp"):
                     self._remove_abandoned_tmp(name, now)
                 continue
             if entry.claimant is not None:
-                if now - entry.claim_ns < stale_ns and sf.pid_alive(entry.claimant):
+                if now - entry.claim_ns < STALE_CLAIM_SECONDS * NS and pid_alive(entry.claimant):
                     continue
-                if not sf.quietly(os.rename, self._path(name), self._path(entry.ready_name)):
+                if not _quietly(os.rename, self.path(name), self.path(entry.ready_name)):
                     continue  # someone else took it back first
                 self._count("spool_reclaimed")
                 entry.name, entry.claimant = entry.ready_name, None
@@ -247,54 +326,59 @@ class Spool:
     def _remove_abandoned_tmp(self, name: str, now: int) -> None:
         # A writer that died between creating and renaming its temporary file.
         try:
-            if now - os.stat(self._path(name)).st_mtime_ns > STALE_CLAIM_SECONDS * sf.NS:
-                os.unlink(self._path(name))
+            if now - os.stat(self.path(name)).st_mtime_ns > STALE_CLAIM_SECONDS * NS:
+                os.unlink(self.path(name))
         except OSError:
             pass
 
-    def _drop(self, entry: sf.Entry, reason: str, tally: dict[str, int]) -> None:
-        if sf.quietly(os.unlink, self._path(entry.name)):  # counted by whoever removed it
+    def _expired(self, entry: _Entry, now: int) -> bool:
+        return abs(now - entry.created_ns) > self.max_age_ns
+
+    def _drop(self, entry: _Entry, reason: str, tally: dict[str, int]) -> None:
+        if _quietly(os.unlink, self.path(entry.name)):  # counted by whoever removed it
             tally[reason] = tally.get(reason, 0) + entry.events
             self._count(reason, entry.events)
 
     # ------------------------------------------------------------------ write
 
-    def write(self, body: bytes, events: int, kind: str = "nemo") -> SpoolWriteResult:
-        """Spool one ready-to-send body carrying ``events`` events.
-
-        Never raises for a filesystem problem; raises ValueError only for
-        arguments no caller should pass (an unknown ``kind``, ``events < 1``).
-        """
-        if kind not in KINDS:
-            raise ValueError(f"unknown kind {kind!r} (expected one of {sorted(KINDS)})")
+    def write(self, body: bytes, events: int, destination: str) -> SpoolWriteResult:
+        """Spool one batch (see :func:`encode_batch`) of ``events`` events for
+        ``destination``.  Never raises for a filesystem problem; ValueError only for
+        arguments no caller should pass."""
+        if not destination.isalnum() or not destination.isascii():
+            raise ValueError(f"a destination is a short name of letters and digits, "
+                             f"not {destination!r}")
         if events < 1:
             raise ValueError(f"a batch carries at least one event, got {events}")
         evicted: dict[str, int] = {}
         try:
             now = self._clock_ns()
-            data = sf.header(kind, events, now, len(body)) + body
+            data = b"%s %d %s %d %d %d\n" % (MAGIC, FORMAT_VERSION, destination.encode(),
+                                             events, now, len(body)) + body
             if events > self.max_events or len(data) > self.max_bytes:
                 return self._refused(DROPPED_SPOOL_OVERSIZE, events, evicted, "over a cap")
-            problem = self._check_dir(create=True)
+            problem = self.problem(create=True)
             if problem is not None:
-                return self._refused(problem, events, evicted, self.last_error)
+                return self._refused(problem[0], events, evicted, problem[1])
             self._make_room(now, events, len(data), evicted)
-            name = sf.ready_name(now, next(_sequence), kind, events, len(data))
-            sf.write_atomically(self.directory, name, sf.tmp_name(next(_sequence)), data,
-                                self.fsync)
+            name = (f"{now:020d}.{os.getpid()}.{next(_sequence)}.{os.urandom(4).hex()}"
+                    f".{destination}.{events}.{len(data)}.{SUFFIX}")
+            write_atomically(self.directory, name, data, self.fsync)
         except Exception as exc:  # telemetry never breaks the caller
-            return self._refused(DROPPED_SPOOL_ERROR, events, evicted, self._fail(exc))
+            return self._refused(DROPPED_SPOOL_ERROR, events, evicted,
+                                 f"{type(exc).__name__}: {exc}")
         self._count("written_batches")
         self._count("written_events", events)
-        return SpoolWriteResult(True, None, evicted, self._path(name))
+        return SpoolWriteResult(True, None, evicted, self.path(name))
 
     def _refused(self, reason: str, events: int, evicted: dict[str, int],
                  error: str | None) -> SpoolWriteResult:
+        self.last_error = error
         self._count(reason, events)
         return SpoolWriteResult(False, reason, evicted, None, error)
 
     def _make_room(self, now: int, events: int, size: int, evicted: dict[str, int]) -> None:
-        kept: list[sf.Entry] = []
+        kept: list[_Entry] = []
         for entry in self._scan(now):
             if self._expired(entry, now):
                 self._drop(entry, DROPPED_SPOOL_EXPIRED, evicted)
@@ -311,23 +395,22 @@ class Spool:
 
     # ------------------------------------------------------------------ claim
 
-    def claim(self, limit: int | None = None) -> Iterator[Claim]:
-        """Claim ready batches, oldest first, at most ``limit`` of them.
+    def claim(self, destination: str, limit: int | None = None) -> Iterator[Claim]:
+        """Claim ready batches for ``destination``, oldest first, at most ``limit``.
 
-        Each yielded :class:`Claim` is this process's alone until it calls
-        ``complete()`` or ``release()`` (or dies).  On the way, expired
-        batches are deleted (counted), unreadable ones deleted (counted as
-        ``spool_corrupt``), ones of a newer format left for a newer reader
-        (``spool_foreign``).  Yields nothing when the folder is missing or
-        untrusted.  A batch spooled after the call began may not be seen.
+        Each :class:`Claim` is this process's alone until it calls ``complete()``
+        or ``release()`` (or dies).  On the way, expired batches are deleted
+        (counted), unreadable ones and anything not a regular file named like a
+        batch deleted (``spool_corrupt``), ones of a newer format left alone
+        (``spool_foreign``).  Yields nothing when the folder cannot be used.
         """
         try:
             now = self._clock_ns()
-            if self._check_dir(create=False) is not None:
+            if self.problem() is not None:
                 return
             ready = self._scan(now)
         except Exception as exc:
-            self._fail(exc)
+            self.last_error = f"{type(exc).__name__}: {exc}"
             return
         taken = 0
         for entry in ready:
@@ -335,102 +418,193 @@ class Spool:
                 return
             if self._expired(entry, now):
                 self._drop(entry, DROPPED_SPOOL_EXPIRED, {})
-                continue
-            try:
+            elif entry.destination == destination:
                 claim = self._take(entry)
-            except Exception as exc:
-                self._fail(exc)
-                continue
-            if claim is not None:
-                taken += 1
-                yield claim
+                if claim is not None:
+                    taken += 1
+                    yield claim
 
-    def _take(self, entry: sf.Entry) -> Claim | None:
-        ready = self._path(entry.ready_name)
-        claimed = self._path(sf.claimed_name(entry.ready_name, self._clock_ns()))
-        if not sf.quietly(os.rename, ready, claimed):
+    def _take(self, entry: _Entry) -> Claim | None:
+        ready = self.path(entry.ready_name)
+        claimed = self.path(f"{entry.ready_name}.claim.{os.getpid()}.{self._clock_ns()}")
+        if not _quietly(os.rename, ready, claimed):
             return None  # another process claimed it first
         try:
-            kind, events, created_ns, body = sf.read_record(
-                claimed, max(self.max_bytes, DEFAULT_MAX_BYTES) + sf.HEADER_MAX)
-            if kind != entry.kind or events != entry.events:
-                raise ValueError("header does not match the file name")
-        except sf.FutureVersion:
+            body = self._read(claimed, entry)
+        except _FutureVersion:
             self._count("spool_foreign")
-            sf.quietly(os.rename, claimed, ready)
+            _quietly(os.rename, claimed, ready)
             return None
         except (OSError, ValueError):
             self._count("spool_corrupt")
-            sf.quietly(os.unlink, claimed)
+            _quietly(os.unlink, claimed) or _quietly(os.rmdir, claimed)
             return None
-        return Claim(claimed, ready, kind, events, created_ns, body)
+        return Claim(claimed, ready, entry.destination, entry.events, entry.created_ns, body)
+
+    def _read(self, path: str, entry: _Entry) -> bytes:
+        """The body of a batch file: a regular file of ours, whole, matching its name."""
+        fd = open_regular(path)
+        try:
+            info = os.fstat(fd)
+            if _POSIX and info.st_uid != os.geteuid():
+                raise ValueError("not written by this user")
+            if info.st_size > max(self.max_bytes, DEFAULT_MAX_BYTES) + HEADER_MAX:
+                raise ValueError("larger than any batch")
+            chunks, remaining = [], info.st_size + 1  # one byte more tells a file that grew
+            while remaining > 0:
+                chunk = os.read(fd, remaining)
+                if not chunk:
+                    break
+                chunks.append(chunk)
+                remaining -= len(chunk)
+        finally:
+            os.close(fd)
+        data = b"".join(chunks)
+        end = data.find(b"\n", 0, HEADER_MAX)
+        fields = data[:end].split(b" ") if end > 0 else []
+        if len(fields) < 2 or fields[0] != MAGIC or not fields[1].isdigit():
+            raise ValueError("not a spool file")
+        if int(fields[1]) > FORMAT_VERSION:
+            raise _FutureVersion(fields[1].decode())
+        body = data[end + 1:]
+        if (int(fields[1]) != FORMAT_VERSION or len(fields) != 6
+                or fields[2].decode("ascii", "replace") != entry.destination
+                or fields[3:] != [b"%d" % entry.events, fields[4], b"%d" % len(body)]
+                or not fields[4].isdigit()):
+            raise ValueError("bad header or truncated body")
+        return body
 
     # ----------------------------------------------------------- status, clear
 
-    def _listed(self) -> list[sf.Entry]:
-        """Every batch the folder's listing names, claimed ones included; none
-        when it cannot be listed.  Reads only the listing; changes nothing."""
-        try:
-            names = os.listdir(self.directory)
-        except OSError:
-            return []
-        return [entry for entry in map(sf.parse_name, names) if entry is not None]
-
-    def waiting(self, kind: str, since_ns: int = 0) -> bool:
-        """A batch of ``kind`` spooled at or after ``since_ns`` waits, unclaimed.
-        Reads only the listing."""
-        return any(entry.claimant is None and entry.kind == kind
+    def waiting(self, destination: str, since_ns: int = 0) -> bool:
+        """A batch for ``destination`` spooled at or after ``since_ns`` waits,
+        unclaimed.  Reads only the listing."""
+        return any(entry.claimant is None and entry.destination == destination
                    and entry.created_ns >= since_ns for entry in self._listed())
 
-    def summary(self) -> tuple[int, int, int, float | None]:
-        """``(files, events, bytes, oldest_created_at)`` of every batch, claimed
-        ones included; ``oldest_created_at`` is seconds since the epoch, None
-        when empty.  Reads only the listing; changes nothing."""
-        files = events = size = 0
-        oldest: int | None = None
+    def summary(self) -> dict[str, tuple[int, int, int, float | None]]:
+        """Per destination: ``(files, events, bytes, oldest_created_at)`` of every
+        batch, claimed ones included (``oldest_created_at`` in seconds since the
+        epoch).  Reads only the listing; changes nothing."""
+        found: dict[str, tuple[int, int, int, float | None]] = {}
         for entry in self._listed():
-            files += 1
-            events += entry.events
-            size += entry.size
-            if oldest is None or entry.created_ns < oldest:
-                oldest = entry.created_ns
-        return files, events, size, (None if oldest is None else oldest / sf.NS)
+            files, events, size, oldest = found.get(entry.destination, (0, 0, 0, None))
+            created = entry.created_ns / NS
+            found[entry.destination] = (files + 1, events + entry.events, size + entry.size,
+                                        created if oldest is None else min(oldest, created))
+        return found
+
+    def note(self, destination: str, endpoint: str, problem: str | None = None) -> None:
+        """Record, for ``status``, a delivery to ``destination`` now, or (with
+        ``problem``: ``refused``, ``timeout``, ``tls``, ``http 401``...) a failure.
+        ``endpoint`` must already be redacted.  Only into a folder that exists;
+        quietly does nothing on failure."""
+        if not os.path.isdir(self.directory):
+            return
+        state = self.states().get(destination, {})
+        key = "failed" if problem else "delivered"
+        state.update({"endpoint": endpoint, f"{key}_at": time.time()})
+        if problem:
+            state["failure"] = problem
+        from .payload import dumps
+
+        _quietly(write_atomically, self.directory, f"{destination}.state",
+                 dumps(state).encode())
+
+    def states(self) -> dict[str, dict[str, Any]]:
+        """What was recorded per destination (see :meth:`note`): ``endpoint``,
+        ``delivered_at``, ``failed_at`` and ``failure``, the times in seconds since
+        the epoch; an unreadable record is left out."""
+        import json
+
+        found: dict[str, dict[str, Any]] = {}
+        try:
+            names = [n for n in os.listdir(self.directory) if n.endswith(".state")]
+        except OSError:
+            return found
+        for name in names:
+            try:
+                state = json.loads(read_small(self.path(name)))
+            except (OSError, ValueError):
+                continue
+            if isinstance(state, dict):
+                found[name[:-len(".state")]] = {
+                    key: value for key, value in state.items()
+                    if ((key == "endpoint" or key == "failure") and isinstance(value, str))
+                    or (key.endswith("_at") and type(value) in (int, float))}
+        return found
 
     def clear(self) -> int:
-        """Delete every batch (claimed ones too), the sender's files, and the
-        folder itself when that leaves it empty; returns the number of events
-        deleted.  Files not named like ours are left alone."""
-        removed = 0
+        """Delete every batch (claimed ones too), the senders' files, and the folder
+        itself when that leaves it empty; returns the number of events deleted.
+        Files not named like ours are left alone."""
         try:
             names = os.listdir(self.directory)
         except OSError:
             return 0
+        removed = 0
         for name in names:
-            entry = sf.parse_name(name)
-            if entry is None and name not in _SENDER_FILES and not sf.is_tmp_name(name):
-                continue
-            if sf.quietly(os.unlink, self._path(name)) and entry is not None:
+            entry = _entry(name)
+            ours = entry is not None or (name.startswith(".") and name.endswith(".tmp")) or (
+                name.rpartition(".")[2] in STATE_SUFFIXES and name.partition(".")[0].isalnum())
+            if ours and (_quietly(os.unlink, self.path(name))
+                         or _quietly(os.rmdir, self.path(name))) and entry is not None:
                 removed += entry.events
-        sf.quietly(os.rmdir, self.directory)
+        _quietly(os.rmdir, self.directory)
         return removed
 
 
-def note_delivery(directory: str, when: float | None = None) -> None:
-    """Record that a batch was delivered now; quietly does nothing on failure.
+class _FutureVersion(ValueError):
+    """A header from a newer format: leave the file for a newer reader."""
 
-    Only into a folder that exists already: a delivery never creates the spool.
+
+class Claim:
+    """A batch this process took from the spool.
+
+    Send ``body``, then :meth:`complete` it (delivered, or the endpoint will never
+    take it) or :meth:`release` it (try again later).  As a context manager, a
+    claim not settled by the end of the block is released.  ``created_at`` is
+    when the batch was spooled, in seconds since the epoch.
     """
-    if not os.path.isdir(directory):
-        return
-    stamp = f"{time.time() if when is None else when:.3f}".encode("ascii")
-    sf.quietly(sf.write_atomically, directory, LAST_DELIVERY_NAME,
-               sf.tmp_name(next(_sequence)), stamp, False)
 
+    __slots__ = ("_path", "_ready_path", "_settled", "body", "created_at", "destination",
+                 "events")
 
-def last_delivery(directory: str) -> float | None:
-    """When a batch was last delivered (seconds since the epoch), or None if never recorded."""
-    try:
-        with open(os.path.join(directory, LAST_DELIVERY_NAME), "rb") as reader:
-            return float(reader.read(32))
-    except (OSError, ValueError):
-        return None
+    def __init__(self, path: str, ready_path: str, destination: str, events: int,
+                 created_ns: int, body: bytes) -> None:
+        self._path = path
+        self._ready_path = ready_path
+        self._settled = False
+        self.body = body
+        self.destination = destination
+        self.events = events
+        self.created_at = created_ns / NS
+
+    @property
+    def settled(self) -> bool:
+        """complete() or release() was called."""
+        return self._settled
+
+    def complete(self) -> bool:
+        """Delete the batch.  False if it was gone already (e.g. the spool was cleared)."""
+        if self._settled:
+            return False
+        self._settled = True
+        return _quietly(os.unlink, self._path)
+
+    def release(self) -> bool:
+        """Put the batch back for a later sender.  False if it is gone."""
+        if self._settled:
+            return False
+        self._settled = True
+        return _quietly(os.rename, self._path, self._ready_path)
+
+    def __enter__(self) -> Claim:
+        return self
+
+    def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
+                 tb: TracebackType | None) -> None:
+        self.release()
+
+    def __repr__(self) -> str:
+        return f"Claim(destination={self.destination!r}, events={self.events})"

@@ -7,26 +7,38 @@ and a decorator, and everything it sends comes from two places only: the
 names the caller passed (validated as short tokens when the tracker is
 created, so a typo or a path is a bug the developer sees at once) and the
 *class* of the exception that ended the block.  Arguments, messages and paths
-never reach it.
+never reach it.  Telemetry must never change the program it measures: the
+block's exception is re-raised untouched, and anything going wrong while
+recording is logged at debug level and swallowed.
 
-Telemetry must never change the program it measures: the exception that ended
-the block is re-raised untouched, and anything going wrong while recording is
-logged at debug level and swallowed.
+Without a handler of the caller's, the events go to the process's
+:class:`Recorder` (one per tool and session id, made on first use with a
+random session id).  A command line records an event or two and exits within
+milliseconds, and a handler's worker thread, queue and event classes would
+cost it more than its whole run, so the recorder keeps the events' fields in
+memory, with the time each was recorded, and:
 
-Without an explicit handler the events go to a recorder shared by the whole
-process, made on first use with a random session id (see :mod:`._recorder`):
-it keeps them in memory and spools them at exit for a detached sender, or
-hands them to a handler when the program runs long; a forked child gets a
-new one with a new session id, so parent and child never report under the
-same session.
+* at exit, spools them as one batch for the tool's destination and has a
+  detached sender started (see :mod:`.sender`), which validates and encodes
+  them with the same code as a handler: the command pays for one small file;
+* hands them to a :class:`~.handler.NATTelemetryHandler` with the same session
+  id as soon as the process shows it is no such command line (it still runs one
+  flush interval after its first event, or it records a batch's worth), or at
+  exit when they cannot be spooled (no spool, a spool that cannot be written,
+  or a destination that is not a URL: none, ``stdout``, a dry run); the handler
+  then delivers them in-process.
+
+Telemetry turned off before exit drops what was kept (``dropped_disabled``).
+A forked child starts with no recorder: the parent's events are the parent's.
 """
 
 from __future__ import annotations
 
 import _thread  # threading's primitives, without importing threading
+import os
 import time
 
-from . import _log, config
+from . import config
 from ._rules import is_token
 
 TYPE_CHECKING = False  # typing.TYPE_CHECKING without importing typing at run time
@@ -38,7 +50,9 @@ if TYPE_CHECKING:
 
     _F = TypeVar("_F", bound=Callable[..., Any])
 
-__all__ = ["track_command"]
+__all__ = ["Recorder", "record_command", "recorder_for", "track_command"]
+
+_TIMER_START_WAIT = 5.0  # seconds; a thread starts in microseconds
 
 
 # ------------------------------------------------------------------- tracker
@@ -52,12 +66,12 @@ class track_command:  # used like a function: `with track_command("x"):`
     sentence, an argument) raises :class:`~nat_telemetry.ValidationError` at
     the call site instead of silently never being recorded.
 
-    ``handler`` receives the events; without one they go to a recorder shared
-    by the process, which spools them at exit for a detached sender, or hands
-    them to a handler of its own when the program runs long (see
-    :mod:`._recorder`).  ``session_id`` picks the session of that shared
-    destination (one per distinct id, made on first use); it cannot be
-    combined with ``handler``, whose session id is its own.
+    ``handler`` receives the events; without one they go to the process's
+    :class:`Recorder` for ``tool`` (the NeMo Agent Toolkit unless given), which
+    spools them at exit for a detached sender, or hands them to a handler of its
+    own when the program runs long.  ``session_id`` picks the session of that
+    recorder (one per distinct id, made on first use); it cannot be combined
+    with ``handler``, whose session id is its own.
 
     Every ``with`` block and every call of a decorated function is timed on
     its own, so one tracker may be nested, reused, and shared by threads.
@@ -70,6 +84,7 @@ class track_command:  # used like a function: `with track_command("x"):`
         *,
         handler: NATTelemetryHandler | None = None,
         session_id: str | None = None,
+        tool: config.Tool | None = None,
     ) -> None:
         if handler is not None and session_id is not None:
             raise ValueError(
@@ -82,15 +97,18 @@ class track_command:  # used like a function: `with track_command("x"):`
         self.subcommand = "undefined" if subcommand is None else subcommand
         self.handler = handler
         self.session_id = session_id
+        self.tool = config.NAT if tool is None else tool
         self._local = _thread._local()
         # The event's own rule for the names, checked now, so a bad name fails
         # loudly where it is written, telemetry on or off.  The check itself
         # imports nothing; only a bad name builds the event, for its error.
         if not (isinstance(command, str) and is_token(command)
                 and isinstance(self.subcommand, str) and is_token(self.subcommand)):
-            from ._recorder import cli_event, command_fields
+            from .events import CliCommandEvent
+            from .outcome import command_fields
 
-            cli_event(command_fields(command, self.subcommand, None, -1))  # raises ValidationError
+            CliCommandEvent(**command_fields(command, self.subcommand, "success", 0,
+                                             "undefined", -1))  # raises ValidationError
 
     # ----------------------------------------------------- context manager
 
@@ -168,21 +186,230 @@ class track_command:  # used like a function: `with track_command("x"):`
     # -------------------------------------------------------------- record
 
     def _record(self, start: float | None, exc: BaseException | None) -> None:
-        """Build and enqueue the event; never raises."""
+        """Record the event; never raises."""
         try:
             duration_ms = -1 if start is None else max(0, int((time.perf_counter() - start) * 1000))
-            handler = self.handler
-            if handler is None and not config.TELEMETRY_ENABLED:
+            if self.handler is None and not self.tool.enabled:
                 return  # no thread, no handler, no event, for a user who said no
-            from ._recorder import cli_event, command_fields, recorder_for
+            from .outcome import command_fields, outcome_of  # not for a user who said no
 
-            fields = command_fields(self.command, self.subcommand, exc, duration_ms)
-            if handler is None:
-                recorder_for(self.session_id).record(fields)
+            status, exit_code, error_class = outcome_of(exc)
+            if self.handler is None:
+                record_command(self.command, self.subcommand, status, exit_code, error_class,
+                               duration_ms, session_id=self.session_id, tool=self.tool)
             else:
-                handler.enqueue(cli_event(fields))
+                from .events import CliCommandEvent
+
+                self.handler.enqueue(CliCommandEvent(**command_fields(
+                    self.command, self.subcommand, status, exit_code, error_class, duration_ms,
+                    self._nemo_source())))
         except Exception:  # telemetry must not break the command
-            _log.debug("could not record the %r command", self.command, exc_info=True)
+            from . import _process
+
+            _process.debug("could not record the %r command", self.command, exc_info=True)
+
+    def _nemo_source(self) -> str | None:
+        return None if self.tool is config.NAT else self.tool.nemo_source
 
     def __repr__(self) -> str:
         return f"track_command({self.command!r}, {self.subcommand!r})"
+
+
+def record_command(command: str, subcommand: str, task_status: str, exit_code: int,
+                   error_class: str, duration_ms: int, *, session_id: str | None = None,
+                   tool: config.Tool | None = None) -> None:
+    """Record one command's event with the process's recorder for ``tool``
+    (nothing at all when telemetry is off for it)."""
+    tool = config.NAT if tool is None else tool
+    if not tool.enabled:
+        return  # no thread, no handler, no event, for a user who said no
+    from .outcome import command_fields
+
+    nemo_source = None if tool is config.NAT else tool.nemo_source
+    recorder_for(session_id, tool).record(command_fields(
+        command, subcommand, task_status, exit_code, error_class, duration_ms, nemo_source))
+
+
+# ------------------------------------------------------------------ recorder
+
+class Recorder:
+    """The events of one tool's session, kept until exit or handed to a handler
+    (see the module docstring).  Every event kept is, at any moment, still kept,
+    handed over, spooled, or dropped (telemetry turned off before exit, or
+    recorded after the exit hook); :meth:`stats` counts them."""
+
+    def __init__(self, session_id: str, tool: config.Tool) -> None:
+        self._session_id = session_id  # as given: the tool adds the prefix itself
+        self.tool = tool
+        self._lock = _thread.allocate_lock()
+        self._kept: list[tuple[dict[str, Any], float]] = []
+        self._handler: NATTelemetryHandler | None = None
+        self._closed = False  # the exit hook has run
+        self._counts = {"handed_over": 0, "spooled": 0, "dropped_disabled": 0,
+                        "dropped_shutdown": 0}
+        self._closing = 0  # taken by the exit hook, on their way to the spool
+        from . import _process
+
+        _process.register(self)  # one exit hook and one fork hook for the whole package
+
+    exit_budget = config.DEFAULT_SHUTDOWN_TIMEOUT_SECONDS
+
+    @property
+    def session_id(self) -> str:
+        return self.tool.session_id(self._session_id)
+
+    def stats(self) -> dict[str, int]:
+        """``kept`` (on their way to the spool included), ``handed_over``, ``spooled``,
+        ``dropped_disabled`` and ``dropped_shutdown`` event counts."""
+        with self._lock:
+            return {"kept": len(self._kept) + self._closing, **self._counts}
+
+    def record(self, fields: dict[str, Any]) -> None:
+        """Keep the event (``CliCommandEvent``'s keyword arguments), or pass it to the
+        handler once there is one."""
+        with self._lock:
+            if self._closed:
+                self._counts["dropped_shutdown"] += 1
+                return
+            keep = self._handler is None
+            if keep:
+                self._kept.append((fields, time.time()))
+                count = len(self._kept)
+        if not keep:
+            from .events import CliCommandEvent
+
+            self.handler().enqueue(CliCommandEvent(**fields))
+        elif count == 1:
+            self._start_timer()
+        elif count >= config.DEFAULT_MAX_QUEUE_SIZE:
+            self.handler()  # a batch's worth: not a short command line
+
+    def handler(self) -> NATTelemetryHandler:
+        """The handler that takes over: made, and given what was kept, on the first call."""
+        handler = self._handler
+        return handler if handler is not None else self._hand_over([])
+
+    def _hand_over(self, taken: list[tuple[dict[str, Any], float]],
+                   spool: bool = True) -> NATTelemetryHandler:
+        """Give the handler (made if need be) ``taken`` and whatever is still kept."""
+        from . import _process
+        from .events import CliCommandEvent, ValidationError
+        from .handler import DEFAULT_SPOOL, NATTelemetryHandler
+
+        with self._lock:
+            if self._handler is None:
+                self._handler = NATTelemetryHandler(
+                    session_id=self._session_id, tool=self.tool,
+                    spool_dir=DEFAULT_SPOOL if spool else None)
+            events, self._kept, self._closing = taken + self._kept, [], 0
+            # Under the lock, so that no event is handed over twice, nor out of order.
+            for fields, recorded_at in events:
+                try:
+                    self._handler._offer(CliCommandEvent(**fields), recorded_at)
+                except ValidationError:
+                    _process.debug("telemetry event dropped: not a valid event")
+            self._counts["handed_over"] += len(events)
+            return self._handler
+
+    def _start_timer(self) -> None:
+        # A plain thread, not threading's (whose import a command line would pay):
+        # it sleeps one flush interval, then hands over what is still kept.
+        running = _thread.allocate_lock()
+        running.acquire()
+        try:
+            _thread.start_new_thread(self._hand_over_later,
+                                     (config.DEFAULT_FLUSH_INTERVAL_SECONDS, running))
+        except Exception:  # no thread to be had: the exit hook still takes them
+            return
+        # Returns once the thread runs, as threading's start() does: an interpreter
+        # that exits while a thread is still starting can crash.
+        running.acquire(True, _TIMER_START_WAIT)
+
+    def _hand_over_later(self, delay: float, running: _thread.LockType) -> None:
+        running.release()
+        time.sleep(delay)
+        try:
+            with self._lock:
+                due = self._kept and self._handler is None and not self._closed
+            if due:
+                self.handler().flush()
+        except Exception:
+            from . import _process
+
+            _process.debug("telemetry hand-over failed", exc_info=True)
+
+    def close_at_exit(self, deadline: float) -> None:
+        """Spool what is kept for a detached sender; or give it to a handler to deliver."""
+        with self._lock:
+            self._closed = True
+            # Taken out at once: a timer waking now finds nothing to hand over.
+            kept, self._kept = self._kept, []
+            self._closing = len(kept)
+        if not kept:
+            return  # nothing kept, or a handler has it all (and is closed on its own)
+        if not self.tool.enabled or self.tool.refused_since():
+            with self._lock:  # turned off since: nothing is sent, or spooled
+                self._counts["dropped_disabled"] += len(kept)
+                self._closing = 0
+            return
+        if self._spool(kept):
+            with self._lock:
+                self._counts["spooled"] += len(kept)
+                self._closing = 0
+            return
+        self._hand_over(kept, spool=False)  # the exit hook closes this handler next
+
+    def _spool(self, kept: list[tuple[dict[str, Any], float]]) -> bool:
+        """Spool ``kept`` as one batch; False when the spool cannot take them (no spool,
+        a destination that is not a URL, or a spool that cannot be written)."""
+        from . import __version__, _process
+        from .outcome import COMMAND_EVENT
+        from .sender import Outlet, identity
+
+        tool = self.tool
+        outlet, endpoint = Outlet(tool, tool.spool_dir()), tool.endpoint
+        if config.destination(endpoint, tool.dry_run) not in ("nemo", "otlp") or not outlet.takes(
+                endpoint):
+            return False
+        records = [[COMMAND_EVENT, None, recorded_at, 0, fields] for fields, recorded_at in kept]
+        who = identity(self.session_id, tool.version or __version__,
+                       None if tool.version is None else (tool.name, tool.version))
+        try:
+            return outlet.spool(endpoint, tool.token(), who, records).written
+        except Exception:
+            _process.debug("could not spool telemetry at exit", exc_info=True)
+            return False
+
+    def after_fork_in_child(self) -> None:
+        # The child must not report under the parent's session, nor send its
+        # events; the locks may have been held at the fork.
+        global _recorders_lock
+        self._lock, _recorders_lock = _thread.allocate_lock(), _thread.allocate_lock()
+        self._kept, self._closed = [], True
+        _recorders.clear()
+
+    def __repr__(self) -> str:
+        state = "handed over" if self._handler is not None else f"{len(self._kept)} kept"
+        return f"<Recorder {self.tool.name} session={self.session_id!r}: {state}>"
+
+
+# Keyed by tool name and the session id the caller asked for (None: the
+# process's own random id).  Almost always just one entry.
+_recorders: dict[tuple[str, str | None], Recorder] = {}
+_recorders_lock = _thread.allocate_lock()
+
+
+def recorder_for(session_id: str | None, tool: config.Tool | None = None) -> Recorder:
+    """The recorder for ``tool`` and ``session_id``, made once, thread-safely."""
+    tool = config.NAT if tool is None else tool
+    key = (tool.name, session_id)
+    recorder = _recorders.get(key)
+    if recorder is None:
+        with _recorders_lock:
+            recorder = _recorders.get(key)
+            if recorder is None:
+                # 128 random bits, as uuid4().hex would give without its import.
+                recorder = Recorder(os.urandom(16).hex() if session_id is None else session_id,
+                                    tool)
+                _recorders[key] = recorder
+    return recorder

@@ -1,48 +1,33 @@
-"""Where a batch goes: one transport object per kind of destination.
+"""Where a batch goes: what an endpoint means, and one transport per kind of it.
 
-A transport does two things: it turns a batch into the bytes of one request
-(:meth:`Transport.encode`) and it sends those bytes, answering with a
-:class:`Delivery` that says what became of the events in them.  The handler
-only batches, retries and counts; it never knows whether "sending" meant a
-POST, a line on stderr or nothing at all.
+An endpoint (see :func:`~.config.destination`) is ``""`` (send nothing),
+``"stdout"`` (one JSON line per payload on stderr), ``http(s)://`` (a POST of
+the NeMo envelope) or ``otlp+http(s)://`` (OpenTelemetry logs); anything no
+client can send to is a configuration error, said once, never a failure to
+retry.
 
-:func:`transport_for` is the one place that reads an endpoint string:
-
-* ``""`` (no endpoint): :class:`NoEndpoint`, payloads are built and validated
-  and then skipped;
-* ``"stdout"``: :class:`StdoutSink`, one JSON line per payload on stderr;
-* with ``NAT_TELEMETRY_DRY_RUN``: :class:`DryRun` (:class:`OtlpDryRun` for
-  an OTLP endpoint), nothing is POSTed;
-* ``otlp+http(s)://...``: :class:`OtlpTransport`, OpenTelemetry logs as
-  OTLP/HTTP JSON (see :mod:`.otlp`);
-* any other URL: :class:`HttpTransport`, a POST of the NeMo envelope.
-
-The handler asks again for every batch (so a changed configuration applies at
-once) and keeps the transport while the answer stays the same (so an HTTP
-connection is reused).
+  A transport turns a batch into the bytes of one request
+(:meth:`Transport.encode`) and sends them, answering with a :class:`Delivery`.
+:func:`deliver` is the one loop around them, used by the handler's worker and
+the detached sender alike: encode, send, split on 413, and say which events
+were sent, skipped or dropped for which reason, and which failed for now.
+:func:`transport_for` is the one place that picks a transport for an endpoint.
 """
 
 from __future__ import annotations
 
-import collections
 import sys
 
-from . import _compact_json, _log, config
-from ._fork_guard import import_guarded, import_lock
-from .endpoint import destination, endpoint_problem
-from .retry import Outcome, classify_status
+from . import _process, config
+from .config import destination, destination_id, endpoint_problem, host_of, logs_url, redact
 
 TYPE_CHECKING = False  # typing.TYPE_CHECKING without importing typing at run time
 if TYPE_CHECKING:
     from collections.abc import Sequence
-    from types import ModuleType
-    from typing import NamedTuple
+    from typing import Callable
 
-    from .http_client import HttpClient, Response
+    from .http import HttpClient, Response
     from .payload import QueuedEvent
-
-# This package's own name, as vendored copies rename it.
-_PACKAGE = __name__.rpartition(".")[0]
 
 __all__ = [
     "Delivery",
@@ -51,48 +36,153 @@ __all__ = [
     "NoEndpoint",
     "OtlpDryRun",
     "OtlpTransport",
+    "Outcome",
     "StdoutSink",
     "Transport",
     "Unusable",
+    "classify_status",
+    "deliver",
+    "destination",
+    "destination_id",
+    "endpoint_problem",
+    "host_of",
+    "logs_url",
+    "redact",
     "transport_for",
 ]
 
+# ------------------------------------------------------------------ outcomes
 
-if TYPE_CHECKING:
+class Outcome:
+    """What an answer means for the events of one body."""
 
-    class Delivery(NamedTuple):
-        """What became of one body (see below)."""
+    SENT = "sent"
+    SKIPPED = "skipped"  # nowhere to send them (no endpoint, dry run)
+    REJECTED = "rejected"  # the endpoint will never take these events
+    TOO_LARGE = "too_large"  # take them in smaller batches
+    TRANSIENT = "transient"  # try again later
+    UNUSABLE = "unusable"  # the endpoint can never be sent to
 
-        outcome: Outcome
-        retry_after: str | None = None
-        rejected: int = 0
-else:
-    # A typing.NamedTuple to type checkers; at run time the same class without
-    # importing typing, which a command line would otherwise pay for at exit.
-    Delivery = collections.namedtuple("Delivery", "outcome retry_after rejected",
-                                      defaults=(None, 0))
-    Delivery.__doc__ = (
-        "What became of one body: the outcome, how long the peer asked us to wait, "
-        "and how many of the body's events a peer that took it said it rejected "
-        "(an OTLP partial success; at most the batch's size is counted).")
 
+def classify_status(status: int) -> str:
+    """2xx sent; 413 too large; 408, 429 and 5xx transient; anything else rejected
+    (a 3xx too: a payload goes only where it was configured to go)."""
+    if 200 <= status < 300:
+        return Outcome.SENT
+    if status == 413:
+        return Outcome.TOO_LARGE
+    if status in (408, 429) or 500 <= status < 600:
+        return Outcome.TRANSIENT
+    return Outcome.REJECTED
+
+
+class Delivery(tuple):  # type: ignore[type-arg]
+    """What became of one body: its outcome, how long the peer asked to wait, how
+    many of its events a peer that took it rejected (an OTLP partial success),
+    and what went wrong, in a word or two (``refused``, ``timeout``, ``tls``,
+    ``http 401``...), for ``status``."""
+
+    def __new__(cls, outcome: str, retry_after: str | None = None, rejected: int = 0,
+                problem: str | None = None) -> Delivery:
+        return tuple.__new__(cls, (outcome, retry_after, rejected, problem))
+
+    outcome: str = property(lambda self: self[0])  # type: ignore[assignment]
+    retry_after: str | None = property(lambda self: self[1])  # type: ignore[assignment]
+    rejected: int = property(lambda self: self[2])  # type: ignore[assignment]
+    problem: str | None = property(lambda self: self[3])  # type: ignore[assignment]
+
+
+# What each outcome makes of the events, in stats() terms.
+COUNTERS = {Outcome.SENT: "sent", Outcome.SKIPPED: "skipped",
+            Outcome.REJECTED: "dropped_rejected", Outcome.TOO_LARGE: "dropped_too_large",
+            Outcome.UNUSABLE: "dropped_bad_endpoint"}
+
+
+class Result:
+    """What :func:`deliver` made of a batch: ``settled`` (counter, events) pairs, in
+    order; ``failed``, the events of the body that failed for now, and
+    ``untried``, those not sent after it; ``last``, the delivery that decided."""
+
+    __slots__ = ("failed", "last", "settled", "untried")
+
+    def __init__(self) -> None:
+        self.settled: list[tuple[str, list[QueuedEvent]]] = []
+        self.failed: list[QueuedEvent] = []
+        self.untried: list[QueuedEvent] = []
+        self.last: Delivery | None = None
+
+
+def deliver(transport: Transport, batch: list[QueuedEvent], timeout: Callable[[], float], *,
+            source_client_version: str, session_id: str) -> Result:
+    """Send ``batch`` through ``transport``: halves after a 413, stops at the first
+    transient failure.  Never raises."""
+    result = Result()
+    parts = [batch]
+    while parts:
+        part = parts.pop()
+        try:
+            body = transport.encode(part, source_client_version=source_client_version,
+                                    session_id=session_id)
+        except Exception:  # a bug or a hostile event class: nothing would fix it
+            _process.debug("could not build a telemetry payload", exc_info=True)
+            result.settled.append(("dropped_rejected", part))
+            continue
+        try:
+            delivery = Delivery(*transport.send(body, timeout()))  # a caller's may be a pair
+        except Exception:
+            _process.debug("telemetry transport failed unexpectedly", exc_info=True)
+            delivery = Delivery(Outcome.TRANSIENT, problem="error")
+        result.last = delivery
+        if delivery.outcome == Outcome.TOO_LARGE and len(part) > 1:
+            middle = len(part) // 2
+            parts += [part[middle:], part[:middle]]  # the first half goes first
+        elif delivery.outcome == Outcome.TRANSIENT:
+            result.failed = part
+            result.untried = [queued for rest in reversed(parts) for queued in rest]
+            return result
+        elif delivery.outcome == Outcome.SENT:
+            rejected = delivery.rejected if isinstance(delivery.rejected, int) else 0
+            kept = len(part) - min(max(rejected, 0), len(part))
+            if kept < len(part):
+                result.settled.append(("dropped_rejected", part[kept:]))
+            if kept:
+                result.settled.append(("sent", part[:kept]))
+        else:
+            result.settled.append((COUNTERS.get(delivery.outcome, "dropped_rejected"), part))
+    return result
+
+
+# ------------------------------------------------------------------ transports
 
 class Transport:
-    """Encodes a batch as the NeMo envelope; subclasses decide what sending means."""
+    """Encodes a batch as the NeMo envelope; subclasses decide what sending means.
 
-    #: The body format, as recorded with spooled bodies.
-    kind = "nemo"
-    #: Where a later sender POSTs this transport's spooled bodies; None: not
-    #: spooled (nothing to send to, or sending is instant anyway).
-    spool_url: str | None = None
+    ``product`` (a tool's name and version) fills the envelope's ``productName``
+    and ``productVersion``, and the OTLP resource's service.
+    """
+
+    #: The endpoint a detached sender is given for this transport's spooled
+    #: batches; None: not spooled (nothing to send to, or sending is instant).
+    spool_endpoint: str | None = None
+    product: tuple[str, str] | None = None
 
     def encode(self, batch: Sequence[QueuedEvent], *, source_client_version: str,
                session_id: str) -> bytes:
-        from .payload import build_payload
+        return self._payload_json(batch, source_client_version, session_id).encode("utf-8")
 
+    def _payload_json(self, batch: Sequence[QueuedEvent], source_client_version: str,
+                      session_id: str, formatted: bool = False) -> str:
+        from .payload import build_payload, dumps
+
+        name, version = self.product or ("undefined", "undefined")
         payload = build_payload(batch, source_client_version=source_client_version,
-                                session_id=session_id)
-        return _compact_json.dumps(payload).encode("utf-8")
+                                session_id=session_id, product_name=name,
+                                product_version=version)
+        if formatted:  # as json.dumps writes by default, the original client's form
+            import json
+
+            return json.dumps(payload)
+        return dumps(payload)
 
     def send(self, body: bytes, timeout: float) -> Delivery:
         raise NotImplementedError
@@ -108,64 +198,47 @@ class NoEndpoint(Transport):
         return Delivery(Outcome.SKIPPED)
 
 
-class StdoutSink(Transport):
-    """Each payload as one JSON line on stderr (stdout is the command's own output).
+def _to_stderr(text: str) -> bool:
+    stream = sys.stderr
+    try:
+        if stream is not None:
+            stream.write(text + "\n")
+            stream.flush()
+            return True
+    except (OSError, ValueError):  # a closed stderr
+        pass
+    return False
 
-    Written as ``json.dumps`` writes by default (``", "`` and ``": "``), as
-    the original client did, so the greps people wrote against it still match.
-    """
+
+class StdoutSink(Transport):
+    """Each payload as one JSON line on stderr (stdout is the command's own output),
+    written as ``json.dumps`` writes by default, as the original client did."""
 
     def encode(self, batch: Sequence[QueuedEvent], *, source_client_version: str,
                session_id: str) -> bytes:
-        from .payload import build_payload
-
-        payload = build_payload(batch, source_client_version=source_client_version,
-                                session_id=session_id)
-        import json  # the stdout sink's own format: json.dumps' defaults
-
-        return json.dumps(payload).encode("utf-8")
+        return self._payload_json(batch, source_client_version, session_id, True).encode()
 
     def send(self, body: bytes, timeout: float) -> Delivery:
-        stream = sys.stderr
-        if stream is None:
-            return Delivery(Outcome.REJECTED)
-        try:
-            stream.write(body.decode("utf-8") + "\n")
-            stream.flush()
-        except (OSError, ValueError):
-            return Delivery(Outcome.REJECTED)
-        return Delivery(Outcome.SENT)
-
-
-# Unusable endpoints already reported by this process: said once, not per batch.
-_reported_problems: set[str] = set()
-
-
-def _unusable(problem: str) -> Delivery:
-    if problem not in _reported_problems:
-        _reported_problems.add(problem)
-        _log.warning("telemetry is not sent: %s (from %s)", problem, config.ENDPOINT_ENV_VAR)
-    return Delivery(Outcome.UNUSABLE)
+        sent = _to_stderr(body.decode("utf-8"))
+        return Delivery(Outcome.SENT if sent else Outcome.REJECTED)
 
 
 class Unusable(Transport):
     """An endpoint that can never be sent to: said once, at WARNING; events dropped."""
 
-    def __init__(self, problem: str) -> None:
+    def __init__(self, problem: str, variable: str = config.ENDPOINT_ENV_VAR) -> None:
         self.problem = problem
+        self.variable = variable
 
     def send(self, body: bytes, timeout: float) -> Delivery:
-        return _unusable(self.problem)
+        _process.warning_once("telemetry is not sent: %s (from %s)", self.problem, self.variable)
+        return Delivery(Outcome.UNUSABLE, problem="unusable endpoint")
 
 
 class DryRun(Transport):
-    """Each payload that would be POSTed to ``url`` goes to stderr instead.
-
-    One line per payload, ``nat-telemetry dry run: POST <url>: <json>``, with
-    the URL's credentials redacted, so a person can read exactly what would
-    leave the machine and a script can pick the lines out.  Counted skipped:
-    nothing was sent.
-    """
+    """Each payload that would be POSTed goes to stderr instead, as one line
+    ``nat-telemetry dry run: POST <url>: <json>`` (the URL redacted), so a person
+    can read exactly what would leave the machine.  Counted skipped."""
 
     #: What every line starts with.
     PREFIX = "nat-telemetry dry run: "
@@ -173,93 +246,83 @@ class DryRun(Transport):
     def __init__(self, url: str) -> None:
         self.url = url
 
+    def encode(self, batch: Sequence[QueuedEvent], *, source_client_version: str,
+               session_id: str) -> bytes:
+        return self._payload_json(batch, source_client_version, session_id, True).encode()
+
     def send(self, body: bytes, timeout: float) -> Delivery:
-        return self._show(self.url, body)
-
-    def _show(self, url: str, body: bytes) -> Delivery:
-        from .endpoint import redact
-
-        stream = sys.stderr
-        try:
-            if stream is not None:
-                text = body.decode("utf-8", errors="replace")
-                stream.write(f"{self.PREFIX}POST {redact(url)}: {text}\n")
-                stream.flush()
-        except (OSError, ValueError):  # a closed stderr: the dry run still sends nothing
-            _log.debug("dry run: could not write the payload to stderr")
+        _to_stderr(f"{self.PREFIX}POST {redact(self.target())}: {body.decode('utf-8')}")
         return Delivery(Outcome.SKIPPED)
+
+    def target(self) -> str:
+        return self.url
 
 
 class HttpTransport(Transport):
     """A POST to ``url``: 2xx sent, 413 too large, 408/429/5xx or no answer transient.
 
-    ``token`` (a collector's ``--token``) is sent as ``Authorization: Bearer
-    <token>`` with every POST.  It takes the place of any ``user:password@``
-    in ``url``: one request carries one ``Authorization`` header, and the
-    token is the credential given for this purpose, so the URL's userinfo is
-    then not sent at all.  The token is never logged, nor shown in an error
-    or a ``repr``.
+    ``token`` is sent as ``Authorization: Bearer <token>`` and takes the place of
+    any ``user:password@`` in ``url`` (one request carries one Authorization
+    header).  Never logged, nor shown in an error or a ``repr``.
     """
 
-    def __init__(self, url: str, client: HttpClient | None = None,
-                 token: str | None = None) -> None:
+    def __init__(self, url: str, client: HttpClient | None = None, token: str | None = None,
+                 *, product: tuple[str, str] | None = None) -> None:
         self.url = url
-        self.spool_url = url
+        self.spool_endpoint = url
+        self.product = product
         self._client = client
         self._headers: dict[str, str] = {}
         if token:
             if not self.is_sendable_token(token):
-                # Never the token itself: it is a secret, even a malformed one.
                 raise ValueError("a telemetry token must be printable ASCII without spaces")
             self._headers["Authorization"] = f"Bearer {token}"
 
     @staticmethod
     def is_sendable_token(token: str) -> bool:
-        """Fits in a header as it is: printable ASCII, no spaces (RFC 6750's token68 and more)."""
+        """Fits in a header as it is: printable ASCII, no spaces."""
         return token.isascii() and token.isprintable() and " " not in token
-
-    @classmethod
-    def token_from_environment(cls) -> str | None:
-        """``NAT_TELEMETRY_TOKEN`` (blanks around it ignored), or None when unset or unusable."""
-        import os
-
-        token = os.environ.get(config.TOKEN_ENV_VAR, "").strip()
-        if token and not cls.is_sendable_token(token):
-            _log.warning("%s is not a token that can be sent (printable ASCII without "
-                         "spaces): sending without it", config.TOKEN_ENV_VAR)
-            return None
-        return token or None
 
     @property
     def client(self) -> HttpClient:
-        """The HTTP client, made at the first POST.
-
-        Not before: a command line whose events go to the spool at exit never
-        imports the HTTP stack.  Usually on the worker thread, so the import
-        goes through the fork guard.
-        """
+        """The HTTP client, made at the first POST (so a command line that only
+        spools never imports the HTTP stack); imported under the fork guard."""
         if self._client is None:
-            self._client = import_guarded(f"{_PACKAGE}.http_client").default_client()
+            self._client = _process.import_guarded(f"{_process.PACKAGE}.http").default_client()
         return self._client
 
-    def send(self, body: bytes, timeout: float) -> Delivery:
-        response = self._post(self.url, body, timeout)
-        if response is None:
-            return Delivery(Outcome.TRANSIENT)
-        return Delivery(classify_status(response.status), response.retry_after)
+    def target(self) -> str:
+        return self.url
 
-    def _post(self, url: str, body: bytes, timeout: float) -> Response | None:
-        """The answer to one POST of ``body`` to ``url``; None when none came."""
-        transport_error = import_guarded(f"{_PACKAGE}.http_client").TransportError
+    def send(self, body: bytes, timeout: float) -> Delivery:
+        response = self._post(body, timeout)
+        if isinstance(response, str):
+            return Delivery(Outcome.TRANSIENT, problem=response)
+        outcome = classify_status(response.status)
+        problem = None if outcome == Outcome.SENT else f"http {response.status}"
+        return Delivery(outcome, response.retry_after, self._rejected(outcome, response),
+                        problem)
+
+    def _rejected(self, outcome: str, response: Response) -> int:
+        return 0
+
+    def _post(self, body: bytes, timeout: float) -> Response | str:
+        """The answer to one POST of ``body``; the kind of failure when none came."""
+        http = _process.import_guarded(f"{_process.PACKAGE}.http")
         try:
             if self._headers:
-                response = self.client.post(url, body, timeout, headers=self._headers)
+                response: Response = self.client.post(self.target(), body, timeout,
+                                                      headers=self._headers)
             else:  # a caller's client may take only the first three arguments
-                response = self.client.post(url, body, timeout)
-        except transport_error as exc:
-            _log.debug("telemetry POST failed: %s", exc)
-            return None
-        _log.debug("telemetry POST answered %d", response.status)
+                response = self.client.post(self.target(), body, timeout)
+        except http.TransportError as exc:
+            kind: str = getattr(exc, "kind", "error")
+            if kind == "tls":
+                _process.warning_once("telemetry cannot be sent to %s: %s", redact(self.url),
+                                      exc)
+            _process.debug("telemetry POST failed: %s", exc)
+            return kind
+        _process.debug("telemetry POST answered %d", response.status)
         return response
 
     def close(self) -> None:
@@ -267,126 +330,93 @@ class HttpTransport(Transport):
             self._client.close()
 
 
-# ------------------------------------------------------------------- OTLP
-
-
-def _otlp() -> ModuleType:
-    """The OTLP encoder (:mod:`.otlp`), imported at its first use.
-
-    Not with this module: a command line sending the NeMo envelope never
-    needs it.  Usually first needed on the worker thread, so imported holding
-    the fork guard's lock (it imports nothing that takes logging's lock).
-    """
-    name = f"{_PACKAGE}.otlp"
-    with import_lock:
-        __import__(name)
-    return sys.modules[name]
-
-
-def _encode_otlp(batch: Sequence[QueuedEvent], service_name: str | None,
-                 source_client_version: str, session_id: str) -> bytes:
-    body: bytes = _otlp().encode_logs_body(batch, service_name=service_name,
-                                           service_version=source_client_version,
-                                           session_id=session_id)
-    return body
-
-
-def _logs_url(endpoint: str) -> str:
-    """Where OTLP logs for ``endpoint`` are POSTed; ValueError naming what is wrong."""
-    import_guarded("urllib.parse")  # what otlp_logs_url reads the URL with
-    url: str = _otlp().otlp_logs_url(endpoint)
-    return url
-
-
 class OtlpTransport(HttpTransport):
-    """OTLP/HTTP with JSON encoding: the events as OpenTelemetry logs.
-
-    ``endpoint`` is ``otlp+http://host:port`` or ``otlp+https://...`` (see
-    :func:`.otlp.otlp_logs_url`; kept as :attr:`url` and :attr:`spool_url`,
-    so a later sender knows to send spooled bodies as OTLP); the POST goes to
-    :attr:`logs_url`.  ``service_name`` is the resource's ``service.name``
-    (default: the client id).  Status codes, retries, 413 and the token work
-    as for :class:`HttpTransport`; a 2xx whose answer is a partial success
-    reports its ``rejectedLogRecords`` in :attr:`Delivery.rejected`.
-
-    The URL is worked out at the first POST, not here, because that needs
-    :mod:`urllib.parse` and a command line that only spools at exit never
-    POSTs.  An endpoint it cannot make a URL of is reported once, like an
-    unusable one, and its events dropped.
-    """
-
-    kind = "otlp"
+    """OTLP/HTTP with JSON encoding: the events as OpenTelemetry logs, POSTed to
+    :attr:`logs_url` for an ``otlp+http(s)://`` endpoint (kept as :attr:`url`).
+    A 2xx that is a partial success reports its ``rejectedLogRecords``."""
 
     def __init__(self, endpoint: str, client: HttpClient | None = None,
-                 token: str | None = None, *, service_name: str | None = None) -> None:
-        super().__init__(endpoint, client, token)
-        self.service_name = service_name
-        self._logs_url: str | None = None
+                 token: str | None = None, *, product: tuple[str, str] | None = None,
+                 service_name: str | None = None) -> None:
+        super().__init__(endpoint, client, token, product=product)
+        self._service_name = service_name
+        self.logs_url = logs_url(endpoint)
 
     @property
-    def logs_url(self) -> str:
-        """The ``http(s)://`` URL the logs are POSTed to; ValueError when there is none."""
-        if self._logs_url is None:
-            self._logs_url = _logs_url(self.url)
-        return self._logs_url
+    def service_name(self) -> str | None:
+        """The resource's ``service.name``: as given, else the product's name, else
+        None (the client id)."""
+        return self._service_name or (self.product[0] if self.product else None)
+
+    def target(self) -> str:
+        return self.logs_url
 
     def encode(self, batch: Sequence[QueuedEvent], *, source_client_version: str,
                session_id: str) -> bytes:
-        return _encode_otlp(batch, self.service_name, source_client_version, session_id)
+        return _otlp_body(self, batch, source_client_version, session_id)
 
-    def send(self, body: bytes, timeout: float) -> Delivery:
-        try:
-            url = self.logs_url
-        except ValueError as exc:
-            return _unusable(str(exc))
-        response = self._post(url, body, timeout)
-        if response is None:
-            return Delivery(Outcome.TRANSIENT)
-        outcome = classify_status(response.status)
-        rejected = 0
-        if outcome is Outcome.SENT:
-            # A caller's client may answer without the body: nothing rejected then.
-            rejected = _otlp().rejected_log_records(getattr(response, "body", b"") or b"")
-            if rejected:
-                _log.debug("the OTLP endpoint rejected %d log record(s)", rejected)
-        return Delivery(outcome, response.retry_after, rejected)
+    def _rejected(self, outcome: str, response: Response) -> int:
+        if outcome != Outcome.SENT:
+            return 0
+        otlp = _process.import_guarded(f"{_process.PACKAGE}.otlp")
+        rejected: int = otlp.rejected_log_records(getattr(response, "body", b"") or b"")
+        if rejected:
+            _process.debug("the OTLP endpoint rejected %d log record(s)", rejected)
+        return rejected
+
+
+def _otlp_body(transport: OtlpTransport | OtlpDryRun, batch: Sequence[QueuedEvent],
+               source_client_version: str, session_id: str) -> bytes:
+    otlp = _process.import_guarded(f"{_process.PACKAGE}.otlp")
+    body: bytes = otlp.encode_logs_body(batch, service_name=transport.service_name,
+                                        service_version=source_client_version,
+                                        session_id=session_id)
+    return body
 
 
 class OtlpDryRun(DryRun):
     """:class:`DryRun` for an OTLP endpoint: the OTLP body, and the URL it would go to."""
 
-    kind = "otlp"
-
     def __init__(self, endpoint: str, *, service_name: str | None = None) -> None:
         super().__init__(endpoint)
-        self.service_name = service_name
+        self._service_name = service_name
+
+    @property
+    def service_name(self) -> str | None:
+        return self._service_name or (self.product[0] if self.product else None)
 
     def encode(self, batch: Sequence[QueuedEvent], *, source_client_version: str,
                session_id: str) -> bytes:
-        return _encode_otlp(batch, self.service_name, source_client_version, session_id)
+        return _otlp_body(self, batch, source_client_version, session_id)
 
-    def send(self, body: bytes, timeout: float) -> Delivery:
-        try:
-            url = _logs_url(self.url)
-        except ValueError as exc:
-            return _unusable(str(exc))
-        return self._show(url, body)
+    def target(self) -> str:
+        return logs_url(self.url)
 
 
-def transport_for(endpoint: str, *, dry_run: bool | None = None) -> Transport:
-    """The transport for ``endpoint`` (``dry_run`` defaults to ``NAT_TELEMETRY_DRY_RUN``)."""
-    kind = destination(endpoint, config.NAT_TELEMETRY_DRY_RUN if dry_run is None else dry_run)
+def transport_for(endpoint: str, *, dry_run: bool | None = None, token: str | None = None,
+                  tool: config.Tool | None = None) -> Transport:
+    """The transport for ``endpoint``, for ``tool`` (default: the NeMo Agent Toolkit):
+    its dry run, its identity and its token unless ``dry_run`` or ``token`` are given."""
+    tool = config.NAT if tool is None else tool
+    kind = destination(endpoint, tool.dry_run if dry_run is None else dry_run)
+    product = (tool.name, tool.version) if tool.version is not None else None
     if kind == "none":
         return NoEndpoint()
     if kind == "stdout":
-        return StdoutSink()
+        sink = StdoutSink()
+        sink.product = product
+        return sink
     if kind == "unusable":
-        return Unusable(str(endpoint_problem(endpoint)))
-    if kind == "otlp-dry-run":
-        return OtlpDryRun(endpoint)
-    if kind == "dry-run":
-        return DryRun(endpoint)
-    token = HttpTransport.token_from_environment()
+        return Unusable(str(endpoint_problem(endpoint)), tool.var("ENDPOINT"))
+    if kind in ("dry-run", "otlp-dry-run"):
+        shown = OtlpDryRun(endpoint) if kind == "otlp-dry-run" else DryRun(endpoint)
+        shown.product = product
+        return shown
+    token = tool.token() if token is None else token
+    if token and not HttpTransport.is_sendable_token(token):
+        _process.warning_once("%s is not a token that can be sent (printable ASCII without "
+                              "spaces): sending without it", tool.var("TOKEN"))
+        token = ""
     if kind == "otlp":
-        return OtlpTransport(endpoint, token=token)
-    return HttpTransport(endpoint, token=token)
+        return OtlpTransport(endpoint, token=token or None, product=product)
+    return HttpTransport(endpoint, token=token or None, product=product)

@@ -155,8 +155,8 @@ def refused_url() -> str:
 
 # ------------------------------------------------------- dependency modes
 
-# The third-party modules the package can do without (see nat_telemetry._toml
-# and nat_telemetry.transport): hidden in "stdlib" mode.
+# The third-party modules the package can do without (see nat_telemetry.config,
+# .consent and .http): hidden in "stdlib" mode.
 OPTIONAL_MODULES = ("requests", "tomli_w", "tomli", "tomllib")
 
 
@@ -176,7 +176,7 @@ def dependency_mode(
     """
     import sys
 
-    from nat_telemetry import http_client
+    from nat_telemetry import http as http_client
 
     monkeypatch.setattr(http_client, "_default_class", None)
     if request.param == "stdlib":

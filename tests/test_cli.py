@@ -16,9 +16,13 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from support.endpoints import LoopbackEndpoint
+from support.helpers import wait_until
 
 from nat_telemetry import cli
 from nat_telemetry.consent import PROMPT_VERSION
+from nat_telemetry.spool import Spool
+from nat_telemetry.transport import destination_id
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 SECRET = "hunter2-SECRET-ARGUMENT-7f3a"
@@ -30,6 +34,7 @@ class Env:
 
     def __init__(self, tmp_path: Path) -> None:
         self.consent_file = tmp_path / "config" / "nat" / "telemetry.toml"
+        self.spool_dir = tmp_path / "state" / "nat" / "telemetry-spool"
         self.vars = {k: v for k, v in os.environ.items() if not k.startswith("NAT_")}
         self.vars.update(
             HOME=str(tmp_path / "home"),
@@ -285,6 +290,32 @@ def test_run_name_overrides_the_command_name(env: Env) -> None:
     (event,) = payload_events(result.stderr)
     assert (event["command"], event["taskStatus"], event["exitCode"]) == (
         "nightly-build", "success", 0)
+
+
+def test_run_event_is_spooled_and_delivered_after_it_exits(
+        env: Env, loopback_endpoint: LoopbackEndpoint) -> None:
+    result = env.run("run", "--name", "build", "--", sys.executable, "-c", "pass",
+                     NAT_TELEMETRY_ENABLED="1", NAT_TELEMETRY_ENDPOINT=loopback_endpoint.url)
+    assert (result.returncode, result.stdout, result.stderr) == (0, "", "")
+    assert wait_until(lambda: loopback_endpoint.requests, timeout=20)
+    (event,) = [e["parameters"] for e in loopback_endpoint.all_events]
+    assert (event["command"], event["taskStatus"], event["exitCode"]) == ("build", "success", 0)
+    # A sender took it from the spool, and recorded the delivery there.
+    spool = Spool(str(env.spool_dir))
+    destination = destination_id(loopback_endpoint.url, "")
+    assert wait_until(lambda: spool.summary() == {} and "delivered_at" in spool.states().get(
+        destination, {}), timeout=10)
+
+
+def test_run_without_a_spool_delivers_before_it_exits(
+        env: Env, loopback_endpoint: LoopbackEndpoint) -> None:
+    result = env.run("run", "--name", "build", "--", sys.executable, "-c", "raise SystemExit(3)",
+                     NAT_TELEMETRY_ENABLED="1", NAT_TELEMETRY_ENDPOINT=loopback_endpoint.url,
+                     NAT_TELEMETRY_SPOOL_DIR="off")
+    assert (result.returncode, result.stderr) == (3, "")
+    (event,) = [e["parameters"] for e in loopback_endpoint.all_events]  # already there
+    assert (event["command"], event["taskStatus"], event["exitCode"]) == ("build", "failure", 3)
+    assert not env.spool_dir.exists()
 
 
 def test_run_records_nothing_when_disabled(env: Env) -> None:

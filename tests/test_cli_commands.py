@@ -27,12 +27,12 @@ from nat_telemetry.consent import PROMPT_VERSION
 from nat_telemetry.events import CliCommandEvent
 from nat_telemetry.handler import NATTelemetryHandler
 from nat_telemetry.payload import GDPR_FIELDS, IDENTITY_FIELDS, QueuedEvent, build_payload
-from nat_telemetry.retry import Outcome
 from nat_telemetry.spool import Spool
-from nat_telemetry.transport import DryRun
+from nat_telemetry.transport import DryRun, Outcome, destination_id
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 DRY_RUN_PREFIX = "nat-telemetry dry run: POST "
+URL = "https://telemetry.example.com/v1/ingest"
 
 
 class Machine:
@@ -52,13 +52,16 @@ class Machine:
         return result
 
     def fill_spool(self) -> int:
+        """Three events in two batches for two endpoints, and a delivery recorded."""
         spool = Spool(str(self.spool_dir))
-        assert spool.write(b"{}", 1).written and spool.write(b"{}", 2).written
-        (self.spool_dir / "last-delivery").write_text("1700000000\n")
+        first, second = destination_id(URL, ""), destination_id("https://other.example/", "")
+        assert spool.write(b"{}", 1, first).written and spool.write(b"{}", 2, second).written
+        spool.note(first, URL)
+        assert (self.spool_dir / f"{first}.state").exists()
         return 3
 
     def waiting(self) -> int:
-        return Spool(str(self.spool_dir)).summary()[1]
+        return sum(events for _, events, _, _ in Spool(str(self.spool_dir)).summary().values())
 
     def status(self, **extra: str) -> dict[str, Any]:
         info: dict[str, Any] = json.loads(self.cli("status", "--json", **extra).stdout)
@@ -76,7 +79,8 @@ def machine(tmp_path: Path) -> Machine:
 def test_reset_forgets_the_decision_and_empties_the_spool(machine: Machine) -> None:
     assert machine.cli("enable").returncode == 0
     machine.fill_spool()
-    assert machine.status()["rule"] == "consent file"
+    before = machine.status(NAT_TELEMETRY_ENDPOINT=URL)
+    assert before["rule"] == "consent file" and before["last_delivery"]["at"] is not None
 
     result = machine.cli("reset")
     assert result.returncode == 0 and result.stderr == ""
@@ -85,12 +89,12 @@ def test_reset_forgets_the_decision_and_empties_the_spool(machine: Machine) -> N
     assert lines[1] == "Spool emptied: 3 events deleted."
     assert "Telemetry is off until you decide" in lines[2]
     assert not machine.consent_file.exists()
-    assert not machine.spool_dir.exists()  # last-delivery forgotten too, so the folder went
+    assert not machine.spool_dir.exists()  # deliveries forgotten too, so the folder went
 
-    info = machine.status()
+    info = machine.status(NAT_TELEMETRY_ENDPOINT=URL)
     assert (info["enabled"], info["rule"], info["detail"]) == (False, "default", "never asked")
     assert info["consent_file"]["counts_as"] == "never_asked"
-    assert info["spool"]["events"] == 0
+    assert info["spool"]["events"] == 0 and info["spool"]["destinations"] == []
     assert info["last_delivery"] == {"at": None, "unix": None}
 
 
@@ -274,6 +278,7 @@ def test_dry_run_shows_each_payload_and_sends_nothing(
     assert line.startswith(f"{DRY_RUN_PREFIX}{target}: {{")
     assert "hunter2" not in result.stderr and "alice" not in result.stderr
     body = json.loads(line[len(f"{DRY_RUN_PREFIX}{target}: "):])
+    assert line.endswith(f": {json.dumps(body)}")  # json.dumps' own formatting
     validator().validate(body)
     (wire_event,) = body["events"]
     assert (wire_event["parameters"]["command"], wire_event["parameters"]["exitCode"]) == (
@@ -298,6 +303,7 @@ def test_dry_run_counts_every_event_skipped(
     assert all(line.startswith(start) for line in lines)
     bodies = [json.loads(line[len(start):]) for line in lines]
     assert [len(body["events"]) for body in bodies] == [2, 2, 1]
+    assert [line[len(start):] for line in lines] == [json.dumps(body) for body in bodies]
     assert loopback_endpoint.requests == 0
 
 
@@ -310,7 +316,7 @@ class ClosedStream(io.StringIO):
 def test_dry_run_without_a_usable_stderr_still_skips(monkeypatch: pytest.MonkeyPatch,
                                                     stream: Any) -> None:
     monkeypatch.setattr(sys, "stderr", stream)
-    assert DryRun("https://example.invalid/x").send(b"{}", 1.0).outcome is Outcome.SKIPPED
+    assert DryRun("https://example.invalid/x").send(b"{}", 1.0).outcome == Outcome.SKIPPED
 
 
 # --------------------------------------------------- run: whose consent file

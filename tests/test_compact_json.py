@@ -10,8 +10,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 from support.helpers import event
 
-from nat_telemetry import _compact_json
-from nat_telemetry.payload import QueuedEvent, build_payload
+from nat_telemetry.payload import QueuedEvent, build_payload, dumps
 
 PLAIN = st.recursive(
     st.none() | st.booleans() | st.integers() | st.text() | st.floats(allow_nan=False),
@@ -22,7 +21,7 @@ PLAIN = st.recursive(
 
 @given(PLAIN)
 def test_same_as_json_dumps_compact(value: Any) -> None:
-    assert _compact_json.dumps(value) == json.dumps(value, separators=(",", ":"))
+    assert dumps(value) == json.dumps(value, separators=(",", ":"))
 
 
 def test_a_real_payload_is_the_same() -> None:
@@ -30,9 +29,9 @@ def test_a_real_payload_is_the_same() -> None:
     batch = [QueuedEvent(event(duration_ms=n), moment)
              for n in range(3)]
     payload = build_payload(batch, source_client_version="1.0", session_id="caf\u00e9 \u2028\"\\x")
-    assert _compact_json.dumps(payload) == json.dumps(payload, separators=(",", ":"))
+    assert dumps(payload) == json.dumps(payload, separators=(",", ":"))
 
 
 def test_other_values_follow_json_rules() -> None:
     value = {"a": 1.5, "b": (1, 2), "c": {1: "int key"}, "d": True.__class__(1)}
-    assert _compact_json.dumps(value) == json.dumps(value, separators=(",", ":"))
+    assert dumps(value) == json.dumps(value, separators=(",", ":"))

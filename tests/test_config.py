@@ -1,4 +1,5 @@
-"""Tests for nat_telemetry.config: truthy parsing and the lazy, live TELEMETRY_ENABLED flag."""
+"""Tests for nat_telemetry.config: truthy and "set" parsing, the environment's rules
+(DO_NOT_TRACK, CI), and the lazy, live TELEMETRY_ENABLED flag."""
 
 from __future__ import annotations
 
@@ -10,7 +11,7 @@ from pathlib import Path
 import pytest
 
 import nat_telemetry
-from nat_telemetry import _consent_file, config, consent
+from nat_telemetry import config, consent
 from nat_telemetry.consent import ConsentState
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
@@ -44,6 +45,54 @@ def test_truthy(value: str) -> None:
 )
 def test_not_truthy(value: str | None) -> None:
     assert config.is_truthy(value) is False
+
+
+# --------------------------------------------------------------------------- is_set
+
+
+@pytest.mark.parametrize(
+    "value", ["1", "true", "TRUE", "yes", "on", "On", "2", "y", "anything", " 1 ", "\ttrue\n"]
+)
+def test_set(value: str) -> None:
+    assert config.is_set(value) is True
+
+
+@pytest.mark.parametrize(
+    "value", [None, "", " ", "0", "false", "FALSE", "no", "No", "off", "OFF", " 0 ", "\tfalse\n"]
+)
+def test_not_set(value: str | None) -> None:
+    assert config.is_set(value) is False
+
+
+@pytest.mark.parametrize(("value", "off"), [("1", True), ("yes", True), ("on", True),
+                                            ("anything", True), ("0", False), ("off", False),
+                                            ("No", False), ("", False)])
+def test_do_not_track_is_set_means_off(
+    monkeypatch: pytest.MonkeyPatch, value: str, off: bool
+) -> None:
+    monkeypatch.setenv(consent.TELEMETRY_ENV_VAR, "1")
+    monkeypatch.setenv(config.DO_NOT_TRACK_ENV_VAR, value)
+    assert config.do_not_track() is off
+    decided = config.environment_decision()
+    assert decided is not None
+    assert decided[:2] == ((False, "DO_NOT_TRACK") if off else (True, "environment"))
+
+
+@pytest.mark.parametrize(("value", "ci"), [("true", True), ("1", True), ("yes", True),
+                                           ("on", True), ("anything", True), ("0", False),
+                                           ("false", False), ("NO", False), ("off", False),
+                                           ("", False)])
+def test_a_ci_variable_set_means_a_ci_run(
+    monkeypatch: pytest.MonkeyPatch, value: str, ci: bool
+) -> None:
+    monkeypatch.setenv("GITHUB_ACTIONS", value)
+    assert config.ci_env_var() == ("GITHUB_ACTIONS" if ci else None)
+    assert config.environment_decision() == (
+        (False, "CI", "GITHUB_ACTIONS is set: a CI run, where only NAT_TELEMETRY_ENABLED "
+         "can turn telemetry on") if ci else None)
+    # Only the variable turns telemetry on in a CI run.
+    monkeypatch.setenv(consent.TELEMETRY_ENV_VAR, "1")
+    assert config.environment_decision() == (True, "environment", "NAT_TELEMETRY_ENABLED='1'")
 
 
 # --------------------------------------------------------------------------- lazy flag
@@ -91,7 +140,7 @@ def test_resolved_once_then_cached(monkeypatch: pytest.MonkeyPatch) -> None:
         calls.append(1)
         return True
 
-    monkeypatch.setattr(_consent_file, "decide", lambda: (counting(), "test", ""))
+    monkeypatch.setattr(config.NAT, "decide", lambda *args: (counting(), "test", ""))
     assert config.TELEMETRY_ENABLED is True
     assert config.TELEMETRY_ENABLED is True
     assert nat_telemetry.TELEMETRY_ENABLED is True

@@ -17,7 +17,7 @@ from typing import Any, Callable
 import pytest
 
 import nat_telemetry
-from nat_telemetry import _toml, config, consent
+from nat_telemetry import config, consent
 from nat_telemetry.consent import ConsentState
 
 if sys.version_info >= (3, 11):
@@ -27,8 +27,9 @@ else:
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 
-# Every test runs twice: with tomllib/tomli and tomli-w, and with the built-in
-# TOML reader and writer (those modules hidden).
+# Every test runs twice: with tomllib/tomli and tomli-w, and without them (those
+# modules hidden): the file is then written by hand and read by the reader of
+# the writer's own lines alone.
 pytestmark = pytest.mark.usefixtures("dependency_mode")
 
 
@@ -346,11 +347,16 @@ def test_prompt_version_gate(
     assert consent.read_persisted_consent() is expected
 
 
-def test_non_string_prompt_version_counts_as_stale(consent_file: Path) -> None:
+def test_non_string_prompt_version_counts_as_stale(
+    consent_file: Path, dependency_mode: str
+) -> None:
     write_raw(consent_file, b'[telemetry]\nconsent = "enabled"\nprompt_version = 1.0\n')
     assert consent.read_persisted_consent() is ConsentState.NEVER_ASKED
     write_raw(consent_file, b'[telemetry]\nconsent = "disabled"\nprompt_version = 1.0\n')
-    assert consent.read_persisted_consent() is ConsentState.DISABLED
+    # Not the writer's own form: without a TOML library the file is never asked.
+    expected = ConsentState.DISABLED if dependency_mode == "installed" else (
+        ConsentState.NEVER_ASKED)
+    assert consent.read_persisted_consent() is expected
 
 
 # --------------------------------------------------------------------------- bad files
@@ -391,6 +397,9 @@ def test_unusable_file_is_never_asked(consent_file: Path, data: bytes) -> None:
 def test_directory_at_path_is_never_asked(consent_file: Path) -> None:
     consent_file.mkdir(parents=True)
     assert consent.read_persisted_consent() is ConsentState.NEVER_ASKED
+    record = consent.read_consent_record()
+    assert (record.path, record.exists) == (str(consent_file), True)
+    assert record.why == "not a regular file of a sane size: treated as never asked"
 
 
 def test_huge_file_is_never_asked(consent_file: Path) -> None:
@@ -434,21 +443,39 @@ def test_unreadable_file_is_never_asked(
     with monkeypatch.context() as patch:
         patch.setattr(os, "open", denied)
         assert consent.read_persisted_consent() is ConsentState.NEVER_ASKED
+        record = consent.read_consent_record()
+    assert (record.path, record.exists) == (str(consent_file), True)
+    assert record.why == "cannot be read (Permission denied): treated as never asked"
+
+
+@pytest.mark.skipif(not hasattr(os, "geteuid") or os.geteuid() == 0,
+                    reason="root reads a file whatever its mode")
+def test_mode_000_file_is_never_asked(consent_file: Path) -> None:
+    write_raw(consent_file, toml_file("enabled", "1.0"))
+    consent_file.chmod(0)
+    try:
+        record = consent.read_consent_record()
+    finally:
+        consent_file.chmod(0o600)
+    assert record.state is ConsentState.NEVER_ASKED
+    assert record.why == "cannot be read (Permission denied): treated as never asked"
 
 
 def test_missing_toml_reader_is_never_asked(
-    consent_file: Path, monkeypatch: pytest.MonkeyPatch
+    consent_file: Path, monkeypatch: pytest.MonkeyPatch, dependency_mode: str
 ) -> None:
     # A file this package did not write (here: an escape) needs a TOML reader;
     # the file it writes is read without one.
     write_raw(consent_file, toml_file("enabled", "1.0").replace(b'"1.0"', b'"\\u0031.0"'))
-    assert consent.read_persisted_consent() is ConsentState.ENABLED
+    expected = ConsentState.ENABLED if dependency_mode == "installed" else (
+        ConsentState.NEVER_ASKED)
+    assert consent.read_persisted_consent() is expected
 
-    def no_reader(text: str) -> Any:
-        raise ImportError("No module named 'tomli'")
-
-    monkeypatch.setattr(_toml, "loads", no_reader)
-    assert consent.read_persisted_consent() is ConsentState.NEVER_ASKED
+    for name in ("tomllib", "tomli"):
+        monkeypatch.setitem(sys.modules, name, None)
+    record = consent.read_consent_record()
+    assert (record.state, record.exists) == (ConsentState.NEVER_ASKED, True)
+    assert record.why.endswith("treated as never asked")
     assert consent.write_persisted_consent(ConsentState.ENABLED) is True
     assert consent.read_persisted_consent() is ConsentState.ENABLED
 
@@ -564,6 +591,7 @@ def test_prompt_text_says_what_is_and_is_not_collected() -> None:
         "nat-telemetry disable",
         "nat-telemetry status",
         "NAT_TELEMETRY_ENABLED=true|false",
+        "DO_NOT_TRACK=1",
     ):
         assert how in flat, how
     assert text.startswith("\nNeMo Agent Toolkit can send anonymous usage telemetry")
@@ -577,6 +605,14 @@ def test_prompt_names_the_product_and_its_command() -> None:
                 "`acme telemetry status`"):
         assert how in text, how
     assert "NeMo" not in text and "nat-telemetry" not in text
+
+
+def test_prompt_names_the_tools_own_variable() -> None:
+    acme = config.Tool("acme-cli")
+    text = consent.render_prompt(product_name="Acme CLI", tool=acme)
+    assert "ACME_CLI_TELEMETRY_ENABLED=true|false" in text
+    assert "NAT_TELEMETRY_ENABLED" not in text
+    assert "DO_NOT_TRACK=1 turns it off for every tool." in " ".join(text.split())
 
 
 def test_prompt_names_cannot_carry_control_characters() -> None:
@@ -850,7 +886,9 @@ def test_maybe_prompt_ctrl_c_saves_no(
 
 
 @pytest.mark.parametrize(("name", "value"), [("CI", "true"), ("GITHUB_ACTIONS", "true"),
-                                             ("DO_NOT_TRACK", "1"), ("DO_NOT_TRACK", "TRUE")])
+                                             ("CI", "yes"), ("DO_NOT_TRACK", "1"),
+                                             ("DO_NOT_TRACK", "TRUE"), ("DO_NOT_TRACK", "yes"),
+                                             ("DO_NOT_TRACK", "on")])
 def test_maybe_prompt_noop_in_ci_or_with_do_not_track(
     consent_file: Path, monkeypatch: pytest.MonkeyPatch, name: str, value: str
 ) -> None:

@@ -1,10 +1,12 @@
-"""Tests for nat_telemetry._consent_file: the consent file read without consent's imports.
+"""Tests for the consent file as nat_telemetry.config reads it, without consent's imports.
 
-* the fast reader agrees with a real TOML parser on every text it accepts, and
-  everything else goes to the full reader (hypothesis, against tomllib/tomli
-  and the built-in reader);
+* the fast reader (``config.fast_loads``) agrees with a real TOML parser on
+  every text it accepts, and everything else goes to tomllib/tomli
+  (``config.toml_loads``), or counts as never asked without one (hypothesis);
 * the file as written is read by the fast reader, with no TOML library;
-* the location rules are pathlib's, without pathlib;
+* ``config.read_text`` reads only a regular file of a sane size, and
+  ``config.parse_consent`` applies the prompt-version gate;
+* the location rules (``config.Tool.consent_file``) are pathlib's, without pathlib;
 * a command line whose user never answered, or said no, imports none of the
   costly modules (a real interpreter, ``-S`` so site-packages' .pth files
   cannot import them first).
@@ -23,7 +25,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from nat_telemetry import _consent_file, _toml, config, consent, status
+from nat_telemetry import config, consent, status
 from nat_telemetry.consent import ConsentState
 
 if sys.version_info >= (3, 11):
@@ -96,7 +98,7 @@ TEXTS = st.one_of(
 
 def _written(state: str = "enabled", product: str = "NeMo Agent Toolkit",
              command: str = "nat-telemetry") -> str:
-    return consent._render_consent_file(ConsentState(state), product, command)
+    return consent._render_consent_file(ConsentState(state), product, command, config.NAT)
 
 
 def _edit_written(index: int, line: str) -> str:
@@ -133,26 +135,30 @@ def subset_documents(draw: st.DrawFn) -> str:
 @PROPERTY
 @given(text=TEXTS)
 def test_the_fast_reader_never_disagrees_with_a_toml_parser(text: str) -> None:
-    fast = _consent_file.fast_loads(text)
-    if fast is not None:  # None: not its subset, the full reader decides
+    fast = config.fast_loads(text)
+    if fast is not None:  # None: not its subset, a TOML parser decides
         assert fast == outcome(reference.loads, text), text
-        assert fast == outcome(_toml.minimal_loads, text), text
 
 
-@pytest.mark.usefixtures("dependency_mode")
 @PROPERTY
 @given(text=TEXTS)
-def test_loads_is_the_full_readers_answer(text: str) -> None:
-    # "installed": _toml.loads is tomllib or tomli; "stdlib": the built-in reader.
-    assert outcome(_consent_file.loads, text) == outcome(_toml.loads, text), text
+def test_toml_loads_is_a_toml_parsers_answer(dependency_mode: str, text: str) -> None:
+    # "installed": tomllib or tomli reads what the fast reader declines;
+    # "stdlib": nothing does, and the text is not understood (never asked).
+    if dependency_mode == "installed":
+        expected = outcome(reference.loads, text)
+    else:
+        fast = config.fast_loads(text)
+        expected = INVALID if fast is None else fast
+    assert outcome(config.toml_loads, text) == expected, text
 
 
 @PROPERTY
 @given(text=subset_documents())
 def test_the_subset_is_read_by_the_fast_reader(text: str) -> None:
-    fast = _consent_file.fast_loads(text)
+    fast = config.fast_loads(text)
     assert fast is not None, text
-    assert fast == reference.loads(text) == _toml.minimal_loads(text)
+    assert fast == reference.loads(text)
 
 
 @pytest.mark.parametrize(("text", "expected"), [
@@ -164,7 +170,7 @@ def test_the_subset_is_read_by_the_fast_reader(text: str) -> None:
     ('[telemetry]\nk = "é中"\n', {"telemetry": {"k": "é中"}}),
 ])
 def test_fast_reader_examples(text: str, expected: dict[str, Any]) -> None:
-    assert _consent_file.fast_loads(text) == expected == reference.loads(text)
+    assert config.fast_loads(text) == expected == reference.loads(text)
 
 
 @pytest.mark.parametrize("text", [
@@ -182,8 +188,8 @@ def test_fast_reader_examples(text: str, expected: dict[str, Any]) -> None:
     '\ufeff[telemetry]\n',  # a byte order mark (invalid)
 ])
 def test_fast_reader_hands_over(text: str) -> None:
-    assert _consent_file.fast_loads(text) is None
-    assert outcome(_consent_file.loads, text) == outcome(reference.loads, text)
+    assert config.fast_loads(text) is None
+    assert outcome(config.toml_loads, text) == outcome(reference.loads, text)
 
 
 @PROPERTY
@@ -191,7 +197,7 @@ def test_fast_reader_hands_over(text: str) -> None:
 def test_the_written_file_is_read_by_the_fast_reader(state: str, product: str,
                                                      command: str) -> None:
     text = _written(state, product, command)
-    fast = _consent_file.fast_loads(text)
+    fast = config.fast_loads(text)
     assert fast is not None, text
     assert fast == reference.loads(text)
     assert fast["telemetry"]["consent"] == state
@@ -200,11 +206,10 @@ def test_the_written_file_is_read_by_the_fast_reader(state: str, product: str,
 def test_reading_the_written_file_calls_no_toml_reader(
     isolated_home: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    def no_reader(text: str) -> Any:
-        raise AssertionError("the full TOML reader was used")
-
     assert consent.write_persisted_consent("enabled", product_name="Outil à moi") is True
-    monkeypatch.setattr(_toml, "loads", no_reader)
+    # No TOML library can be imported: a text that needed one would be never asked.
+    for name in ("tomllib", "tomli"):
+        monkeypatch.setitem(sys.modules, name, None)
     assert consent.read_persisted_consent() is ConsentState.ENABLED
     assert consent.write_persisted_consent("disabled") is True
     assert consent.read_persisted_consent() is ConsentState.DISABLED
@@ -214,9 +219,9 @@ def test_reading_the_written_file_calls_no_toml_reader(
 
 
 def test_prompt_version_has_one_home(isolated_home: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    assert consent.PROMPT_VERSION == _consent_file.PROMPT_VERSION == "1.0"
+    assert consent.PROMPT_VERSION == config.PROMPT_VERSION == "1.0"
     assert consent.write_persisted_consent(ConsentState.ENABLED) is True  # under "1.0"
-    monkeypatch.setattr(_consent_file, "PROMPT_VERSION", "2.0")
+    monkeypatch.setattr(config, "PROMPT_VERSION", "2.0")
     # The gate reads the new wording's version: the old "yes" is asked again...
     record = consent.read_consent_record()
     assert record.state is ConsentState.NEVER_ASKED
@@ -229,10 +234,10 @@ def test_prompt_version_has_one_home(isolated_home: Path, monkeypatch: pytest.Mo
 
 
 def test_record_fields_match_consent_record(isolated_home: Path) -> None:
-    assert _consent_file.read_record() == (
+    assert config.NAT.read_consent() == (
         "never_asked", str(isolated_home), False, None, None, "no decision saved")
     assert consent.write_persisted_consent(ConsentState.DISABLED) is True
-    state, path, exists, value, version, why = _consent_file.read_record()
+    state, path, exists, value, version, why = config.NAT.read_consent()
     assert (state, path, exists, value, version, why) == (
         "disabled", str(isolated_home), True, "disabled", "1.0", "")
     assert tuple(consent.read_consent_record()) == (
@@ -240,12 +245,82 @@ def test_record_fields_match_consent_record(isolated_home: Path) -> None:
 
 
 def test_decide_follows_the_rules(isolated_home: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    assert _consent_file.decide() == (False, "default", "never asked")
+    assert config.NAT.decide() == (False, "default", "never asked")
     assert consent.write_persisted_consent(ConsentState.ENABLED) is True
-    assert _consent_file.decide() == (True, "consent file", str(isolated_home))
+    assert config.NAT.decide() == (True, "consent file", str(isolated_home))
     monkeypatch.setenv(config.DO_NOT_TRACK_ENV_VAR, "1")
-    assert _consent_file.decide()[:2] == (False, "DO_NOT_TRACK")
-    assert tuple(consent.resolve_consent()) == _consent_file.decide()
+    assert config.NAT.decide()[:2] == (False, "DO_NOT_TRACK")
+    assert tuple(consent.resolve_consent()) == config.NAT.decide()
+
+
+@pytest.mark.parametrize(("text", "expected", "why"), [
+    ('[telemetry]\nconsent = "enabled"\nprompt_version = "1.0"\n',
+     ("enabled", "enabled", "1.0"), ""),
+    ('[telemetry]\nconsent = "disabled"\nprompt_version = "1.0"\n',
+     ("disabled", "disabled", "1.0"), ""),
+    ('[telemetry]\nconsent = "disabled"\n', ("disabled", "disabled", None),
+     "a 'no' stays valid across prompt versions"),
+    ('[telemetry]\nconsent = "enabled"\nprompt_version = "0.9"\n',
+     ("never_asked", "enabled", "0.9"), "a 'yes' given under prompt version '0.9', not the "
+     "current '1.0', no longer counts: you will be asked again"),
+    ('[telemetry]\nconsent = "maybe"\nprompt_version = "1.0"\n',
+     ("never_asked", "maybe", "1.0"), "not understood, ignored: treated as never asked"),
+    ('[telemetry]\nconsent = 1\nprompt_version = 1.0\n', ("never_asked", None, None),
+     "not understood, ignored: treated as never asked"),
+    ('[other]\nconsent = "enabled"\n', ("never_asked", None, None),
+     "no [telemetry] table: ignored"),
+    ("telemetry = 5\n", ("never_asked", None, None), "no [telemetry] table: ignored"),
+    ("[telemetry\n", ("never_asked", None, None),
+     "not understood (not valid TOML), ignored: treated as never asked"),
+    ("\x00", ("never_asked", None, None),
+     "not understood (not valid TOML), ignored: treated as never asked"),
+])
+def test_parse_consent_applies_the_gate(text: str, expected: tuple[Any, ...], why: str) -> None:
+    assert config.parse_consent(text) == (*expected, why)
+
+
+# ------------------------------------------------------------------ reading the file
+
+
+def test_read_text_reads_only_a_regular_file_of_a_sane_size(tmp_path: Path) -> None:
+    regular = tmp_path / "telemetry.toml"
+    regular.write_text("# é\n", encoding="utf-8")
+    assert config.read_text(str(regular)) == "# é\n"
+    largest = tmp_path / "largest.toml"
+    largest.write_bytes(b"#" * config.MAX_CONSENT_FILE_BYTES)
+    assert config.read_text(str(largest)) == "#" * config.MAX_CONSENT_FILE_BYTES
+    larger = tmp_path / "larger.toml"
+    larger.write_bytes(b"#" * (config.MAX_CONSENT_FILE_BYTES + 1))
+    assert config.read_text(str(larger)) is None
+    folder = tmp_path / "folder.toml"
+    folder.mkdir()
+    assert config.read_text(str(folder)) is None
+    if hasattr(os, "mkfifo"):  # opened without blocking, then refused
+        fifo = tmp_path / "fifo.toml"
+        os.mkfifo(fifo)
+        assert config.read_text(str(fifo)) is None
+    with pytest.raises(FileNotFoundError):
+        config.read_text(str(tmp_path / "missing.toml"))
+    binary = tmp_path / "binary.toml"
+    binary.write_bytes(b"[telemetry]\n\xff\n")
+    with pytest.raises(UnicodeDecodeError):
+        config.read_text(str(binary))
+
+
+def test_why_a_file_does_not_count(tmp_path: Path) -> None:
+    never = "never_asked"
+    folder = tmp_path / "folder.toml"
+    folder.mkdir()
+    assert config.NAT.read_consent(folder) == (
+        never, str(folder), True, None, None,
+        "not a regular file of a sane size: treated as never asked")
+    binary = tmp_path / "binary.toml"
+    binary.write_bytes(b'[telemetry]\nconsent = "enabled"\nprompt_version = "1.0"\n# \xff\n')
+    assert config.NAT.read_consent(binary) == (
+        never, str(binary), True, None, None,
+        "not understood (not valid TOML), ignored: treated as never asked")
+    assert config.NAT.read_consent(tmp_path / "missing.toml") == (
+        never, str(tmp_path / "missing.toml"), False, None, None, "no decision saved")
 
 
 # ------------------------------------------------------------------ the location
@@ -270,7 +345,7 @@ def _pathlib_answer(path: str) -> str:
 
 def _our_answer(path: str) -> str:
     try:
-        return _consent_file.location(path)
+        return config.NAT.consent_file(path)
     except RuntimeError:
         return "RuntimeError"
 
@@ -279,7 +354,7 @@ def _our_answer(path: str) -> str:
 @given(path=st.one_of(PATHS, PATHS.map(lambda path: "~" + path),
                       PATHS.map(lambda path: "//" + path), PATHS.map(lambda path: "~root" + path)))
 def test_an_explicit_path_is_read_as_pathlib_reads_it(home: Path, path: str) -> None:
-    expected = _pathlib_answer(path) if path else _consent_file.location(None)
+    expected = _pathlib_answer(path) if path else config.NAT.consent_file(None)
     assert _our_answer(path) == expected
     if path and expected != "RuntimeError":
         assert consent.consent_file_path(path) == Path(path).expanduser()
@@ -289,19 +364,33 @@ def test_location_rules(home: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPa
     monkeypatch.delenv(config.CONSENT_FILE_ENV_VAR, raising=False)
     monkeypatch.delenv("XDG_CONFIG_HOME", raising=False)
     default = str(home / ".config" / "nat" / "telemetry.toml")
-    assert _consent_file.location() == default
+    assert config.NAT.consent_file() == default
     for relative in ("", "relative/config", "~/config"):
         monkeypatch.setenv("XDG_CONFIG_HOME", relative)
-        assert _consent_file.location() == default
+        assert config.NAT.consent_file() == default
     for xdg in (str(tmp_path / "xdg"), str(tmp_path / "xdg") + "//", "/", "//"):
         monkeypatch.setenv("XDG_CONFIG_HOME", xdg)
-        assert _consent_file.location() == str(Path(xdg) / "nat" / "telemetry.toml")
+        assert config.NAT.consent_file() == str(Path(xdg) / "nat" / "telemetry.toml")
     monkeypatch.setenv(config.CONSENT_FILE_ENV_VAR, "~/own//file.toml")
-    assert _consent_file.location() == str(home / "own" / "file.toml")
-    assert _consent_file.location("") == str(home / "own" / "file.toml")
-    assert _consent_file.location(tmp_path / "given.toml") == str(tmp_path / "given.toml")
+    assert config.NAT.consent_file() == str(home / "own" / "file.toml")
+    assert config.NAT.consent_file("") == str(home / "own" / "file.toml")
+    assert config.NAT.consent_file(tmp_path / "given.toml") == str(tmp_path / "given.toml")
     with pytest.raises(TypeError):
-        _consent_file.location(b"/bytes")  # type: ignore[arg-type]
+        config.NAT.consent_file(b"/bytes")  # type: ignore[arg-type]
+
+
+def test_another_tools_location(home: Path, tmp_path: Path,
+                                monkeypatch: pytest.MonkeyPatch) -> None:
+    acme = config.Tool("acme-cli")
+    monkeypatch.setenv("XDG_CONFIG_HOME", str(tmp_path / "xdg"))
+    assert acme.var("CONSENT_FILE") == "ACME_CLI_TELEMETRY_CONSENT_FILE"
+    # The default tool's variable is the default tool's only.
+    monkeypatch.setenv(config.CONSENT_FILE_ENV_VAR, str(tmp_path / "nat.toml"))
+    assert acme.consent_file() == str(tmp_path / "xdg" / "acme-cli" / "telemetry.toml")
+    monkeypatch.setenv("ACME_CLI_TELEMETRY_CONSENT_FILE", "~/acme.toml")
+    assert acme.consent_file() == str(home / "acme.toml")
+    assert acme.consent_file(tmp_path / "given.toml") == str(tmp_path / "given.toml")
+    assert config.NAT.consent_file() == str(tmp_path / "nat.toml")
 
 
 def test_no_home_folder_raises_like_pathlib(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -313,15 +402,15 @@ def test_no_home_folder_raises_like_pathlib(monkeypatch: pytest.MonkeyPatch) -> 
     monkeypatch.delenv("HOME", raising=False)
     monkeypatch.setattr(pwd, "getpwuid", no_entry)
     with pytest.raises(RuntimeError, match="home directory"):
-        _consent_file.location("~/file.toml")
-    assert _consent_file.location("/abs/file.toml") == "/abs/file.toml"
+        config.NAT.consent_file("~/file.toml")
+    assert config.NAT.consent_file("/abs/file.toml") == "/abs/file.toml"
 
 
 # ------------------------------------------------------------------ what a command line imports
 
 COSTLY = ("nat_telemetry.consent", "tempfile", "pathlib", "typing", "datetime", "enum",
           "tomllib", "tomli", "re", "logging", "threading")
-TOML_MODULES = ("nat_telemetry._toml", "tomllib", "tomli")
+TOML_MODULES = ("tomllib", "tomli")
 SCRIPT = """\
 import sys
 from nat_telemetry import config, track_command

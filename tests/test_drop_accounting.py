@@ -188,7 +188,7 @@ def test_dropped_shutdown_when_stop_abandons_a_post(
                            request_timeout_seconds=1.0)
     handler.enqueue(event(duration_ms=1))
     handler.enqueue(event(duration_ms=2))
-    assert wait_until(lambda: handler._in_flight == 2)
+    assert wait_until(lambda: handler._box.in_flight == 2)
     handler.stop(timeout=0.05)
     assert handler.stats()["pending"] == 2  # still in flight: not yet known
     assert wait_until(lambda: handler.stats()["dropped_shutdown"] == 2, timeout=5)

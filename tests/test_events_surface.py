@@ -447,4 +447,4 @@ def test_recording_an_event_imports_nothing_heavy() -> None:
     assert not heavy & loaded, sorted(heavy & loaded)
     assert {name for name in loaded if name.startswith("nat_telemetry")} == {
         "nat_telemetry", "nat_telemetry.config", "nat_telemetry.events",
-        "nat_telemetry._fields", "nat_telemetry._rules"}
+        "nat_telemetry._fields", "nat_telemetry._rules", "nat_telemetry.outcome"}

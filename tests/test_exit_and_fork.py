@@ -87,7 +87,7 @@ def test_exit_with_a_post_already_stuck_is_bounded(
                                 shutdown_timeout_seconds=0.5)
         h.enqueue(ev(1))
         deadline = time.monotonic() + 5
-        while not h._in_flight and time.monotonic() < deadline:  # taken by the worker
+        while not h._box.in_flight and time.monotonic() < deadline:  # taken by the worker
             time.sleep(0.005)
         time.sleep(0.1)
     """, black_hole.url, tmp_path)
@@ -144,7 +144,7 @@ h = NATTelemetryHandler(endpoint=URL, session_id="parent", max_queue_size=3)
 for i in range(3):
     h.enqueue(ev(i, "a"))  # the third one wakes the worker: A goes out, answered slowly
 deadline = time.monotonic() + 5
-while h._in_flight < 3 and time.monotonic() < deadline:
+while h._box.in_flight < 3 and time.monotonic() < deadline:
     time.sleep(0.002)
 stats = h.stats()
 print("BEFORE_FORK", stats["pending"], stats["sent"], time.monotonic(), flush=True)

@@ -62,7 +62,7 @@ print("EXITING", time.monotonic(), flush=True)
 # Wait (bounded) until the worker has a POST in flight, so the exit meets it mid-send.
 WAIT_FOR_SEND = """\
 deadline = time.monotonic() + 5
-while not h._in_flight and time.monotonic() < deadline:
+while not h._box.in_flight and time.monotonic() < deadline:
     time.sleep(0.002)
 """
 

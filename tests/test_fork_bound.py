@@ -61,9 +61,9 @@ for t in producers:
 children, mid_send = [], []
 for k in range(CHILDREN):
     deadline = time.monotonic() + 5
-    while not h._in_flight and time.monotonic() < deadline:
+    while not h._box.in_flight and time.monotonic() < deadline:
         time.sleep(0.001)
-    mid_send.append(bool(h._in_flight))
+    mid_send.append(bool(h._box.in_flight))
     pid = os.fork()
     if pid == 0:
         # Only this thread exists here; the parent's queue, batch in flight
@@ -162,14 +162,14 @@ AUDIT_SCRIPT = """\
 import sys, threading
 if sys.argv[2] == "urllib":
     sys.modules["requests"] = None  # as in a vendored copy: urllib it is
-from nat_telemetry import _fork_guard
+from nat_telemetry import _process
 
 unguarded = []
 
 def hook(event, args):
     # A module imported on the worker thread while the fork guard is free.
     if (event == "import" and threading.current_thread().name == "nat-telemetry-worker"
-            and args[0] not in sys.modules and not _fork_guard.import_lock._is_owned()):
+            and args[0] not in sys.modules and not _process.import_lock._is_owned()):
         unguarded.append(args[0])
 
 sys.addaudithook(hook)

@@ -10,7 +10,7 @@
   loopback collector's validator.
 * Consent reading: arbitrary bytes never raise and always give a
   ``ConsentState``; well-formed files follow the asymmetric version gate;
-  the built-in TOML reader never disagrees with ``tomllib``.
+  the fast reader of the consent file never disagrees with ``tomllib``.
 
 Runs derandomized (the same examples every time, no example database) with a
 moderate number of examples; ``NAT_FUZZ_EXAMPLES=5000`` digs deeper by hand.
@@ -32,7 +32,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from support.helpers import REPO_ROOT
 
-from nat_telemetry import _toml
+from nat_telemetry import config
 from nat_telemetry.collector import known_event_types, parse_envelope
 from nat_telemetry.consent import PROMPT_VERSION, ConsentState, read_persisted_consent
 from nat_telemetry.events import (
@@ -519,11 +519,38 @@ def test_the_version_gate_on_well_formed_files(
     st.lists(TOML_FRAGMENTS, max_size=12).map("".join),
     st.lists(st.one_of(TOML_FRAGMENTS, st.text(max_size=6)), max_size=8).map("".join),
 ))
-def test_the_builtin_toml_reader_never_disagrees_with_tomllib(text: str) -> None:
+def test_the_fast_reader_never_disagrees_with_tomllib(text: str) -> None:
     import tomllib
 
-    try:
-        mine = _toml.minimal_loads(text)
-    except _toml.TOMLDecodeError:
-        return  # outside its subset, or not TOML: "never asked", the safe answer
+    mine = config.fast_loads(text)
+    if mine is None:
+        return  # not the writer's own lines: tomllib decides (or "never asked" without it)
+    assert mine == tomllib.loads(text), text
+
+
+# Whole lines, most of them the writer's own: texts the fast reader does read.
+CONSENT_LINES = st.sampled_from([
+    "[telemetry]", 'consent = "enabled"', 'consent = "disabled"', 'prompt_version = "1.0"',
+    'consented_at = "2024-01-01T00:00:00Z"', "# a comment", "", "  ", ' consent="x"  # why',
+    "consent = 'enabled'", "[other]", 'k = "a # b"', 'k = "é 🙂"', "consent = 1", "[telemetry",
+    'k = "a" # \x01', 'k = "a\tb"', "k = \"a\" \"b\"",
+])
+
+
+@pytest.mark.skipif(sys.version_info < (3, 11), reason="compares with tomllib")
+@FUZZ
+@given(lines=st.lists(CONSENT_LINES, max_size=6, unique=True))
+def test_the_fast_reader_reads_the_writers_lines_as_tomllib_does(lines: list[str]) -> None:
+    import tomllib
+
+    text = "\n".join(["# written by a test", "[telemetry]", *lines]) + "\n"
+    mine = config.fast_loads(text)
+    if mine is None:  # declined: a line it does not read, or a key twice
+        bad = [line for line in lines if line not in (
+            'consent = "enabled"', 'consent = "disabled"', 'prompt_version = "1.0"',
+            'consented_at = "2024-01-01T00:00:00Z"', "# a comment", "", "  ",
+            ' consent="x"  # why', 'k = "a # b"', 'k = "é 🙂"')]
+        keys = [line.partition("=")[0].strip() for line in lines if "=" in line]
+        assert bad or len(keys) != len(set(keys)), text
+        return
     assert mine == tomllib.loads(text), text

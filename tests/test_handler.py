@@ -30,8 +30,9 @@ STATS_KEYS = {
     "enqueued", "sent", "skipped", "retries", "pending", "dlq",
     "dropped_disabled", "dropped_invalid", "dropped_buffer_full", "dropped_rejected",
     "dropped_too_large", "dropped_retries_exhausted", "dropped_dlq_full", "dropped_shutdown",
-    "dropped_bad_endpoint", "spooled", "dropped_spool_full", "dropped_spool_expired",
-    "dropped_spool_oversize", "dropped_spool_untrusted", "dropped_spool_error",
+    "dropped_bad_endpoint", "dropped_revoked", "spooled", "dropped_spool_full",
+    "dropped_spool_expired", "dropped_spool_oversize", "dropped_spool_untrusted",
+    "dropped_spool_error",
 }
 
 

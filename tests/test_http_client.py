@@ -17,6 +17,7 @@ import subprocess
 import sys
 import threading
 import time
+import types
 from collections.abc import Iterator
 from typing import Callable, Union
 
@@ -24,9 +25,9 @@ import pytest
 from support.endpoints import LoopbackEndpoint, loopback_listener
 from support.helpers import REPO_ROOT, event, ids, wait_until
 
-from nat_telemetry import http_client
+from nat_telemetry import http
 from nat_telemetry.handler import NATTelemetryHandler
-from nat_telemetry.http_client import (
+from nat_telemetry.http import (
     MAX_RESPONSE_BYTES,
     AutoClient,
     RequestsClient,
@@ -204,9 +205,10 @@ def test_redirects_are_not_followed(
 
 def test_refused_connection_is_a_transport_error(client: AnyClient, refused_url: str) -> None:
     started = time.monotonic()
-    with pytest.raises(TransportError):
+    with pytest.raises(TransportError) as failed:
         client.post(refused_url, BODY, 2.0)
     assert time.monotonic() - started < 1.0
+    assert failed.value.kind == "refused"
 
 
 def test_no_answer_times_out(client: AnyClient, serve: ServeFixture) -> None:
@@ -215,9 +217,10 @@ def test_no_answer_times_out(client: AnyClient, serve: ServeFixture) -> None:
 
     server = serve(never)
     started = time.monotonic()
-    with pytest.raises(TransportError):
+    with pytest.raises(TransportError) as failed:
         client.post(server.url, BODY, 0.3)
     assert 0.25 <= time.monotonic() - started < 1.5
+    assert failed.value.kind == "timeout"
 
 
 def trickle(pieces: list[bytes], every: float) -> Responder:
@@ -247,9 +250,10 @@ def test_the_timeout_bounds_the_whole_exchange_not_each_wait(
     head = TRICKLED_HEAD
     server = serve(trickle([head[i:i + 4] for i in range(0, len(head), 4)], 0.12))
     started = time.monotonic()
-    with pytest.raises(TransportError, match="deadline"):
+    with pytest.raises(TransportError, match="deadline") as failed:
         client.post(server.url, BODY, 0.4)
     assert 0.35 <= time.monotonic() - started < 1.0
+    assert failed.value.kind == "timeout"
 
 
 def test_a_body_cut_by_the_timeout_still_gives_the_status(
@@ -354,12 +358,12 @@ def test_usable_again_after_close(client: AnyClient, serve: ServeFixture) -> Non
 
 @pytest.fixture
 def fresh_choice(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(http_client, "_default_class", None)
+    monkeypatch.setattr(http, "_default_class", None)
 
 
 def recorded_choice() -> object:
     """The process-wide choice as it stands (None: not made yet)."""
-    return http_client._default_class
+    return http._default_class
 
 
 def chosen_by(auto: AutoClient) -> object:
@@ -393,11 +397,15 @@ def test_without_requests_the_choice_is_urllib(
 def test_a_broken_requests_also_means_urllib(
     fresh_choice: None, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    def broken() -> None:
-        raise AttributeError("module 'urllib3' has no attribute 'something'")
+    guarded = http.import_guarded
 
-    monkeypatch.setattr(http_client, "_import_requests", broken)
-    assert http_client._choose_default_class() is UrllibClient
+    def broken(name: str) -> types.ModuleType:
+        if name == "requests":
+            raise AttributeError("module 'urllib3' has no attribute 'something'")
+        return guarded(name)
+
+    monkeypatch.setattr(http, "import_guarded", broken)
+    assert http._choose_default_class() is UrllibClient
 
 
 def test_the_choice_is_made_once(
@@ -419,7 +427,7 @@ def test_the_choice_is_made_once(
             pass
 
     # Later transports take the recorded choice without deciding again...
-    monkeypatch.setattr(http_client, "_default_class", Recording)
+    monkeypatch.setattr(http, "_default_class", Recording)
     second = default_client()
     assert second.post(server.url, BODY, 2.0) == Response(299, None)
     assert Recording.posts == 1
@@ -431,10 +439,10 @@ def test_the_choice_is_made_once(
 
 def test_import_does_not_decide() -> None:
     code = ("import sys, nat_telemetry\n"
-            "from nat_telemetry import http_client\n"
+            "from nat_telemetry import http\n"
             "from nat_telemetry.handler import NATTelemetryHandler\n"
             "h = NATTelemetryHandler(endpoint='')\n"
-            "print(http_client._default_class, 'requests' in sys.modules,"
+            "print(http._default_class, 'requests' in sys.modules,"
             " 'urllib.request' in sys.modules)\n")
     result = subprocess.run([sys.executable, "-c", code], cwd=str(REPO_ROOT),
                             capture_output=True, text=True, timeout=60)

@@ -27,9 +27,8 @@ from test_http_client import (
 )
 
 from nat_telemetry import config
-from nat_telemetry.http_client import RequestsClient, Response, TransportError, UrllibClient
-from nat_telemetry.retry import Outcome
-from nat_telemetry.transport import HttpTransport, transport_for
+from nat_telemetry.http import RequestsClient, Response, TransportError, UrllibClient
+from nat_telemetry.transport import HttpTransport, Outcome, transport_for
 
 SECRET = "pa55-w0rd-secret"
 TOKEN = "tok-3f9a.b~c+d/e=="
@@ -157,7 +156,7 @@ def test_a_token_is_sent_as_a_bearer_and_wins_over_url_credentials(
                                          client=client_class(), token=TOKEN)
     no_token = HttpTransport(server.url, client=client_class())
     for transport in (plain, with_url_credentials, no_token):
-        assert transport.send(BODY, 2.0).outcome is Outcome.SENT
+        assert transport.send(BODY, 2.0).outcome == Outcome.SENT
         transport.close()
     assert authorization(server) == [f"Bearer {TOKEN}", f"Bearer {TOKEN}", None]
 
@@ -171,7 +170,7 @@ def test_a_caller_client_without_headers_still_works_without_a_token() -> None:
             pass
 
     transport = HttpTransport("http://127.0.0.1:9/x", client=ThreeArguments())  # type: ignore[arg-type]
-    assert transport.send(BODY, 1.0).outcome is Outcome.SENT
+    assert transport.send(BODY, 1.0).outcome == Outcome.SENT
 
 
 def test_the_token_comes_from_the_environment(
@@ -184,7 +183,7 @@ def test_the_token_comes_from_the_environment(
         else:
             monkeypatch.setenv(config.TOKEN_ENV_VAR, value)
         transport = transport_for(server.url, dry_run=False)
-        assert transport.send(BODY, 2.0).outcome is Outcome.SENT
+        assert transport.send(BODY, 2.0).outcome == Outcome.SENT
         transport.close()
     assert config.TOKEN_ENV_VAR == "NAT_TELEMETRY_TOKEN"
     assert authorization(server) == [f"Bearer {TOKEN}", None, None]
@@ -202,7 +201,7 @@ def test_an_unsendable_token_is_refused_without_being_shown(
     monkeypatch.setenv(config.TOKEN_ENV_VAR, bad)
     caplog.set_level(logging.DEBUG)
     transport = transport_for(server.url, dry_run=False)
-    assert transport.send(BODY, 2.0).outcome is Outcome.SENT
+    assert transport.send(BODY, 2.0).outcome == Outcome.SENT
     transport.close()
     assert authorization(server) == [None]
     assert [r.levelno for r in caplog.records if config.TOKEN_ENV_VAR in r.getMessage()] == [

@@ -5,7 +5,7 @@ byte just before each wait would end, nor against an endless run of
 ``HTTP/1.1 100 Continue``.  These servers do exactly that (at a pace that
 costs them little CPU, so the process's CPU time measures the client), on
 plain HTTP, inside a TLS handshake and behind a proxy's ``CONNECT`` (past
-:data:`~nat_telemetry._http_deadline.MAX_INTERIM_ANSWERS` interim answers, a
+:data:`~nat_telemetry._deadline.MAX_INTERIM_ANSWERS` interim answers, a
 client gives up at once).  Each stops by itself after :data:`SERVER_GIVES_UP`
 seconds, so a client with no deadline fails the time assertion instead of
 hanging the suite.
@@ -37,8 +37,8 @@ from test_http_client import (
     serve_fixture,  # noqa: F401  (the serve fixture)
 )
 
-from nat_telemetry import _http_deadline
-from nat_telemetry.http_client import RequestsClient, Response, TransportError
+from nat_telemetry import _deadline
+from nat_telemetry.http import RequestsClient, Response, TransportError
 
 TIMEOUT = 0.5
 SERVER_GIVES_UP = 5.0
@@ -106,8 +106,9 @@ class DripOnConnect:
 def timed_failure(client: AnyClient, url: str) -> tuple[float, float]:
     """POST ``url`` expecting a TransportError; the wall and CPU seconds it took."""
     wall, cpu = time.monotonic(), time.process_time()
-    with pytest.raises(TransportError, match="deadline"):
+    with pytest.raises(TransportError, match="deadline") as failed:
         client.post(url, BODY, TIMEOUT)
+    assert failed.value.kind == "timeout"
     return time.monotonic() - wall, time.process_time() - cpu
 
 
@@ -153,7 +154,7 @@ def test_an_endless_100_continue_ends_by_the_deadline(
 
 
 def test_a_few_100_continue_then_the_answer(client: AnyClient, serve: ServeFixture) -> None:
-    interim = b"HTTP/1.1 100 Continue\r\n\r\n" * _http_deadline.MAX_INTERIM_ANSWERS
+    interim = b"HTTP/1.1 100 Continue\r\n\r\n" * _deadline.MAX_INTERIM_ANSWERS
     final = b"HTTP/1.1 202 Accepted\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"
     server = serve(lambda srv, conn, req: conn.sendall(interim + final))
     assert client.post(server.url, BODY, 2.0) == Response(202, None)
@@ -210,7 +211,7 @@ def test_a_kept_alive_connection_is_watched_too(serve: ServeFixture) -> None:
 def test_one_watchdog_for_many_posts_and_none_left_when_idle(
     client: AnyClient, serve: ServeFixture, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setattr(_http_deadline, "WATCHDOG_IDLE_SECONDS", 0.2)
+    monkeypatch.setattr(_deadline, "WATCHDOG_IDLE_SECONDS", 0.2)
     server = serve(answer(200))
     client.post(server.url, BODY, 2.0)  # the first POST imports and builds what it needs
     descriptors = open_descriptors()
@@ -247,18 +248,18 @@ def test_without_a_watchdog_thread_the_post_still_goes_out(
 
     shutting_down = types.SimpleNamespace(**vars(threading))
     shutting_down.Thread = Refused
-    monkeypatch.setattr(_http_deadline, "_watchdog", None)
-    monkeypatch.setattr(_http_deadline, "threading", shutting_down)
+    monkeypatch.setattr(_deadline, "_watchdog", None)
+    monkeypatch.setattr(_deadline, "threading", shutting_down)
     server = serve(answer(200))
     assert client.post(server.url, BODY, 2.0) == Response(200, None)
     assert client.post(server.url, BODY, 2.0) == Response(200, None)
-    assert _http_deadline._watchdog is None  # none could start: the fallback was taken
+    assert _deadline._watchdog is None  # none could start: the fallback was taken
 
 
 def test_a_deadline_after_the_post_touches_nothing() -> None:
     left, right = socket.socketpair()
     with left, right:
-        deadline = _http_deadline.Deadline(0.05)
+        deadline = _deadline.Deadline(0.05)
         deadline.watch(left)
         deadline.finish()
         time.sleep(0.15)
@@ -271,7 +272,7 @@ def test_deadlines_expire_in_their_own_order() -> None:
     # A later deadline armed first must not delay an earlier one armed after it.
     pairs = [socket.socketpair() for _ in range(2)]
     try:
-        late, early = _http_deadline.Deadline(3.0), _http_deadline.Deadline(0.1)
+        late, early = _deadline.Deadline(3.0), _deadline.Deadline(0.1)
         late.watch(pairs[0][0])
         early.watch(pairs[1][0])
         started = time.monotonic()
@@ -289,7 +290,7 @@ def test_deadlines_expire_in_their_own_order() -> None:
 
 FORK_SCRIPT = """\
 import os, socket, sys, threading, time
-from nat_telemetry.http_client import TransportError, UrllibClient
+from nat_telemetry.http import TransportError, UrllibClient
 
 listener = socket.create_server(("127.0.0.1", 0))
 url = "http://127.0.0.1:%d/x" % listener.getsockname()[1]

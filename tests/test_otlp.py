@@ -1,4 +1,5 @@
-"""nat_telemetry.otlp: endpoints, partial-success answers, import cost."""
+"""OTLP endpoints (nat_telemetry.transport), partial-success answers and import cost
+(nat_telemetry.otlp)."""
 
 from __future__ import annotations
 
@@ -15,7 +16,8 @@ from hypothesis import strategies as st
 from opentelemetry.proto.collector.logs.v1.logs_service_pb2 import ExportLogsServiceResponse
 from support.helpers import subprocess_env
 
-from nat_telemetry.otlp import is_otlp_endpoint, otlp_logs_url, rejected_log_records
+from nat_telemetry.otlp import rejected_log_records
+from nat_telemetry.transport import destination, endpoint_problem, logs_url
 
 # ------------------------------------------------------------------ endpoints
 
@@ -27,42 +29,41 @@ from nat_telemetry.otlp import is_otlp_endpoint, otlp_logs_url, rejected_log_rec
     ("otlp+https://h/custom/path/", "https://h/custom/path/"),
     ("otlp+https://h", "https://h/v1/logs"),
     ("OTLP+HTTP://Host:4318", "http://Host:4318/v1/logs"),
-    ("  otlp+http://host:4318\n", "http://host:4318/v1/logs"),
     ("otlp+http://127.0.0.1:4318/v1/logs", "http://127.0.0.1:4318/v1/logs"),
     ("otlp+http://[::1]:4318", "http://[::1]:4318/v1/logs"),
     ("otlp+https://gw.example/otlp/v1/logs?tenant=a", "https://gw.example/otlp/v1/logs?tenant=a"),
+    ("otlp+https://gw.example?tenant=a", "https://gw.example/v1/logs?tenant=a"),
     ("otlp+http://h:4318/#frag", "http://h:4318/v1/logs"),
     # userinfo is kept for the transport; it is only ever hidden in messages
     ("otlp+http://u:p@h:4318", "http://u:p@h:4318/v1/logs"),
 ])
 def test_otlp_logs_url(endpoint: str, url: str) -> None:
-    assert is_otlp_endpoint(endpoint)
-    assert otlp_logs_url(endpoint) == url
+    assert endpoint_problem(endpoint) is None
+    assert destination(endpoint, False) == "otlp"
+    assert logs_url(endpoint) == url
 
 
 @pytest.mark.parametrize(("endpoint", "problem"), [
-    ("http://host:4318", "scheme 'http'"),
-    ("https://host/v1/logs", "scheme 'https'"),
-    ("otlp+grpc://host:4317", "scheme 'otlp+grpc'"),
-    ("otlp://host:4318", "scheme 'otlp'"),
-    ("host:4318", "no scheme"),
-    ("", "no scheme"),
+    ("otlp+grpc://host:4317", "not one this client can send to"),
+    ("otlp://host:4318", "not one this client can send to"),
+    ("host:4318", "not one this client can send to"),
+    ("otlp+http:host:4318", "not one this client can send to"),
+    ("otlp+http:/host", "not one this client can send to"),
+    ("  otlp+http://host:4318", "not one this client can send to"),
     ("otlp+http://", "no host"),
     ("otlp+http:///v1/logs", "no host"),
     ("otlp+http://:4318", "no host"),
-    ("otlp+http:host:4318", "no host"),
-    ("otlp+http:/host", "no host"),
     ("otlp+http://host:99999", "bad port"),
     ("otlp+http://host:0", "bad port"),
     ("otlp+http://host:port", "bad port"),
-    ("otlp+http://[::1", "malformed URL"),
-    ("otlp+http://host/a b", "blanks or control characters"),
-    ("otlp+http://host/\r\nX-Injected: 1", "blanks or control characters"),
+    ("otlp+http://[::1", "invalid IPv6 address"),
+    ("otlp+http://host:4318\n", "white space or control characters"),
+    ("otlp+http://host/a b", "white space or control characters"),
+    ("otlp+http://host/\r\nX-Injected: 1", "white space or control characters"),
 ])
-def test_otlp_logs_url_names_the_problem(endpoint: str, problem: str) -> None:
-    with pytest.raises(ValueError, match="OTLP endpoint") as info:
-        otlp_logs_url(endpoint)
-    assert problem in str(info.value)
+def test_an_unusable_otlp_endpoint_names_its_problem(endpoint: str, problem: str) -> None:
+    assert destination(endpoint, False) == "unusable"
+    assert problem in (endpoint_problem(endpoint) or "")
 
 
 @pytest.mark.parametrize("endpoint", [
@@ -72,46 +73,46 @@ def test_otlp_logs_url_names_the_problem(endpoint: str, problem: str) -> None:
     "otlp+https://alice:s3cr3t@[::1/v1/logs",
     "otlp+http://alice:s3cr3t@host/a b",
     "otlp+grpc://alice:s3cr3t@host:4317",
-    "http://alice:s3cr3t@host:4318",
+    "otlp+http://alice:s3cr3t@host:4318\n",
     "otlp+http://host:99999/v1/logs?api_key=s3cr3t",
     "otlp+http:alice:s3cr3t@host",
     "alice:s3cr3t@host:4318",
     "alice:s3cr3t@host:4318/v1/logs",
 ])
 def test_messages_never_repeat_credentials(endpoint: str) -> None:
-    with pytest.raises(ValueError) as info:
-        otlp_logs_url(endpoint)
-    message = str(info.value)
+    message = endpoint_problem(endpoint)
+    assert message is not None
     assert "s3cr3t" not in message and "alice" not in message
     assert "***" in message
 
 
 @pytest.mark.parametrize(("endpoint", "expected"), [
-    ("otlp+http://h", True),
-    ("otlp+https://h", True),
-    ("OTLP+HTTPS://h", True),
-    (" otlp+http://h", True),
-    ("otlp+grpc://h", True),  # OTLP asked for: otlp_logs_url says what is wrong
-    ("otlp://h", True),
-    ("http://h", False),
-    ("https://otlp+http.example/", False),
-    ("stdout", False),
-    ("", False),
-    ("otlphttp://h", False),
+    ("otlp+http://h", "otlp"),
+    ("otlp+https://h", "otlp"),
+    ("OTLP+HTTPS://h", "otlp"),
+    (" otlp+http://h", "unusable"),
+    ("otlp+grpc://h", "unusable"),
+    ("otlp://h", "unusable"),
+    ("http://h", "nemo"),
+    ("https://otlp+http.example/", "nemo"),
+    ("stdout", "stdout"),
+    ("", "none"),
+    ("otlphttp://h", "unusable"),
 ])
-def test_is_otlp_endpoint(endpoint: str, expected: bool) -> None:
-    assert is_otlp_endpoint(endpoint) is expected
+def test_what_an_endpoint_asks_for(endpoint: str, expected: str) -> None:
+    assert destination(endpoint, False) == expected
+    dry = {"otlp": "otlp-dry-run", "nemo": "dry-run"}.get(expected, expected)
+    assert destination(endpoint, True) == dry
 
 
-@settings(max_examples=200, derandomize=True, database=None, deadline=None)
-@given(st.text(max_size=80))
-def test_otlp_logs_url_gives_a_url_or_a_value_error(endpoint: str) -> None:
-    try:
-        url = otlp_logs_url(endpoint)
-    except ValueError:
+@settings(max_examples=300, derandomize=True, database=None, deadline=None)
+@given(st.one_of(st.text(max_size=80), st.text(max_size=60).map("otlp+http://".__add__)))
+def test_a_usable_otlp_endpoint_gives_a_usable_logs_url(endpoint: str) -> None:
+    if destination(endpoint, False) != "otlp":
         return
-    assert is_otlp_endpoint(endpoint)
+    url = logs_url(endpoint)
     assert url.startswith(("http://", "https://"))
+    assert destination(url, False) == "nemo"  # both HTTP clients can send to it
 
 
 # ------------------------------------------------------------------- answers

@@ -20,9 +20,10 @@ import pytest
 from support.helpers import assert_balanced, event, subprocess_env, wait_until
 from support.otlp_receiver import Answer, OTLPReceiver, attributes_of
 
-from nat_telemetry import config, http_client, sender
+from nat_telemetry import config, http, sender
 from nat_telemetry.handler import NATTelemetryHandler
-from nat_telemetry.spool import LOCK_NAME, Spool
+from nat_telemetry.spool import Spool
+from nat_telemetry.transport import destination_id, redact
 
 MakeHandler = Callable[..., NATTelemetryHandler]
 
@@ -63,8 +64,8 @@ def test_every_event_arrives_once_as_a_log_record(
     stats = h.stats()
     assert stats["sent"] == 5
     assert_balanced(stats)
-    used = http_client.UrllibClient if dependency_mode == "stdlib" else http_client.RequestsClient
-    assert http_client._default_class is used
+    used = http.UrllibClient if dependency_mode == "stdlib" else http.RequestsClient
+    assert http._default_class is used
 
 
 def test_configured_through_the_environment_variable(
@@ -165,12 +166,17 @@ def test_a_spooled_event_reaches_the_receiver_after_the_process_exits(
                             capture_output=True, text=True, timeout=30)
     assert (result.returncode, result.stdout, result.stderr) == (0, "done\n", ""), result.stderr
     assert receiver.wait_for_requests(1, timeout=10)
-    # The detached sender took the lock: the event went through the spool.
-    assert (spool / LOCK_NAME).exists()
-    assert wait_until(lambda: Spool(str(spool)).summary()[0] == 0, timeout=5)
-    lock = wait_until(lambda: sender.acquire_lock(str(spool)), timeout=10)  # the sender is done
+    # The detached sender took the destination's lock: the event went through the spool.
+    destination = destination_id(receiver.endpoint, "")
+    assert (spool / f"{destination}.lock").exists()
+    assert wait_until(lambda: destination not in Spool(str(spool)).summary(), timeout=5)
+    # The lock is free again: the sender is done.
+    lock = wait_until(lambda: sender.acquire_lock(str(spool), destination), timeout=10)
     assert lock is not None
     lock.release()
+    state = Spool(str(spool)).states()[destination]
+    assert state["endpoint"] == redact(receiver.endpoint) and "delivered_at" in state
+    assert "failure" not in state
     (export,) = receiver.exports
     assert (export.path, export.content_type, export.error) == ("/v1/logs", "application/json",
                                                                 None)

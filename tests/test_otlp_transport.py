@@ -24,15 +24,15 @@ from support.otlp_receiver import Answer, OTLPReceiver, attributes_of
 
 from nat_telemetry import config
 from nat_telemetry.handler import NATTelemetryHandler
-from nat_telemetry.http_client import RequestsClient, Response, UrllibClient
+from nat_telemetry.http import RequestsClient, Response, UrllibClient
 from nat_telemetry.payload import QueuedEvent
-from nat_telemetry.retry import Outcome
 from nat_telemetry.transport import (
     Delivery,
     DryRun,
     HttpTransport,
     OtlpDryRun,
     OtlpTransport,
+    Outcome,
     Transport,
     transport_for,
 )
@@ -69,15 +69,15 @@ def receiver() -> Iterator[OTLPReceiver]:
 def test_an_otlp_endpoint_gets_the_otlp_transport(endpoint: str, logs_url: str) -> None:
     transport = transport_for(endpoint, dry_run=False)
     assert type(transport) is OtlpTransport and isinstance(transport, HttpTransport)
-    assert transport.kind == "otlp"
     # The spool keeps the endpoint itself: a later sender reads the kind from it.
-    assert transport.spool_url == endpoint
+    assert transport.spool_endpoint == endpoint
     assert transport.logs_url == logs_url
 
 
 def test_other_urls_keep_the_nemo_transport() -> None:
     transport = transport_for("http://h/v1.1/events/json", dry_run=False)
-    assert type(transport) is HttpTransport and transport.kind == "nemo"
+    assert type(transport) is HttpTransport
+    assert transport.spool_endpoint == "http://h/v1.1/events/json"
     assert type(transport_for("otlp+http://h:4318", dry_run=True)) is OtlpDryRun
     assert type(transport_for("http://h/x", dry_run=True)) is DryRun
 
@@ -142,11 +142,11 @@ def otlp_transport(request: pytest.FixtureRequest,
 @pytest.mark.parametrize("answer, delivery", [
     (Answer(), Delivery(Outcome.SENT, None, 0)),
     (Answer.partial(2), Delivery(Outcome.SENT, None, 2)),
-    (Answer.unavailable("4"), Delivery(Outcome.TRANSIENT, "4", 0)),
-    (Answer.throttled("7"), Delivery(Outcome.TRANSIENT, "7", 0)),
-    (Answer(413), Delivery(Outcome.TOO_LARGE, None, 0)),
-    (Answer(400, error_message="bad"), Delivery(Outcome.REJECTED, None, 0)),
-    (Answer.dropped(), Delivery(Outcome.TRANSIENT, None, 0)),
+    (Answer.unavailable("4"), Delivery(Outcome.TRANSIENT, "4", 0, "http 503")),
+    (Answer.throttled("7"), Delivery(Outcome.TRANSIENT, "7", 0, "http 429")),
+    (Answer(413), Delivery(Outcome.TOO_LARGE, None, 0, "http 413")),
+    (Answer(400, error_message="bad"), Delivery(Outcome.REJECTED, None, 0, "http 400")),
+    (Answer.dropped(), Delivery(Outcome.TRANSIENT, None, 0, "connection")),
 ])
 def test_each_answer_becomes_a_delivery(
         otlp_transport: OtlpTransport, receiver: OTLPReceiver, answer: Answer,
@@ -195,8 +195,14 @@ def test_a_client_answering_without_a_body_rejects_nothing() -> None:
 
 
 def test_an_endpoint_without_a_logs_url_is_reported_once_and_dropped(
-        make_handler: MakeHandler, caplog: pytest.LogCaptureFixture) -> None:
-    h = make_handler(endpoint="otlp+http://user:pw@127.0.0.1:0")  # port 0: never a URL
+        make_handler: MakeHandler, monkeypatch: pytest.MonkeyPatch,
+        caplog: pytest.LogCaptureFixture) -> None:
+    unusable = "otlp+http://user:pw@127.0.0.1:0"  # port 0: never a URL
+    with pytest.raises(ValueError, match="bad port") as refused:
+        make_handler(endpoint=unusable)  # given by the caller: refused at once
+    assert "pw" not in str(refused.value)
+    monkeypatch.setattr(config, "NAT_TELEMETRY_ENDPOINT", unusable)  # configured: said once
+    h = make_handler()
     with caplog.at_level(logging.WARNING):
         for round_ in range(2):
             h.enqueue(event(duration_ms=round_))

@@ -190,6 +190,19 @@ def test_session_id_is_passed_through():
     assert payload["sessionId"] == "abc123"
 
 
+def test_a_tool_names_its_product_and_nothing_else_changes():
+    batch = [queued()]
+    plain = build_payload(batch, source_client_version="1.0")
+    named = build_payload(batch, source_client_version="1.0", product_name="mytool",
+                          product_version="2.3")
+    assert (plain["productName"], plain["productVersion"]) == ("undefined", "undefined")
+    assert (named["productName"], named["productVersion"]) == ("mytool", "2.3")
+    assert list(named) == list(plain)
+    same = {"productName", "productVersion", "sentTs"}
+    assert {k: v for k, v in named.items() if k not in same} == {
+        k: v for k, v in plain.items() if k not in same}
+
+
 def test_source_client_version_is_keyword_only():
     with pytest.raises(TypeError):
         build_payload([queued()], "1.0")  # type: ignore[misc]

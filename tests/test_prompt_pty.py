@@ -161,6 +161,8 @@ def test_enter_means_yes_and_one_line_confirms_it(machine: Machine) -> None:
     assert text.startswith("\nAcme CLI can send anonymous usage telemetry")
     assert "`acme telemetry enable` or\n`acme telemetry disable`" in text
     assert "Where it goes: nowhere (no endpoint is set, so nothing is sent)." in text
+    assert "NAT_TELEMETRY_ENABLED=true|false" in text
+    assert "DO_NOT_TRACK=1 turns it off for every tool." in text
     assert "Pressing Enter means yes." in text
     after = text.split("[Y/n]: ", 1)[1].strip().splitlines()
     assert after == [f"Saved: anonymous usage telemetry is on for Acme CLI (in "
@@ -223,7 +225,8 @@ def test_ctrl_c_at_the_second_question_too(machine: Machine) -> None:
 
 
 @pytest.mark.parametrize(("name", "value"), [("CI", "true"), ("GITLAB_CI", "true"),
-                                             ("DO_NOT_TRACK", "1"), ("DO_NOT_TRACK", "true")])
+                                             ("DO_NOT_TRACK", "1"), ("DO_NOT_TRACK", "true"),
+                                             ("DO_NOT_TRACK", "yes")])
 def test_no_prompt_in_ci_or_with_do_not_track_even_at_a_terminal(
     machine: Machine, name: str, value: str
 ) -> None:

@@ -1,4 +1,4 @@
-"""Tests for nat_telemetry.retry: status classes, Retry-After, backoff."""
+"""What a status means (nat_telemetry.transport), Retry-After and backoff (nat_telemetry.retry)."""
 
 from __future__ import annotations
 
@@ -8,7 +8,8 @@ from email.utils import format_datetime
 
 import pytest
 
-from nat_telemetry.retry import Outcome, RetryPolicy, classify_status, parse_retry_after
+from nat_telemetry.retry import RetryPolicy, parse_retry_after
+from nat_telemetry.transport import Outcome, classify_status
 
 NOW = datetime(2024, 5, 17, 12, 0, 0, tzinfo=timezone.utc)
 
@@ -18,22 +19,29 @@ NOW = datetime(2024, 5, 17, 12, 0, 0, tzinfo=timezone.utc)
 
 @pytest.mark.parametrize("status", [200, 201, 202, 204, 299])
 def test_2xx_is_sent(status: int) -> None:
-    assert classify_status(status) is Outcome.SENT
+    assert classify_status(status) == Outcome.SENT
 
 
 @pytest.mark.parametrize("status", [300, 301, 302, 304, 307, 308, 400, 401, 403, 404, 405, 409,
                                     410, 422, 451, 499, 100, 600])
 def test_other_statuses_are_rejected(status: int) -> None:
-    assert classify_status(status) is Outcome.REJECTED
+    assert classify_status(status) == Outcome.REJECTED
 
 
 def test_413_is_too_large() -> None:
-    assert classify_status(413) is Outcome.TOO_LARGE
+    assert classify_status(413) == Outcome.TOO_LARGE
 
 
 @pytest.mark.parametrize("status", [408, 429, 500, 502, 503, 504, 599])
 def test_transient_statuses(status: int) -> None:
-    assert classify_status(status) is Outcome.TRANSIENT
+    assert classify_status(status) == Outcome.TRANSIENT
+
+
+def test_outcomes_are_plain_strings() -> None:
+    assert (Outcome.SENT, Outcome.SKIPPED, Outcome.REJECTED, Outcome.TOO_LARGE,
+            Outcome.TRANSIENT, Outcome.UNUSABLE) == (
+        "sent", "skipped", "rejected", "too_large", "transient", "unusable")
+    assert all(type(classify_status(status)) is str for status in (200, 413, 503, 404))
 
 
 # -------------------------------------------------------- parse_retry_after

@@ -27,10 +27,10 @@ import responses
 from nat_telemetry import (
     NATTelemetryHandler,
     ValidationError,
-    _recorder,
     config,
     outcome,
     resolve_subcommand,
+    track,
     track_command,
 )
 from nat_telemetry.events import CliCommandEvent
@@ -46,10 +46,12 @@ def _isolated(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[None]
     monkeypatch.delenv("NAT_TELEMETRY_ENABLED", raising=False)
     monkeypatch.setitem(vars(config), "TELEMETRY_ENABLED", True)
     monkeypatch.setattr(config, "NAT_TELEMETRY_ENDPOINT", "")
-    recorders: dict[Any, _recorder.Recorder] = {}
-    monkeypatch.setattr(_recorder, "_recorders", recorders)
+    recorders: dict[Any, track.Recorder] = {}
+    monkeypatch.setattr(track, "_recorders", recorders)
     yield
     for recorder in list(recorders.values()):
+        with recorder._lock:  # a timer still sleeping must not hand over later
+            recorder._closed, recorder._kept = True, []
         if recorder._handler is not None:
             recorder._handler.stop(0)
 
@@ -281,7 +283,7 @@ def test_disabled_telemetry_records_nothing_and_creates_no_handler(
     monkeypatch.setitem(vars(config), "TELEMETRY_ENABLED", False)
     with track_command("convert"):
         pass
-    assert _recorder._recorders == {}
+    assert track._recorders == {}
     with track_command("convert", handler=sink.handler):
         pass
     assert sink.events() == []
@@ -292,16 +294,16 @@ def test_disabled_telemetry_records_nothing_and_creates_no_handler(
 
 
 def test_shared_recorder_is_created_once_across_threads(monkeypatch: pytest.MonkeyPatch) -> None:
-    created: list[_recorder.Recorder] = []
-    real = _recorder.Recorder
+    created: list[track.Recorder] = []
+    real = track.Recorder
 
-    def counting(session_id: str) -> _recorder.Recorder:
+    def counting(session_id: str, tool: config.Tool) -> track.Recorder:
         time.sleep(0.01)  # widen the window in which a second creation could race
-        recorder = real(session_id)
+        recorder = real(session_id, tool)
         created.append(recorder)
         return recorder
 
-    monkeypatch.setattr(_recorder, "Recorder", counting)
+    monkeypatch.setattr(track, "Recorder", counting)
     barrier = threading.Barrier(16)
 
     def work() -> None:
@@ -316,7 +318,7 @@ def test_shared_recorder_is_created_once_across_threads(monkeypatch: pytest.Monk
         t.join()
     assert len(created) == 1
     (recorder,) = created
-    assert recorder is _recorder._recorders[None]
+    assert recorder is track._recorders[("nat", None)]
     assert recorder.stats()["kept"] == 16
     handler = recorder.handler()
     assert recorder.stats()["kept"] == 0
@@ -330,7 +332,7 @@ def test_shared_session_id_has_the_prefix(monkeypatch: pytest.MonkeyPatch) -> No
     monkeypatch.setattr(config, "SESSION_PREFIX", "ci-")
     with track_command("convert"):
         pass
-    recorder = _recorder._recorders[None]
+    recorder = track._recorders[("nat", None)]
     session_id = recorder.session_id
     assert session_id.startswith("ci-") and len(session_id) == 3 + 32
     assert recorder.handler().session_id == session_id  # the prefix is added once
@@ -343,9 +345,28 @@ def test_session_id_selects_its_own_shared_recorder(monkeypatch: pytest.MonkeyPa
         pass
     with track_command("convert"):
         pass
-    assert _recorder._recorders["parent-session"].session_id == "parent-session"
-    assert _recorder._recorders["parent-session"].handler().stats()["enqueued"] == 2
-    assert _recorder._recorders[None].handler().stats()["enqueued"] == 1
+    assert track._recorders[("nat", "parent-session")].session_id == "parent-session"
+    assert track._recorders[("nat", "parent-session")].handler().stats()["enqueued"] == 2
+    assert track._recorders[("nat", None)].handler().stats()["enqueued"] == 1
+
+
+def test_a_tool_has_a_recorder_of_its_own(sink: Sink, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("ACME_CLI_TELEMETRY_SPOOL_DIR", "off")
+    acme = config.Tool("acme-cli", endpoint=URL, version="3.1", nemo_source="evaluator")
+    acme.enabled = True
+    with track_command("convert", tool=acme):
+        pass
+    with track_command("convert"):
+        pass
+    assert set(track._recorders) == {("acme-cli", None), ("nat", None)}
+    handler = track._recorders[("acme-cli", None)].handler()
+    assert handler.tool is acme
+    assert handler.flush(timeout=5)
+    (body,) = [json.loads(call.request.body) for call in sink.mock.calls]
+    assert (body["productName"], body["productVersion"]) == ("acme-cli", "3.1")
+    (event,) = body["events"]
+    assert (event["parameters"]["nemoSource"], event["parameters"]["command"]) == (
+        "evaluator", "convert")
 
 
 @pytest.mark.skipif(not hasattr(os, "fork"), reason="needs os.fork")
@@ -353,19 +374,19 @@ def test_forked_child_gets_a_new_session_id(tmp_path: Path) -> None:
     script = textwrap.dedent("""
         import os, sys, warnings
         warnings.simplefilter("ignore")
-        from nat_telemetry import _recorder, track_command
+        from nat_telemetry import track, track_command
         with track_command("parent"):
             pass
-        parent = _recorder._recorders[None]
+        parent = track._recorders[("nat", None)]
         pid = os.fork()
         if pid == 0:
             with track_command("child"):
                 pass
-            child = _recorder._recorders[None]
+            child = track._recorders[("nat", None)]
             print("child", child.session_id, child is parent, flush=True)
             os._exit(0)
         os.waitpid(pid, 0)
-        print("parent", _recorder._recorders[None].session_id, flush=True)
+        print("parent", track._recorders[("nat", None)].session_id, flush=True)
     """)
     env = {k: v for k, v in os.environ.items() if not k.startswith("NAT_")}
     env.update(NAT_TELEMETRY_ENABLED="1", NAT_TELEMETRY_CONSENT_FILE=str(tmp_path / "c.toml"),
@@ -469,7 +490,7 @@ def test_resolve_subcommand_result_feeds_track_command(sink: Sink) -> None:
 
 
 def test_telemetry_off_imports_nothing_of_ours_but_config_and_the_name_rules() -> None:
-    """The disabled path of a command line: config, the name check, nothing else."""
+    """The disabled path of a command line: config and the name check, nothing else."""
     code = ("import sys\n"
             "from nat_telemetry import track_command\n"
             "with track_command('tool', 'x'):\n"
@@ -480,9 +501,8 @@ def test_telemetry_off_imports_nothing_of_ours_but_config_and_the_name_rules() -
     env.update(NAT_TELEMETRY_ENABLED="0", PYTHONPATH=str(REPO_ROOT))
     result = subprocess.run([sys.executable, "-S", "-c", code], env=env, capture_output=True,
                             text=True, timeout=60, check=True)
-    assert result.stdout.split() == ["nat_telemetry", "nat_telemetry._log",
-                                     "nat_telemetry._rules", "nat_telemetry.config",
-                                     "nat_telemetry.track"]
+    assert result.stdout.split() == ["nat_telemetry", "nat_telemetry._rules",
+                                     "nat_telemetry.config", "nat_telemetry.track"]
 
 
 def test_a_bad_name_fails_at_the_call_site_with_telemetry_off(

@@ -9,8 +9,7 @@ from typing import Any, Callable
 import pytest
 
 from nat_telemetry import NATTelemetryHandler, track_command
-from nat_telemetry.retry import Outcome
-from nat_telemetry.transport import Delivery, Transport
+from nat_telemetry.transport import Delivery, Outcome, Transport
 
 MakeHandler = Callable[..., NATTelemetryHandler]
 

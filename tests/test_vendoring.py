@@ -5,8 +5,9 @@ often where nothing can be installed.  The main test does exactly that in a
 temporary folder and drives the copy from a Python started with ``-I -S``
 (no site-packages, no user site, no environment, no current folder), so
 ``requests``, ``tomli`` and ``tomli-w`` cannot be imported: the copy must
-record consent with the built-in TOML writer, read it back, send an event to
-a real collector with urllib, and never import anything by its original name.
+record consent with its own TOML writer, read it back with its own reader,
+send an event to a real collector with urllib, and never import anything by
+its original name.
 A second copy has its server side (``collector/``) deleted, as a project that
 only wants the client may do: everything a client uses must still work.
 """
@@ -25,8 +26,9 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import tomli_w
 
-from nat_telemetry import _toml
+from nat_telemetry import config
 from nat_telemetry.collector import Collector
 
 if sys.version_info >= (3, 11):
@@ -51,12 +53,15 @@ for name in ("requests", "urllib3", "tomli", "tomli_w", "pytest", "nat_telemetry
         result["present"].append(name)
 
 import theirpkg._vendor.nat_telemetry as nt
-from theirpkg._vendor.nat_telemetry import _toml, consent
+from theirpkg._vendor.nat_telemetry import config, consent
 
 result["written"] = consent.write_persisted_consent(consent.ConsentState.ENABLED)
 result["persisted"] = consent.read_persisted_consent().value
 result["enabled"] = nt.TELEMETRY_ENABLED  # resolved now, from the file just written
-result["reader"], result["writer"] = _toml.reader_name(), _toml.writer_name()
+with open(consent.consent_file_path(), encoding="utf-8") as saved:
+    result["fast_read"] = config.fast_loads(saved.read())
+result["dumped"] = consent.toml_dumps(
+    {"consent": "enabled", "odd": 'a "quoted" \\ back\tslash\x01 caf\u00e9'})
 
 handler = nt.NATTelemetryHandler(endpoint=url, request_timeout_seconds=5.0)
 handler.enqueue(nt.CliCommandEvent(
@@ -114,15 +119,18 @@ def test_vendored_copy_works_without_any_dependency(tmp_path: Path, real_collect
                                       "nat_telemetry"}, result
     assert result["modules"] == []
 
-    # Consent: written by the built-in writer, read back, and it enables telemetry.
-    assert result["writer"] == "builtin"
-    assert result["reader"] == ("tomllib" if sys.version_info >= (3, 11) else "builtin")
+    # Consent: written without tomli-w, read back by the package's own reader
+    # (no TOML library needed), and it enables telemetry.
     assert (result["written"], result["persisted"], result["enabled"]) == (True, "enabled", True)
     text = consent_file.read_text(encoding="utf-8")
     table = reference.loads(text)["telemetry"]
     assert table["consent"] == "enabled"
-    assert _toml.minimal_loads(text) == reference.loads(text)
+    assert result["fast_read"] == reference.loads(text) == config.fast_loads(text)
     assert stat.S_IMODE(consent_file.stat().st_mode) == 0o600
+    # The hand-written form is the bytes tomli-w writes, escapes included.
+    sample = {"consent": "enabled", "odd": 'a "quoted" \\ back\tslash\x01 caf\u00e9'}
+    assert reference.loads(result["dumped"]) == {"telemetry": sample}
+    assert result["dumped"] == tomli_w.dumps({"telemetry": sample})  # installed here
 
     # The event went out with urllib and the collector stored it.
     assert result["transport"] == "UrllibClient"
@@ -219,5 +227,6 @@ def test_modules_import_the_package_only_relatively(module: Path) -> None:
 
 def test_every_module_is_checked() -> None:
     names = {str(path.relative_to(PACKAGE_DIR)) for path in MODULES}
-    assert names >= {"__init__.py", "_toml.py", "http_client.py", "transport.py",
+    assert names >= {"__init__.py", "config.py", "consent.py", "http.py", "transport.py",
+                     "spool.py", "sender.py", "_process.py", "_deadline.py",
                      "collector/__init__.py", "collector/server.py", "collector/cli.py"}

@@ -21,7 +21,7 @@ import sys
 import threading
 from typing import Any, Callable, NoReturn
 
-from .._streams import reader_went_away
+from .._process import reader_went_away
 
 __all__ = ["DEFAULT_DB", "DEFAULT_PORT", "TOKEN_ENV_VAR", "register"]
 

@@ -23,6 +23,7 @@ from collections.abc import Mapping
 from datetime import datetime
 from typing import Any
 
+from .._rules import INT64_MAX, INT64_MIN
 from ..events import TelemetryEvent
 from ..payload import (
     ENVELOPE_KEYS,
@@ -52,7 +53,6 @@ REJECT_REASONS = (
 Row = tuple[str, ...]
 
 _ENVELOPE_KEY_SET = frozenset(ENVELOPE_KEYS)
-_INT64_MIN, _INT64_MAX = -(2**63), 2**63 - 1
 # One message naming a thousand broken events helps nobody.
 _MAX_PROBLEMS = 10
 _MAX_MESSAGE_LENGTH = 2000
@@ -78,7 +78,7 @@ def _bounded_int(text: str) -> int | _OutOfRange:
     if len(text) > 20:
         return _OUT_OF_RANGE
     value = int(text)
-    return value if _INT64_MIN <= value <= _INT64_MAX else _OUT_OF_RANGE
+    return value if INT64_MIN <= value <= INT64_MAX else _OUT_OF_RANGE
 
 
 def _no_constant(name: str) -> Any:

@@ -209,6 +209,13 @@ class QuietHTTPServer(ThreadingHTTPServer):
 
 class _LoopbackServer(QuietHTTPServer):
     endpoint: LoopbackEndpoint
+    tls: Any = None  # an ssl.SSLContext: HTTPS, each handshake on its connection's thread
+
+    def get_request(self) -> tuple[Any, Any]:
+        sock, address = super().get_request()
+        if self.tls is not None:
+            sock = self.tls.wrap_socket(sock, server_side=True, do_handshake_on_connect=False)
+        return sock, address
 
 
 class _LoopbackRequestHandler(BaseHTTPRequestHandler):
@@ -243,13 +250,20 @@ class _LoopbackRequestHandler(BaseHTTPRequestHandler):
 
 
 class LoopbackEndpoint(_Recorder):
-    """A real HTTP server on 127.0.0.1 that records every POSTed envelope."""
+    """A real HTTP server on 127.0.0.1 that records every POSTed envelope.
 
-    def __init__(self) -> None:
+    With ``tls`` (a server ``ssl.SSLContext``) it speaks HTTPS, and its URLs name
+    ``host`` (which must resolve to 127.0.0.1 for a client to reach it).  ``port``
+    brings an endpoint that was down back up where it was.
+    """
+
+    def __init__(self, tls: Any = None, host: str = "127.0.0.1", port: int = 0) -> None:
         super().__init__()
         self.closing = threading.Event()
-        self._server = _LoopbackServer(("127.0.0.1", 0), _LoopbackRequestHandler)
+        self._server = _LoopbackServer(("127.0.0.1", port), _LoopbackRequestHandler)
         self._server.endpoint = self
+        self._server.tls = tls
+        self.scheme, self.host = ("https" if tls is not None else "http"), host
         self.port: int = self._server.server_address[1]
         self.url = self.url_for("/ingest")
         self._thread = threading.Thread(
@@ -259,7 +273,7 @@ class LoopbackEndpoint(_Recorder):
         self._thread.start()
 
     def url_for(self, path: str) -> str:
-        return f"http://127.0.0.1:{self.port}{path}"
+        return f"{self.scheme}://{self.host}:{self.port}{path}"
 
     def close(self) -> None:
         self.closing.set()

@@ -46,6 +46,7 @@ SETTLED_KEYS = (
     "dropped_dlq_full",
     "dropped_shutdown",
     "dropped_bad_endpoint",
+    "dropped_revoked",
     "spooled",
     "dropped_spool_full",
     "dropped_spool_expired",

@@ -26,7 +26,7 @@ import threading
 import time
 from typing import TYPE_CHECKING, Any
 
-from ._fork_guard import import_guarded
+from ._process import import_guarded
 
 if TYPE_CHECKING:
     import socket
@@ -329,28 +329,27 @@ def watched_adapter_class() -> Any:
 _handler_classes: list[Any] = []
 
 
-def watched_handler_classes() -> list[Any]:
-    """``urllib.request`` HTTP and HTTPS handlers (HTTPS when ssl exists) using watched
-    connections."""
-    if _handler_classes:
-        return _handler_classes
-    import http.client
-    import urllib.request
+def watched_handler_classes() -> tuple[Any, Any]:
+    """``urllib.request`` HTTP and HTTPS handler classes (the second None without
+    ssl) whose connections obey the deadline."""
+    if not _handler_classes:
+        import http.client
+        import urllib.request
 
-    plain = _stdlib_connection(http.client.HTTPConnection)
+        plain = _stdlib_connection(http.client.HTTPConnection)
 
-    class HTTPHandler(urllib.request.HTTPHandler):
-        def http_open(self, req: Request) -> HTTPResponse:
-            return self.do_open(plain, req)
+        class HTTPHandler(urllib.request.HTTPHandler):
+            def http_open(self, req: Request) -> HTTPResponse:
+                return self.do_open(plain, req)
 
-    classes: list[Any] = [HTTPHandler]
-    if hasattr(urllib.request, "HTTPSHandler"):  # absent without ssl
-        secure = _stdlib_connection(http.client.HTTPSConnection)
+        secure_handler: Any = None
+        if hasattr(urllib.request, "HTTPSHandler"):  # absent without ssl
+            secure = _stdlib_connection(http.client.HTTPSConnection)
 
-        class HTTPSHandler(urllib.request.HTTPSHandler):
-            def https_open(self, req: Request) -> HTTPResponse:
-                return self.do_open(secure, req, context=getattr(self, "_context", None))
+            class HTTPSHandler(urllib.request.HTTPSHandler):
+                def https_open(self, req: Request) -> HTTPResponse:
+                    return self.do_open(secure, req, context=getattr(self, "_context", None))
 
-        classes.append(HTTPSHandler)
-    _handler_classes.extend(classes)
-    return _handler_classes
+            secure_handler = HTTPSHandler
+        _handler_classes[:] = [HTTPHandler, secure_handler]
+    return _handler_classes[0], _handler_classes[1]
