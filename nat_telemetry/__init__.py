@@ -39,7 +39,7 @@ if TYPE_CHECKING:
     from .handler import NATTelemetryHandler
     from .payload import QueuedEvent, build_payload
     from .subcommand import resolve_subcommand
-    from .track import track_command
+    from .track import ToolTelemetry, track_command
 else:
     Any = object
 
@@ -73,6 +73,7 @@ _EXPORTS = {
     "QueuedEvent": "payload",
     "build_payload": "payload",
     "resolve_subcommand": "subcommand",
+    "ToolTelemetry": "track",
     "track_command": "track",
 }
 
@@ -85,6 +86,7 @@ __all__ = [
     "QueuedEvent",
     "TaskStatusEnum",
     "TelemetryEvent",
+    "ToolTelemetry",
     "ValidationError",
     "__version__",
     "build_payload",

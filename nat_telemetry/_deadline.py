@@ -1,21 +1,18 @@
 """A wall-clock deadline for one POST, for both HTTP clients.
 
-A socket timeout bounds one wait, so a peer that sends a byte just before
-each wait ends, or an endless run of ``HTTP/1.1 100 Continue``, would hold a
-POST, and the thread making it, for as long as it likes.  So every POST gets
-a :class:`Deadline`: each socket the POST uses is registered with it, and at
-the deadline a watchdog thread shuts them all down; the library then reads
-end-of-file (or fails to write) and gives up at once, whatever it was doing:
-a TLS handshake, a proxy's ``CONNECT`` answer, the status line, the headers
-or the body.  One watchdog serves every POST of the process; it starts with
-the first deadline and ends after :data:`WATCHDOG_IDLE_SECONDS` without any.
+A socket timeout bounds one wait, so a peer that sends a byte just before each
+wait ends, or an endless run of ``HTTP/1.1 100 Continue``, would hold a POST,
+and the thread making it, for as long as it likes.  So every POST gets a
+:class:`Deadline`: each socket the POST uses is registered with it, and at the
+deadline a watchdog thread shuts them all down; the library then reads
+end-of-file (or fails to write) and gives up at once, whatever it was doing: a
+TLS handshake, a proxy's ``CONNECT`` answer, the status line, the headers or
+the body.  One watchdog serves every POST of the process; it starts with the
+first deadline and ends after :data:`WATCHDOG_IDLE_SECONDS` without any.
 
-Sockets are registered by connection classes of our own, from two places:
-where a connection opens its socket (before any TLS handshake or proxy
-tunnel) and where a request starts (for a connection kept alive from an
-earlier POST).  The POST running on a thread is found through a
-thread-local, so nothing has to be passed through ``requests`` or
-``urllib``.  The classes are built on first use: ``urllib3`` and
+Our own connection classes register the sockets, finding the POST running on
+their thread through a thread-local, so nothing has to be passed through
+``requests`` or ``urllib``.  They are built on first use: ``urllib3`` and
 ``http.client`` are not imported by ``import nat_telemetry``.
 """
 
@@ -47,27 +44,25 @@ class Deadline:
     """Shuts down the sockets of one POST when ``timeout`` seconds have passed.
 
     What is shut down is a duplicate of each socket's descriptor: it still
-    reaches the connection after a TLS wrap has taken over the original
-    socket object, and no other code can close it and reuse its number
-    while we hold it.  :meth:`finish` closes the duplicates and disarms the
-    deadline, so a connection kept alive after the POST is never touched.
-    Where no thread can be started (at interpreter exit, since Python 3.12,
-    with the watchdog gone idle) the per-operation timeouts are the only bound.
+    reaches the connection after a TLS wrap has taken over the original socket
+    object, and no other code can close it and reuse its number while we hold
+    it.  :meth:`finish` closes the duplicates, so a connection kept alive after
+    the POST is never touched.  Where no thread can be started (at interpreter
+    exit, since Python 3.12) the per-operation timeouts are the only bound.
     """
 
     def __init__(self, timeout: float) -> None:
         self.at = time.monotonic() + max(timeout, 0.0)
         #: The deadline passed (and the sockets were shut down).
         self.expired = False
-        #: It passed before the status line and headers were all in: whatever the
-        #: library made of the bytes it had (it takes end-of-file for the end of
-        #: the headers) is not an answer.
+        #: It passed before the status line and headers were all in: what the library
+        #: made of the bytes it had (end-of-file ends its headers) is not an answer.
         self.cut_short = False
         self._answered = False
         self._lock = threading.Lock()
         self._sockets: list[socket.socket] = []
         self._over = False
-        self._armed = _arm(self)
+        _arm(self)
 
     def watch(self, sock: socket.socket) -> None:
         import socket
@@ -101,8 +96,7 @@ class Deadline:
 
     def finish(self) -> None:
         """The POST is over: nothing is shut down from now on."""
-        if self._armed:
-            _disarm(self)
+        _disarm(self)
         with self._lock:
             self._over = True
             sockets, self._sockets = self._sockets, []
@@ -118,7 +112,7 @@ _watchdog: threading.Thread | None = None
 _wake_at = float("inf")  # when the watchdog wakes next (inf: at its idle timeout)
 
 
-def _arm(deadline: Deadline) -> bool:
+def _arm(deadline: Deadline) -> None:
     global _watchdog
     with _wake:
         if _watchdog is None or not _watchdog.is_alive():
@@ -127,12 +121,11 @@ def _arm(deadline: Deadline) -> bool:
             try:
                 thread.start()
             except RuntimeError:  # "can't create new thread at interpreter shutdown"
-                return False
+                return
             _watchdog = thread
         _pending.add(deadline)
         if deadline.at < _wake_at:
             _wake.notify()
-    return True
 
 
 def _disarm(deadline: Deadline) -> None:
@@ -194,10 +187,11 @@ def end(deadline: Deadline) -> None:
     deadline.finish()
 
 
-def _watch(sock: socket.socket | None) -> None:
+def _watch(sock: socket.socket | None) -> socket.socket | None:
     deadline: Deadline | None = getattr(_current, "deadline", None)
     if deadline is not None and sock is not None:
         deadline.watch(sock)
+    return sock
 
 
 def _answered() -> None:
@@ -214,10 +208,11 @@ def _answered() -> None:
 MAX_INTERIM_ANSWERS = 16
 
 
-def _capped_response(base: Any) -> Any:
-    """``base`` (``http.client.HTTPResponse``) giving up after too many ``100 Continue``."""
+def _watched_connection(base: Any) -> Any:
+    """``base``, an ``http.client`` or a ``urllib3`` (1.26 or 2.x) connection class,
+    whose sockets obey the deadline of the POST running on the thread."""
 
-    class Capped(base):  # type: ignore[misc]  # base comes from a lazy import
+    class Capped(base.response_class):  # type: ignore[misc]  # base comes from a lazy import
         _interim = 0
 
         def _read_status(self) -> Any:
@@ -231,53 +226,22 @@ def _capped_response(base: Any) -> Any:
                         f"more than {MAX_INTERIM_ANSWERS} interim answers")
             return version, status, reason
 
-    return Capped
+    class Watched(base):  # type: ignore[misc]
+        response_class = Capped
 
-
-
-def _stdlib_connection(base: Any) -> Any:
-    """An ``http.client`` connection class whose sockets obey the POST's deadline."""
-
-    class Watched(base):  # type: ignore[misc]  # base comes from a lazy import
-        response_class = _capped_response(base.response_class)
-
+        # A new socket is watched as soon as it is open, before any TLS handshake or
+        # proxy tunnel: http.client opens it with ``_create_connection`` (set in its
+        # ``__init__``, so wrapped here), urllib3 with ``_new_conn``.
         def __init__(self, *args: Any, **kwargs: Any) -> None:
             super().__init__(*args, **kwargs)
-            # What connect() opens its socket with (untyped: the base is a lazy import).
             create: Any = self._create_connection  # type: ignore[has-type]
-
-            def create_and_watch(*args: Any, **kwargs: Any) -> Any:
-                sock = create(*args, **kwargs)
-                _watch(sock)  # before any TLS handshake or proxy tunnel
-                return sock
-
-            self._create_connection = create_and_watch
-
-        def putrequest(self, *args: Any, **kwargs: Any) -> Any:
-            _watch(self.sock)  # a connection that is already open
-            return super().putrequest(*args, **kwargs)
-
-        def getresponse(self) -> Any:
-            response = super().getresponse()
-            _answered()
-            return response
-
-    return Watched
-
-
-def _urllib3_connection(base: Any) -> Any:
-    """A ``urllib3`` connection class (1.26 or 2.x) whose sockets obey the deadline."""
-
-    class Watched(base):  # type: ignore[misc]  # base comes from a lazy import
-        response_class = _capped_response(base.response_class)
+            self._create_connection = lambda *args, **kwargs: _watch(create(*args, **kwargs))
 
         def _new_conn(self) -> Any:
-            sock = super()._new_conn()
-            _watch(sock)  # before any TLS handshake or proxy tunnel
-            return sock
+            return _watch(super()._new_conn())
 
         def putrequest(self, *args: Any, **kwargs: Any) -> Any:
-            _watch(self.sock)  # a kept-alive connection: no connect() this time
+            _watch(self.sock)  # a connection kept alive from an earlier POST
             return super().putrequest(*args, **kwargs)
 
         def getresponse(self, *args: Any, **kwargs: Any) -> Any:
@@ -303,7 +267,7 @@ def watched_adapter_class() -> Any:
     stock = {"http": connectionpool.HTTPConnectionPool,
              "https": connectionpool.HTTPSConnectionPool}
     watched = {scheme: type("Watched" + pool.__name__, (pool,),
-                            {"ConnectionCls": _urllib3_connection(pool.ConnectionCls)})
+                            {"ConnectionCls": _watched_connection(pool.ConnectionCls)})
                for scheme, pool in stock.items()}
 
     def use_watched_pools(manager: Any) -> Any:
@@ -336,7 +300,7 @@ def watched_handler_classes() -> tuple[Any, Any]:
         import http.client
         import urllib.request
 
-        plain = _stdlib_connection(http.client.HTTPConnection)
+        plain = _watched_connection(http.client.HTTPConnection)
 
         class HTTPHandler(urllib.request.HTTPHandler):
             def http_open(self, req: Request) -> HTTPResponse:
@@ -344,7 +308,7 @@ def watched_handler_classes() -> tuple[Any, Any]:
 
         secure_handler: Any = None
         if hasattr(urllib.request, "HTTPSHandler"):  # absent without ssl
-            secure = _stdlib_connection(http.client.HTTPSConnection)
+            secure = _watched_connection(http.client.HTTPSConnection)
 
             class HTTPSHandler(urllib.request.HTTPSHandler):
                 def https_open(self, req: Request) -> HTTPResponse:

@@ -1,11 +1,10 @@
-"""The fields of telemetry events: what a field declares, the checks behind it,
-the ``__init__`` and ``model_dump`` generated from them, and the JSON Schema
-and JSON parsing the pydantic-like surface offers.
+"""The fields of telemetry events: what a field declares, the checks behind it, the
+``__init__`` and ``model_dump`` generated from them, and the JSON Schema and JSON parsing
+the pydantic-like surface offers.
 
-Private to :mod:`.events`.  Loaded with it, so it imports nothing heavy: the
-string languages are checked by the hand-written predicates of :mod:`._rules`,
-and ``re``, ``json``, ``inspect`` and ``dataclasses`` are imported only by the
-few functions that need them, when they are called.
+Private to :mod:`.events` and loaded with it, so it imports nothing heavy: the string
+languages are checked by the hand-written predicates of :mod:`._rules`, and ``re``,
+``json`` and ``inspect`` are imported by the few functions that need them, when called.
 """
 
 from __future__ import annotations
@@ -15,16 +14,7 @@ import enum
 import sys
 from keyword import iskeyword
 
-from ._rules import (
-    DOTTED_IDENTIFIER,
-    INT64_MAX,
-    INT64_MIN,
-    PYTHON_VERSION,
-    TOKEN,
-    is_dotted_identifier,
-    is_python_version,
-    is_token,
-)
+from . import _rules
 
 TYPE_CHECKING = False  # typing.TYPE_CHECKING without importing typing at run time
 if TYPE_CHECKING:
@@ -40,10 +30,16 @@ REJECT: Any = object()
 # A parameter left out of a call.
 MISSING: Any = object()
 
-# Per string field, values already known to be valid.  A CLI records a handful
-# of command names over and over; the bound keeps a hostile caller from
-# growing it without limit.
+# Per string field, values already known to be valid.  A CLI records a handful of command
+# names over and over; the bound keeps a hostile caller from growing it without limit.
 _KNOWN_VALUES_MAX = 256
+
+# The patterns checked without ``re``, each by its hand-written equal.
+PREDICATES: dict[str, Callable[[str], bool]] = {
+    _rules.TOKEN: _rules.is_token,
+    _rules.DOTTED_IDENTIFIER: _rules.is_dotted_identifier,
+    _rules.PYTHON_VERSION: _rules.is_python_version,
+}
 
 
 class Invalid(Exception):
@@ -53,12 +49,10 @@ class Invalid(Exception):
 class FieldInfo:
     """A field of an event class, as ``model_fields`` maps its name to it.
 
-    ``annotation`` is the field's type (``str``, ``int`` or a ``str`` enum);
-    ``default`` its default, ``...`` when the field is required (then
-    ``is_required()``); ``alias`` its wire name, ``None`` when that is the
-    field name; ``ge``, ``le``, ``pattern``, ``max_length`` and ``rule`` its
-    constraints as declared (an ``int`` is also always within
-    [-2**63, 2**63-1]); ``name`` the field name.
+    ``annotation`` is its type (``str``, ``int`` or a ``str`` enum); ``default`` its default,
+    ``...`` when required (``is_required()``); ``alias`` its wire name, ``None`` when that
+    is ``name``; ``ge``, ``le``, ``pattern``, ``max_length`` and ``rule`` its constraints as
+    declared (an ``int`` is also always within [-2**63, 2**63-1]).
     """
 
     __slots__ = ("alias", "annotation", "default", "ge", "le", "max_length", "name",
@@ -95,36 +89,16 @@ class FieldInfo:
         return f"FieldInfo({', '.join(parts)})"
 
 
-class Kind:
-    """How one field checks a value: ``check`` raises :class:`Invalid`, ``accept``
-    returns :data:`REJECT` instead; both return the value to store."""
-
-    __slots__ = ("accept", "check", "is_enum", "is_int")
-
-    def __init__(self, check: Checker, accept: Checker, *, is_enum: bool = False,
-                 is_int: bool = False) -> None:
-        self.check, self.accept, self.is_enum, self.is_int = check, accept, is_enum, is_int
-
-
-# --------------------------------------------------------------- string languages
-
-PREDICATES: dict[str, Callable[[str], bool]] = {
-    TOKEN: is_token, DOTTED_IDENTIFIER: is_dotted_identifier, PYTHON_VERSION: is_python_version,
-}
-
-
-# --------------------------------------------------------------- kinds
+# --------------------------------------------------------------- checks
 
 def int_bounds(info: FieldInfo) -> tuple[int, int]:
     """The values an ``int`` field takes: its ``ge``/``le`` within a signed 64-bit integer."""
-    low = INT64_MIN if info.ge is None else max(info.ge, INT64_MIN)
-    high = INT64_MAX if info.le is None else min(info.le, INT64_MAX)
+    low = _rules.INT64_MIN if info.ge is None else max(info.ge, _rules.INT64_MIN)
+    high = _rules.INT64_MAX if info.le is None else min(info.le, _rules.INT64_MAX)
     return low, high
 
 
-def _int_kind(info: FieldInfo) -> Kind:
-    low, high = int_bounds(info)
-
+def _int_checks(low: int, high: int) -> tuple[Checker, Checker]:
     def check(value: Any) -> int:
         if isinstance(value, bool) or not isinstance(value, int):
             raise Invalid(f"must be an integer, got {type(value).__name__}")
@@ -142,10 +116,10 @@ def _int_kind(info: FieldInfo) -> Kind:
         except Invalid:
             return REJECT
 
-    return Kind(check, accept, is_int=True)
+    return check, accept
 
 
-def _str_kind(info: FieldInfo) -> Kind:
+def _str_checks(info: FieldInfo) -> tuple[Checker, Checker]:
     pattern, max_length = info.pattern, info.max_length
     matches: Callable[[str], Any] | None = None
     if pattern is not None:
@@ -178,10 +152,10 @@ def _str_kind(info: FieldInfo) -> Kind:
             known.add(value)
         return value
 
-    return Kind(check, accept)
+    return check, accept
 
 
-def _enum_kind(enum_type: type[enum.Enum]) -> Kind:
+def _enum_checks(enum_type: type[enum.Enum]) -> tuple[Checker, Checker]:
     # A str enum member hashes and compares like its value, so one dict serves
     # both the members and their string values.
     by_value: dict[Any, enum.Enum] = {member.value: member for member in enum_type}
@@ -195,40 +169,48 @@ def _enum_kind(enum_type: type[enum.Enum]) -> Kind:
         return member
 
     def accept(value: Any) -> Any:
-        if isinstance(value, str):
-            return by_value.get(value, REJECT)
-        return REJECT
+        return by_value.get(value, REJECT) if isinstance(value, str) else REJECT
 
-    return Kind(check, accept, is_enum=True)
+    return check, accept
 
 
-def kind_of(owner: type, info: FieldInfo) -> Kind:
-    """The checks of ``info``'s type and constraints; normalizes its default."""
-    where = f"{owner.__name__}.{info.name}"
-    annotation = info.annotation
-    is_str = annotation is str
-    if is_str:
-        kind = _str_kind(info)
-    elif annotation is int:
-        kind = _int_kind(info)
-        low, high = int_bounds(info)
-        if low > high:
-            raise TypeError(f"{where}: no integer is >= {low} and <= {high}")
-    elif isinstance(annotation, enum.EnumMeta) and issubclass(annotation, str):
-        kind = _enum_kind(info.annotation)
-    else:
-        raise TypeError(f"{where}: unsupported field type {annotation!r} "
-                        "(use str, int or a str enum)")
-    if not is_str and (info.pattern is not None or info.max_length is not None):
-        raise TypeError(f"{where}: pattern and max_length only apply to a str field")
-    if annotation is not int and (info.ge is not None or info.le is not None):
-        raise TypeError(f"{where}: ge and le only apply to an int field")
-    if not info.is_required():
-        try:
-            info.default = kind.check(info.default)
-        except Invalid as exc:
-            raise TypeError(f"{where}: invalid default: {exc}") from None
-    return kind
+class Spec:
+    """A field as the checks and the generated code use it: ``check`` raises
+    :class:`Invalid`, ``accept`` returns :data:`REJECT` instead, both return the
+    value to store.  Made with the class: a mistaken declaration is a TypeError."""
+
+    __slots__ = ("accept", "alias", "check", "default", "info", "is_enum", "is_int", "name",
+                 "required")
+
+    def __init__(self, owner: type, info: FieldInfo) -> None:
+        where = f"{owner.__name__}.{info.name}"
+        annotation = info.annotation
+        self.is_int = annotation is int
+        self.is_enum = isinstance(annotation, enum.EnumMeta) and issubclass(annotation, str)
+        if annotation is str:
+            self.check, self.accept = _str_checks(info)
+        elif self.is_int:
+            low, high = int_bounds(info)
+            if low > high:
+                raise TypeError(f"{where}: no integer is >= {low} and <= {high}")
+            self.check, self.accept = _int_checks(low, high)
+        elif self.is_enum:
+            self.check, self.accept = _enum_checks(annotation)
+        else:
+            raise TypeError(f"{where}: unsupported field type {annotation!r} "
+                            "(use str, int or a str enum)")
+        if annotation is not str and (info.pattern is not None or info.max_length is not None):
+            raise TypeError(f"{where}: pattern and max_length only apply to a str field")
+        if not self.is_int and (info.ge is not None or info.le is not None):
+            raise TypeError(f"{where}: ge and le only apply to an int field")
+        self.required = info.is_required()
+        if not self.required:
+            try:
+                info.default = self.check(info.default)
+            except Invalid as exc:
+                raise TypeError(f"{where}: invalid default: {exc}") from None
+        self.info, self.name, self.default = info, info.name, info.default
+        self.alias: str = info.alias or info.name
 
 
 # --------------------------------------------------------------- declarations
@@ -245,8 +227,7 @@ def _resolve(cls: type, name: str, annotation: Any) -> Any:
             return _CLASSVAR
         module = sys.modules.get(cls.__module__)
         module_names: dict[str, Any] = vars(module) if module is not None else {}
-        scopes = (cls.__dict__, module_names, vars(builtins))
-        for scope in scopes:
+        for scope in (cls.__dict__, module_names, vars(builtins)):
             if text in scope:
                 return scope[text]
         try:
@@ -298,30 +279,13 @@ def field_infos(cls: type, reserved: type) -> dict[str, FieldInfo]:
 
 # --------------------------------------------------------------- generated methods
 
-
-class Spec:
-    """A field as the generated code uses it."""
-
-    __slots__ = ("alias", "default", "info", "kind", "name", "required")
-
-    def __init__(self, info: FieldInfo, kind: Kind) -> None:
-        self.info, self.kind = info, kind
-        self.name: str = info.name
-        self.alias: str = info.alias or info.name
-        self.default: Any = info.default
-        self.required = info.is_required()
-
-
 def compile_methods(cls: type, specs: tuple[Spec, ...], slow: Callable[..., None],
                     ) -> tuple[Callable[..., None], Dump, Dump]:
-    """``__init__`` and the two ``model_dump``s, written out.
-
-    Binding arguments by name and checking each field in straight-line code is
-    what keeps construction near a microsecond (``dataclasses`` generates its
-    ``__init__`` the same way).  Anything unusual - an unknown, missing or
-    doubled key, a rejected value - goes to ``slow``, which reports every
-    problem at once.  Locals start with ``_``, which no field name does.
-    """
+    """``__init__`` and the two ``model_dump``s, written out: binding arguments by name and
+    checking each field in straight-line code keeps construction near a microsecond (as
+    ``dataclasses`` generates its ``__init__``).  Anything unusual - an unknown, missing or
+    doubled key, a rejected value - goes to ``slow``, which reports every problem at once.
+    Locals start with ``_``, which no field name does."""
     names = [spec.name for spec in specs]
     # An alias that cannot be a parameter name arrives in ``_unknown`` instead.
     aliases = [spec.alias for spec in specs if spec.alias != spec.name
@@ -331,18 +295,13 @@ def compile_methods(cls: type, specs: tuple[Spec, ...], slow: Callable[..., None
     lines = [f"def __init__(_self, /, {'*, ' if keywords else ''}{keywords}**_unknown):"]
     namespace: dict[str, Any] = {"_MISSING": MISSING, "_REJECT": REJECT, "_slow": slow}
     for i, spec in enumerate(specs):
-        name, alias = spec.name, spec.alias
-        value = name
-        if alias in aliases:
-            value = (f"({name} if {alias} is _MISSING"
-                     f" else {alias} if {name} is _MISSING else _REJECT)")
-        if spec.required:
-            lines.append(f"    _v{i} = _REJECT if {value} is _MISSING else _accept{i}({value})")
-        else:
-            lines.append(f"    _v{i} = {value}")
-            lines.append(f"    _v{i} = _default{i} if _v{i} is _MISSING else _accept{i}(_v{i})")
-        namespace[f"_accept{i}"] = spec.kind.accept
-        namespace[f"_default{i}"] = spec.default
+        value = spec.name
+        if spec.alias in aliases:  # by either name, not by both
+            value = (f"({spec.name} if {spec.alias} is _MISSING"
+                     f" else {spec.alias} if {spec.name} is _MISSING else _REJECT)")
+        missing = "_REJECT" if spec.required else f"_default{i}"
+        lines.append(f"    _v{i} = {missing} if {value} is _MISSING else _accept{i}({value})")
+        namespace[f"_accept{i}"], namespace[f"_default{i}"] = spec.accept, spec.default
     unusual = " or ".join(["_unknown"] + [f"_v{i} is _REJECT" for i in range(len(specs))])
     given = ", ".join(f"{p!r}: {p}" for p in names + aliases)
     lines.append(f"    if {unusual}:")
@@ -352,27 +311,24 @@ def compile_methods(cls: type, specs: tuple[Spec, ...], slow: Callable[..., None
     for by_alias in (False, True):
         items = ", ".join(
             f"{spec.alias if by_alias else spec.name!r}: "
-            f"_values[{spec.name!r}]{'._value_' if spec.kind.is_enum else ''}"
+            f"_values[{spec.name!r}]{'._value_' if spec.is_enum else ''}"
             for spec in specs)
         lines.append(f"def dump_{by_alias}(_values): return {{{items}}}")
     exec("\n".join(lines), namespace)
     init = namespace["__init__"]
     init.__qualname__ = f"{cls.__qualname__}.__init__"
     init.__module__ = cls.__module__
-    init.__annotations__ = {spec.name: spec.info.annotation for spec in specs}
-    init.__annotations__["return"] = None
+    init.__annotations__ = {**{spec.name: spec.info.annotation for spec in specs}, "return": None}
     init.__doc__ = "Check every field; a ValidationError names each one that is wrong."
     init.__wrapped__ = Signature(specs)  # followed by inspect.signature, so by help() too
     return init, namespace["dump_False"], namespace["dump_True"]
 
 
 class Signature:
-    """What ``inspect.signature()`` and ``help()`` show for a generated ``__init__``.
-
-    The fields as keyword-only parameters with their types, required ones
-    without a default, rather than the catch-all the constructor really
-    has.  Built when asked for, as ``inspect`` is only loaded by the asker.
-    """
+    """What ``inspect.signature()`` and ``help()`` show for a generated ``__init__``:
+    the fields as keyword-only parameters with their types and defaults, rather than
+    the catch-all the constructor really has.  Built when asked for, as ``inspect`` is
+    only loaded by the asker."""
 
     __slots__ = ("specs",)
 
@@ -398,12 +354,9 @@ DRAFT_2020_12 = "https://json-schema.org/draft/2020-12/schema"
 
 
 def ecma_pattern(pattern: str) -> str:
-    """``pattern`` as a JSON Schema ``pattern``: the same strings in ECMA-262 and ``re``.
-
-    A JSON Schema pattern is searched for, not matched in full, hence the
-    anchors; the end is a lookahead for "no character left" because ``$`` also
-    matches before a final newline in Python's ``re``.
-    """
+    """``pattern`` as a JSON Schema ``pattern``, the same strings in ECMA-262 and ``re``:
+    anchored, as JSON Schema searches for a pattern, and ended by a lookahead for "no
+    character left" because ``$`` also matches before a final newline in ``re``."""
     return f"^(?:{pattern})(?![\\s\\S])"
 
 
@@ -475,21 +428,3 @@ def load_json(json_data: str | bytes | bytearray) -> Any:
     except (ValueError, RecursionError) as exc:  # an undecodable byte, NaN, deep nesting
         reason = f"invalid JSON: {type(exc).__name__}"
     raise Invalid(reason)
-
-
-def dataclass_fields(cls: type, fields: Mapping[str, FieldInfo]) -> dict[str, Any]:
-    """``__dataclass_fields__`` for an event class, so ``dataclasses.fields()`` lists
-    its fields: made once per class from a dataclass with the same fields."""
-    cached: dict[str, Any] | None = cls.__dict__.get("_dataclass_fields")
-    if cached is None:
-        import dataclasses
-
-        namespace: dict[str, Any] = {"__annotations__": {
-            name: info.annotation for name, info in fields.items()}}
-        namespace.update({name: info.default for name, info in fields.items()
-                          if not info.is_required()})
-        shadow: Any = dataclasses.dataclass(init=False, repr=False, eq=False, frozen=True)(
-            type(cls.__name__, (), namespace))
-        cached = dict(shadow.__dataclass_fields__)
-        type.__setattr__(cls, "_dataclass_fields", cached)
-    return cached

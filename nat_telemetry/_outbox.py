@@ -1,12 +1,11 @@
 """Where a handler's accepted events are once they leave its queue.
 
-An :class:`Outbox` keeps the books of ``stats()`` (the counters, the
-dead-letter queue, the events in flight) under one lock, and decides what
-becomes of each event after a delivery: counted as sent, skipped or dropped
-for a reason, back in the dead-letter queue with one more retry (and the
-backoff the retry policy asks for), or spooled for a detached sender.  The
-handler owns the queue, the worker thread and the lifecycle; it hands each
-batch's :class:`~.transport.Result` here.
+An :class:`Outbox` keeps the books of ``stats()`` (the counters, the dead-letter
+queue, the events in flight) under one lock, and settles each event of a
+:class:`~.transport.Result`: sent, skipped or dropped for a reason, back in the
+dead-letter queue with one more retry (after the retry policy's backoff), or
+spooled for a detached sender.  The queue, the worker and the lifecycle are the
+handler's.
 """
 
 from __future__ import annotations
@@ -25,7 +24,7 @@ if TYPE_CHECKING:
     from .payload import QueuedEvent
     from .retry import RetryPolicy
     from .sender import Outlet
-    from .transport import Delivery, Result, Transport
+    from .transport import Result, Transport
 
 __all__ = ["COUNTERS", "Outbox"]
 
@@ -42,11 +41,8 @@ _SPOOL_UNUSABLE = ("dropped_spool_error", "dropped_spool_untrusted", "dropped_sp
 
 
 class Outbox:
-    """The books of one handler, and the fate of every event after a delivery.
-
-    ``spooling()`` says how the handler spools now: the endpoint, the token and who
-    records (see :func:`~.sender.identity`); None when nothing may be spooled.
-    """
+    """The books of one handler.  ``spooling()`` says how the handler spools now: the
+    endpoint, the token and who records (:func:`~.sender.identity`); None: not at all."""
 
     def __init__(self, max_dlq_size: int, max_batch_size: int, policy: RetryPolicy,
                  outlet: Outlet,
@@ -93,40 +89,34 @@ class Outbox:
                 self.outlet.note(transport.spool_endpoint, token, None)
         if not result.failed:
             return True
-        problem = getattr(result.last, "problem", None) or "no answer"
-        self.outlet.note(transport.spool_endpoint, token, problem)
-        self._retry_later(result.failed, result.untried, result.last, running)
-        return False
-
-    def _retry_later(self, failed: list[QueuedEvent], untried: list[QueuedEvent],
-                     last: Delivery | None, running: bool) -> None:
+        failed, untried = result.failed, result.untried
+        problem = getattr(result.last, "problem", None)
+        self.outlet.note(transport.spool_endpoint, token, problem or "no answer")
         # A certificate that cannot be checked is a configuration problem, not the
         # events' fault: no retry is used up, and the wait is the longest there is.
-        configuration = getattr(last, "problem", None) == "tls"
+        configuration = problem == "tls"
         try:
             if configuration:
                 delay = self.policy.retry_after_max
             else:
                 self.failures += 1
-                delay = self.policy.delay(self.failures, getattr(last, "retry_after", None))
+                delay = self.policy.delay(self.failures, getattr(result.last, "retry_after", None))
         except Exception:
             _process.debug("retry policy failed; using its longest backoff", exc_info=True)
             delay = self.policy.backoff_max
         self.backoff_until = time.monotonic() + delay
         again: list[QueuedEvent] = []
-        exhausted = 0
         for queued in failed:
             if not configuration:
                 queued.retry_count += 1
-            if not configuration and self._gives_up(queued.retry_count):
-                exhausted += 1
-            else:
+            if configuration or not self._gives_up(queued.retry_count):
                 again.append(queued)
+        exhausted = len(failed) - len(again)
         with self.lock:
             self.in_flight -= exhausted
             self.count("dropped_retries_exhausted", exhausted)
             if running:
-                self.count("retries", 0 if configuration else len(failed) - exhausted)
+                self.count("retries", 0 if configuration else len(again))
                 self.in_flight -= len(again) + len(untried)
                 self.dlq.extendleft(reversed(again + untried))  # the oldest there are: first
                 overflow = max(0, len(self.dlq) - self.max_dlq_size)
@@ -138,6 +128,7 @@ class Outbox:
             # Stopping: the final attempt is made once, so nothing would retry these
             # here: they go to the spool, in flight until they are there.
             self.spool_or_drop(again + untried, "dropped_shutdown")
+        return False
 
     def _gives_up(self, retry_count: int) -> bool:
         try:
@@ -147,10 +138,9 @@ class Outbox:
 
     def spool_or_drop(self, events: list[QueuedEvent], otherwise: str | None
                       ) -> list[QueuedEvent]:
-        """Spool in-flight ``events`` for a later sender.  What the spool refuses is
-        counted under its reason; when nothing may be spooled at all, ``events`` are
-        settled as ``otherwise``.  With ``otherwise`` None (at exit), what the spool
-        cannot take, or all of it, is returned still in flight, to be sent in-process."""
+        """Spool in-flight ``events`` for a later sender; what the spool refuses is counted
+        under its reason, all of them as ``otherwise`` when nothing may be spooled.  With
+        ``otherwise`` None (at exit), what cannot be spooled is returned, still in flight."""
         from .sender import record_of
 
         spooling = self._spooling() if events else None

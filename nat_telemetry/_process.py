@@ -2,25 +2,23 @@
 and imports that a fork cannot cut in half.
 
 **Exit and fork.**  Whatever holds events (a handler, ``track_command``'s
-recorder) registers here once.  At interpreter exit, one hook closes them all in
-the order they registered (a party registered meanwhile, such as a handler made
-to deliver what could not be spooled, is closed too) within one shared
-deadline, then runs what they asked to run last (starting the detached
-senders).  In a forked child every party is told so, and starts empty.
+recorder) registers here once.  At interpreter exit one hook closes them all, in
+the order they registered (and any registered meanwhile, such as a handler made
+to deliver what could not be spooled) within one shared deadline, then runs what
+they asked to run last (starting the detached senders).  In a forked child every
+party is told so, and starts empty.
 
 **The logger** is looked up on first use, under the package's own name (a
 vendored copy logs under the name it was given): importing :mod:`logging`
 costs a command line more than everything else the package does on its way in.
 
-**Guarded imports.**  Some modules are first imported on a worker thread (the
-HTTP stack at the first POST, :mod:`logging` at the first message).  A fork in
-the middle of one would leave the child a half-initialised module that no
-later import can repair, so those imports hold :data:`import_lock`, and a fork
-waits for it (a bounded time).  Fork hooks run newest first, so once
-:mod:`logging` is imported this module registers its hook again, to run before
-logging's own: a fork then takes the import lock before logging's lock, and
-the two never wait for each other.  When logging is imported while a fork
-waits, its hook came too late to run before that fork, so ours takes its lock.
+**Guarded imports.**  A module first imported on a worker thread (the HTTP
+stack at the first POST, :mod:`logging` at the first message) and cut in half by
+a fork would stay half-initialised in the child for good: those imports hold
+:data:`import_lock`, which a fork waits for (a bounded time).  Fork hooks run
+newest first, so once :mod:`logging` is imported ours is registered again, to
+take the import lock before logging's hook takes logging's lock: the two never
+wait for each other.
 """
 
 from __future__ import annotations
@@ -48,16 +46,8 @@ if TYPE_CHECKING:
         def after_fork_in_child(self) -> None: ...
 
 __all__ = [
-    "EXIT_BROKEN_PIPE",
-    "after_exit",
-    "debug",
-    "import_guarded",
-    "import_lock",
-    "logger",
-    "reader_went_away",
-    "register",
-    "warning",
-    "warning_once",
+    "EXIT_BROKEN_PIPE", "after_exit", "debug", "import_guarded", "import_lock", "logger",
+    "reader_went_away", "register", "warning", "warning_once",
 ]
 
 PACKAGE = __name__.rpartition(".")[0]
@@ -72,11 +62,7 @@ _last: dict[object, tuple[Callable[..., Any], tuple[Any, ...]]] = {}
 def register(party: Party) -> None:
     """Close ``party`` at exit and tell it about a fork; held weakly."""
     key = id(party)
-
-    def forget(_ref: object) -> None:
-        _parties.pop(key, None)
-
-    _parties[key] = _weakref.ref(party, forget)
+    _parties[key] = _weakref.ref(party, lambda _ref: _parties.pop(key, None))
 
 
 def after_exit(key: object, function: Callable[..., Any], *args: Any) -> None:
@@ -95,11 +81,8 @@ def _call(function: Callable[..., Any], *args: Any) -> None:
 def _at_exit() -> None:
     closed: set[int] = set()
     deadline: float | None = None
-    while True:
-        pending = [(key, ref()) for key, ref in list(_parties.items()) if key not in closed]
-        pending = [(key, party) for key, party in pending if party is not None]
-        if not pending:
-            break
+    while pending := [(key, party) for key, ref in list(_parties.items())
+                      if key not in closed and (party := ref()) is not None]:
         if deadline is None:
             budget = max(getattr(party, "exit_budget", 0.0) for _, party in pending)
             deadline = time.monotonic() + budget
@@ -117,8 +100,7 @@ def _at_exit() -> None:
 
 def _after_fork_in_child() -> None:
     _last.clear()
-    for ref in list(_parties.values()):
-        party = ref()
+    for party in [ref() for ref in list(_parties.values())]:
         if party is not None:
             _call(party.after_fork_in_child)
 
@@ -156,9 +138,8 @@ def warning_once(message: str, *args: object) -> None:
 
 def reader_went_away() -> int:
     """Exit quietly when stdout's reader closed early (``nat-telemetry demo | head``):
-    128 + SIGPIPE, as a shell tool killed by it reports, and nothing on stderr.
-    Standard output is pointed at the null device so the interpreter's final
-    flush does not complain either."""
+    :data:`EXIT_BROKEN_PIPE`, nothing on stderr, and stdout pointed at the null device
+    so that the interpreter's final flush does not complain either."""
     try:
         null = os.open(os.devnull, os.O_WRONLY)
         os.dup2(null, sys.stdout.fileno())
@@ -209,14 +190,11 @@ def _before_fork() -> None:
     logging_module = sys.modules.get("logging")
     had_logging = logging_module is not None and not _initializing(logging_module)
     _held_for_fork = import_lock.acquire(timeout=_FORK_WAIT_SECONDS)
-    if not had_logging and "logging" in sys.modules:
-        _take_logging_lock_too()
-
-
-def _take_logging_lock_too() -> None:
-    # logging's fork hook came too late to run before this fork, while its
-    # after-fork hooks will run and release its lock: take it, as it would have.
-    logging_module = sys.modules["logging"]
+    logging_module = sys.modules.get("logging")
+    if had_logging or logging_module is None:
+        return
+    # Imported while this fork waited, logging's fork hook came too late to run, yet its
+    # after-fork hooks will release its lock: take it, as its hook would have.
     owned = getattr(getattr(logging_module, "_lock", None), "_is_owned", None)
     if owned is None or owned():
         return  # unknown internals, or logging's own hook did run after all

@@ -1,13 +1,11 @@
 """The languages an event's values may use: one definition each, cheap to check.
 
-A field that accepts any text is how a path, a message or a user name would
-ride along, so every text the wire carries is one of these short languages.
-Each has a regular expression (for JSON Schema and the collector's messages)
-and a hand-written check equal to ``re.fullmatch`` of it, so that checking a
-name costs no :mod:`re` import; the tests hold the two equal.
-
-A leaf: events, ``track_command``, the envelope, the settings and the
-collector all read their rules from here.
+A field that accepts any text is how a path, a message or a user name would ride along,
+so every text the wire carries is one of these short languages.  Each has a regular
+expression (for JSON Schema and the collector's messages) and a hand-written check equal
+to ``re.fullmatch`` of it, so that checking a name costs no :mod:`re` import; the tests
+hold the two equal.  A leaf: events, ``track_command``, the envelope, the settings and
+the collector all read their rules from here.
 """
 
 from __future__ import annotations
@@ -21,11 +19,15 @@ __all__ = [
     "PYTHON_VERSION",
     "SESSION_ID",
     "TOKEN",
+    "TOOL_NAME",
+    "VERSION",
     "is_dotted_identifier",
     "is_error_class",
     "is_python_version",
     "is_session_id",
     "is_token",
+    "is_tool_name",
+    "is_version",
 ]
 
 # The wire schema's integers are signed 64-bit.
@@ -34,15 +36,18 @@ INT64_MAX = 2**63 - 1
 # An exception class name, dotted module path included.
 ERROR_CLASS_MAX_LENGTH = 128
 
+_ALNUM = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789"
 # The alphabet of every name on the wire (commands, session ids, client ids).
-NAME_CHARACTERS = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789_.:-"
+NAME_CHARACTERS = _ALNUM + "_.:-"
 _NAME_CLASS = "[A-Za-z0-9_.:-]"
 TOKEN = _NAME_CLASS + "{1,64}"
 SESSION_ID = _NAME_CLASS + "{1,128}"
 DOTTED_IDENTIFIER = r"[A-Za-z_][A-Za-z0-9_]*(?:\.[A-Za-z_][A-Za-z0-9_]*)*"
+# A tool's name (folders, productName) and version (clientVer, productVersion).
+TOOL_NAME = r"[a-z0-9][a-z0-9_-]{0,63}"
+VERSION = r"[A-Za-z0-9][A-Za-z0-9_.+!-]{0,63}"
 PYTHON_VERSION = r"[0-9]{1,3}\.[0-9]{1,3}(?:\.[0-9]{1,3})?(?:(?:a|b|rc)[0-9]{1,3})?\+?"
-
-_DIGITS = "0123456789"
+_LOWER = "abcdefghijklmnopqrstuvwxyz0123456789"
 
 
 def _is_name(text: str, longest: int) -> bool:
@@ -59,6 +64,17 @@ def is_session_id(text: str) -> bool:
     return _is_name(text, 128)
 
 
+def is_tool_name(text: str) -> bool:
+    """``re.fullmatch(TOOL_NAME, text)``: lowercase letters, digits, ``-``, ``_``."""
+    return (0 < len(text) <= 64 and text[0] in _LOWER
+            and not text.strip(_LOWER + "_-"))
+
+
+def is_version(text: str) -> bool:
+    """``re.fullmatch(VERSION, text)``: a version such as ``2.4.1`` or ``0.1.dev3+g1a2b``."""
+    return 0 < len(text) <= 64 and text[0] in _ALNUM and not text.strip(_ALNUM + "_.+!-")
+
+
 def is_dotted_identifier(text: str) -> bool:
     """``re.fullmatch(DOTTED_IDENTIFIER, text)``: on ASCII, ``isidentifier`` is that language."""
     return text.isascii() and all(part.isidentifier() for part in text.split("."))
@@ -70,7 +86,7 @@ def is_error_class(text: str) -> bool:
 
 
 def _is_number(text: str) -> bool:
-    return 0 < len(text) <= 3 and not text.strip(_DIGITS)
+    return 0 < len(text) <= 3 and not text.strip("0123456789")
 
 
 def is_python_version(text: str) -> bool:

@@ -1,66 +1,31 @@
 """The ``nat-telemetry`` command line (also ``python -m nat_telemetry``).
 
-Two jobs.  ``status``, ``enable``, ``disable``, ``reset`` and ``schema`` let a
-person see and change their telemetry decision without editing a file, say
-plainly where the effective answer comes from (an environment variable
-silently overriding a saved "no" is exactly the surprise an opt-in system must
-not spring), and show what could ever be sent.
-``run -- CMD`` instruments any program, shell pipelines included, with one
-event naming the program (never its arguments), while staying out of its
-way: the program keeps the terminal, and ``run`` exits with its exit code.
+``status``, ``enable``, ``disable`` and ``reset`` see and change the NeMo Agent
+Toolkit's decision (see :mod:`.status`); ``schema`` shows what could ever be
+sent; ``run -- CMD`` instruments any program with one event naming it (never
+its arguments), while the program keeps the terminal and ``run`` exits with its
+exit code; the collector's commands are added when its folder is there.
 
-Every failure of this command is one readable line on stderr and a non-zero
-exit status, never a traceback; argparse only, so there is nothing to install.
+Every failure is one readable line on stderr and a non-zero exit status, never
+a traceback; argparse only, so there is nothing to install.
 """
 
 from __future__ import annotations
 
 import argparse
-import contextlib
-import os
-import signal
-import subprocess
 import sys
-import threading
 import time
-from collections.abc import Iterator
-from pathlib import Path
+from collections.abc import Sequence
 
 from . import _process, config
-from ._process import reader_went_away
 from ._rules import NAME_CHARACTERS
-from .consent import (
-    DEFAULT_CHANGE_COMMAND,
-    DEFAULT_PRODUCT_NAME,
-    TELEMETRY_ENV_VAR,
-    ConsentState,
-    consent_file_path,
-    maybe_prompt_for_consent,
-    read_persisted_consent,
-    resolve_env_consent,
-    write_persisted_consent,
-)
-from .events import CliCommandEvent, ValidationError
-from .outcome import (
-    EXIT_CODE_INTERRUPTED,
-    FAILURE,
-    SUCCESS,
-    command_fields,
-    outcome_of_returncode,
-)
+from .status import add_consent_commands, run_parser
 
 TYPE_CHECKING = False  # typing.TYPE_CHECKING without importing typing at run time
 if TYPE_CHECKING:
     from .outcome import TaskStatus
 
-try:  # the server side's commands, when its folder is there (a vendored copy may drop it)
-    from .collector import cli as collector_cli
-except ModuleNotFoundError as exc:
-    if not (exc.name or "").startswith(f"{__package__}.collector"):
-        raise  # something the collector needs is missing: say so, do not hide it
-    collector_cli = None  # type: ignore[assignment]
-
-__all__ = ["build_parser", "main"]
+__all__ = ["build_parser", "command_name", "main"]
 
 
 PROG = "nat-telemetry"
@@ -78,15 +43,17 @@ def _err(message: str) -> None:
     print(f"{PROG}: {' '.join(message.split())}", file=sys.stderr)
 
 
-def _word(enabled: bool | None) -> str:
-    return "enabled" if enabled else "disabled"
-
-
-# ----------------------------------------------------------------- parser
-
-
 def build_parser() -> argparse.ArgumentParser:
+    """The ``nat-telemetry`` command line's parser."""
     from . import __version__  # at call time: the package may still be importing us
+    from .consent import DEFAULT_CHANGE_COMMAND, DEFAULT_PRODUCT_NAME
+
+    try:  # the server side's commands, when its folder is there (a vendored copy may drop it)
+        from .collector import cli as collector_cli
+    except ModuleNotFoundError as exc:
+        if not (exc.name or "").startswith(f"{__package__}.collector"):
+            raise  # something the collector needs is missing: say so, do not hide it
+        collector_cli = None  # type: ignore[assignment]
 
     parser = argparse.ArgumentParser(
         prog=PROG,
@@ -95,44 +62,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
     commands = parser.add_subparsers(dest="command", metavar="COMMAND")
-
-    status = commands.add_parser(
-        "status",
-        help="show whether telemetry is enabled and why (the default)",
-        description="Show whether anonymous usage telemetry is enabled and the rule that "
-        f"decides it (DO_NOT_TRACK, a CI run, the {TELEMETRY_ENV_VAR} environment variable, "
-        "the saved decision in the consent file, or the default: disabled, never asked), "
-        "where events would go, and what each one contains.",
-    )
-    status.add_argument("--json", action="store_true",
-                        help="print the same as one JSON object, for scripts")
-    status.set_defaults(func=_cmd_status, json=False)
-
-    enable = commands.add_parser(
-        "enable",
-        help="allow anonymous usage telemetry and save that decision",
-        description="Allow anonymous usage telemetry: save the decision in the consent file "
-        f"and check that it was saved. {TELEMETRY_ENV_VAR}, when set, still overrides it.",
-    )
-    enable.set_defaults(func=_cmd_enable)
-
-    disable = commands.add_parser(
-        "disable",
-        help="turn anonymous usage telemetry off and save that decision",
-        description="Turn anonymous usage telemetry off: save the decision in the consent file, "
-        "check that it was saved, and delete the events waiting in the spool. "
-        f"{TELEMETRY_ENV_VAR}, when set, still overrides it.",
-    )
-    disable.set_defaults(func=_cmd_disable)
-
-    reset = commands.add_parser(
-        "reset",
-        help="forget the decision (back to never asked) and empty the spool",
-        description="Delete the consent file, so telemetry is off and you are asked again at "
-        "the next interactive `run`, and delete the events waiting in the spool.",
-    )
-    reset.set_defaults(func=_cmd_reset)
-
+    add_consent_commands(commands, config.NAT, PROG)
     schema = commands.add_parser(
         "schema",
         help="print the JSON Schema of every event and of the envelope",
@@ -142,8 +72,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     schema.add_argument("which", nargs="?", metavar="WHICH",
                         help="'envelope' or an event name (default: all)")
-    schema.set_defaults(func=_cmd_schema)
-
+    schema.set_defaults(func=_cmd_schema, parser=schema)
     run = commands.add_parser(
         "run",
         help="run a command and record one anonymous event about it",
@@ -156,12 +85,9 @@ def build_parser() -> argparse.ArgumentParser:
         "ARGS are never recorded. Asks for consent first if nobody has decided yet and this "
         "is an interactive terminal; Ctrl-C there saves 'no' and exits 130 without running CMD.",
     )
-    run.add_argument(
-        "--name",
-        metavar="NAME",
-        help="the command name to record instead of CMD's file name: 1 to 64 letters, "
-        "digits, '-', '_', '.' or ':'",
-    )
+    run.add_argument("--name", metavar="NAME",
+                     help="the command name to record instead of CMD's file name: 1 to 64 "
+                     "letters, digits, '-', '_', '.' or ':'")
     run.add_argument("--product-name", metavar="NAME", default=DEFAULT_PRODUCT_NAME,
                      help=f"who asks for consent, in the prompt (default: {DEFAULT_PRODUCT_NAME})")
     run.add_argument("--change-command", metavar="CMD", default=DEFAULT_CHANGE_COMMAND,
@@ -171,135 +97,15 @@ def build_parser() -> argparse.ArgumentParser:
                      help="keep the decision in this file instead of the shared one "
                      "(default: the one `status` shows)")
     run.add_argument("cmd", nargs=argparse.REMAINDER, metavar="CMD", help=argparse.SUPPRESS)
-    run.set_defaults(func=_cmd_run)
-
+    run.set_defaults(func=_cmd_run, parser=run)
     if collector_cli is not None:
         collector_cli.register(commands)
     return parser
 
 
-def main(argv: list[str] | None = None) -> int:
-    """Run the command line; returns the exit status."""
-    try:
-        parser = build_parser()
-        args = parser.parse_args(argv)  # --help and usage errors exit here (0 / 2)
-        func = getattr(args, "func", None)
-        if func is None:
-            func, args.json = _cmd_status, False
-        result = func(args)
-        return 0 if result is None else int(result)
-    except KeyboardInterrupt:
-        print(file=sys.stderr)
-        return EXIT_CODE_INTERRUPTED
-    except BrokenPipeError:
-        return reader_went_away()
-    except Exception as exc:  # one line, never a traceback
-        _process.debug("%s failed", PROG, exc_info=True)
-        _err(f"error: {exc}" if str(exc) else f"error: {type(exc).__name__}")
-        return 1
-
-
-# --------------------------------------------------------- status / enable
-
-
-def _consent_path() -> tuple[Path | None, str]:
-    """The consent file and how to show it; no path when none can be found."""
-    try:
-        path = consent_file_path()
-    except Exception as exc:  # e.g. no home folder
-        return None, f"(no consent file location: {exc})"
-    return path, str(path)
-
-
-def _cmd_status(args: argparse.Namespace) -> int:
-    from . import status
-
-    info = status.gather()
-    if args.json:
-        import json
-
-        print(json.dumps(info, indent=2, sort_keys=True))
-    else:
-        print("\n".join(status.render(info, PROG)))
-    return 0
-
-
-def _warn_about_environment(state: ConsentState) -> None:
-    """Say so when NAT_TELEMETRY_ENABLED decides instead of what was just done."""
-    env_value = os.environ.get(TELEMETRY_ENV_VAR)
-    if env_value is None:
-        return
-    from_env = resolve_env_consent()
-    if from_env != (state is ConsentState.ENABLED):
-        _err(f"warning: {TELEMETRY_ENV_VAR}={env_value!r} is set and overrides this "
-             f"decision: telemetry stays {_word(from_env)} until you unset it")
-    else:
-        _err(f"note: {TELEMETRY_ENV_VAR}={env_value!r} is set and takes precedence over "
-             "the saved decision until you unset it")
-
-
-def _save_decision(state: ConsentState) -> int:
-    _, path_text = _consent_path()
-    saved = write_persisted_consent(state)
-    if not saved or read_persisted_consent() is not state:
-        _err(f"could not save the decision to {path_text}; check that its folder is writable "
-             "and the disk is not full (the previous decision is unchanged)")
-        return 1
-    print(f"Telemetry {state.value}. Decision saved to {path_text}.")
-    _warn_about_environment(state)
-    return 0
-
-
-def _empty_spool() -> tuple[str | None, int]:
-    """Delete every event waiting in the spool (and the senders' files, the record of
-    deliveries among them): ``(folder or None when off, events deleted)``."""
-    from .spool import Spool
-
-    folder = config.NAT.spool_dir()
-    if folder is None:
-        return None, 0
-    return folder, Spool(folder).clear()
-
-
-def _events(count: int) -> str:
-    return f"{count} event{'' if count == 1 else 's'}"
-
-
-def _cmd_enable(args: argparse.Namespace) -> int:
-    return _save_decision(ConsentState.ENABLED)
-
-
-def _cmd_disable(args: argparse.Namespace) -> int:
-    # Emptied even if the decision cannot be saved: "no" must stop what is queued.
-    _, deleted = _empty_spool()
-    result = _save_decision(ConsentState.DISABLED)
-    if deleted:
-        print(f"Deleted {_events(deleted)} waiting in the spool.")
-    return result
-
-
-def _cmd_reset(args: argparse.Namespace) -> int:
-    path, path_text = _consent_path()
-    if path is None:
-        _err(f"could not find the consent file {path_text}")
-        return 1
-    try:
-        path.unlink()
-        forgotten = f"Decision forgotten: deleted {path_text}."
-    except FileNotFoundError:
-        forgotten = f"No decision was saved ({path_text})."
-    except OSError as exc:
-        _err(f"could not delete {path_text}: {exc.strerror or type(exc).__name__} "
-             "(the decision is unchanged)")
-        return 1
-    folder, deleted = _empty_spool()
-    print(forgotten)
-    print("Spool: off, nothing to empty." if folder is None
-          else f"Spool emptied: {_events(deleted)} deleted.")
-    print(f"Telemetry is off until you decide: `{PROG} enable` or `{PROG} disable`, or answer "
-          f"the question an interactive `{PROG} run` asks.")
-    _warn_about_environment(ConsentState.DISABLED)
-    return 0
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run the ``nat-telemetry`` command line; returns the exit status."""
+    return run_parser(build_parser(), argv, config.NAT, PROG)
 
 
 def _cmd_schema(args: argparse.Namespace) -> int:
@@ -339,29 +145,33 @@ def command_name(program: str) -> str:
     return name or "unknown"
 
 
-@contextlib.contextmanager
-def _parent_ignores_sigint() -> Iterator[None]:
-    """While the child runs, Ctrl-C is the child's business, as in a shell.
-
-    The terminal sends SIGINT to the child and to us; we must outlive it to
-    report the outcome and return the child's exit status (the final flush
-    that follows is bounded, so a second Ctrl-C need not cut it short).  A
-    do-nothing Python handler, not SIG_IGN: an ignored signal stays ignored
-    across exec, so the child could not be interrupted, while a handled one
-    is reset to the default in the child.
-    """
-    if threading.current_thread() is not threading.main_thread():
-        yield  # only the main thread may install signal handlers
-        return
-    previous = signal.signal(signal.SIGINT, lambda signum, frame: None)
-    try:
-        yield
-    finally:
-        signal.signal(signal.SIGINT, previous)
-
-
 def _run_child(cmd: list[str]) -> tuple[int, TaskStatus, str]:
-    """Run ``cmd``; ``(exit status, task status, error class)``."""
+    """Run ``cmd``, with Ctrl-C the child's business while it runs, as in a shell;
+    ``(exit status, task status, error class)``.
+
+    The terminal sends SIGINT to the child and to us; we must outlive it to report
+    the outcome and return the child's exit status.  A do-nothing Python handler,
+    not SIG_IGN: an ignored signal stays ignored across exec, so the child could
+    not be interrupted, while a handled one is reset to the default in the child
+    (only the main thread may install one).
+    """
+    import signal
+    import threading
+
+    main_thread = threading.current_thread() is threading.main_thread()
+    previous = signal.signal(signal.SIGINT, lambda signum, frame: None) if main_thread else None
+    try:
+        return _start_child(cmd)
+    finally:
+        if main_thread:
+            signal.signal(signal.SIGINT, previous)
+
+
+def _start_child(cmd: list[str]) -> tuple[int, TaskStatus, str]:
+    import subprocess
+
+    from .outcome import FAILURE, outcome_of_returncode
+
     program = cmd[0]
     try:
         returncode = subprocess.Popen(cmd).wait()
@@ -379,6 +189,10 @@ def _run_child(cmd: list[str]) -> tuple[int, TaskStatus, str]:
 
 
 def _cmd_run(args: argparse.Namespace) -> int:
+    from .consent import maybe_prompt_for_consent
+    from .events import CliCommandEvent, ValidationError
+    from .outcome import EXIT_CODE_INTERRUPTED, SUCCESS, command_fields
+
     cmd = list(args.cmd)
     if cmd and cmd[0] == "--":
         cmd = cmd[1:]
@@ -399,10 +213,9 @@ def _cmd_run(args: argparse.Namespace) -> int:
                                  consent_file=args.consent_file, raise_on_interrupt=True)
     except KeyboardInterrupt:  # "no" is saved; the user wants out, not the program
         return EXIT_CODE_INTERRUPTED
-    with _parent_ignores_sigint():
-        start = time.perf_counter()
-        exit_code, status, error_class = _run_child(cmd)
-        duration_ms = max(0, int((time.perf_counter() - start) * 1000))
+    start = time.perf_counter()
+    exit_code, status, error_class = _run_child(cmd)
+    duration_ms = max(0, int((time.perf_counter() - start) * 1000))
     try:  # delivered as every command line's event is: spooled at exit for a sender
         from .track import record_command
 

@@ -447,18 +447,23 @@ class Tool:
     ``<PREFIX>_SESSION_PREFIX``, with ``PREFIX`` the name upper-cased and
     ``-`` made ``_`` unless ``env_prefix`` is given.  The endpoint, the dry run
     and the session prefix are read once, here; the decision on first use.
-    ``version`` and ``nemo_source`` are what its events say about it.
+    ``version`` and ``nemo_source`` are what its events say about it; ``token``
+    is sent as a bearer token unless ``*_TELEMETRY_TOKEN`` gives another.
     """
 
     def __init__(self, name: str, *, env_prefix: str | None = None, endpoint: str = "",
-                 version: str | None = None, nemo_source: str = "undefined") -> None:
-        if not (name and name[0].isalnum() and name.isascii() and name == name.lower()
-                and not name.strip("abcdefghijklmnopqrstuvwxyz0123456789-_")):
-            raise ValueError(f"a tool's name is lowercase letters, digits, '-' and '_', "
-                             f"starting with a letter or digit: {name!r}")
+                 version: str | None = None, nemo_source: str = "undefined",
+                 token: str = "") -> None:
+        if not (isinstance(name, str) and _rules.is_tool_name(name)):
+            raise ValueError(f"a tool's name is 1 to 64 lowercase letters, digits, '-' and "
+                             f"'_', starting with a letter or digit: {name!r}")
+        if version is not None and not (isinstance(version, str) and _rules.is_version(version)):
+            raise ValueError(f"a tool's version is 1 to 64 letters, digits, '.', '_', '+', "
+                             f"'!' or '-', such as '2.4.1': {version!r}")
         prefix = name.upper().replace("-", "_") if env_prefix is None else env_prefix
         if not (prefix and prefix.isascii() and prefix.replace("_", "a").isalnum()):
             raise ValueError(f"an environment prefix is letters, digits and '_': {prefix!r}")
+        self._token = token
         self.name = name
         self.env_prefix = prefix
         self.version = version
@@ -516,8 +521,9 @@ class Tool:
         return f"{prefix}{session_id}" if prefix else session_id
 
     def token(self) -> str:
-        """The bearer token of this tool's ``*_TELEMETRY_TOKEN`` ("" when unset)."""
-        return os.environ.get(self.var("TOKEN"), "").strip()
+        """The bearer token: this tool's ``*_TELEMETRY_TOKEN``, else the one it was
+        given ("" for none)."""
+        return os.environ.get(self.var("TOKEN"), "").strip() or self._token
 
     def environment_decision(self) -> tuple[bool, str, str] | None:
         return environment_decision(self.var("ENABLED"))

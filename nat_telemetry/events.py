@@ -1,25 +1,15 @@
-"""Telemetry events: immutable records that validate themselves.
-
-A subclass of :class:`TelemetryEvent` declares its fields as annotated class
-attributes, as a dataclass does: each one a ``str``, an ``int`` or a ``str``
-enum, optionally ``= Field(...)`` to give it a wire alias and a constraint.
-Its keyword-only constructor checks every field; a wrong type, a missing field,
-an unknown key or a value outside the field's language is a
-:class:`ValidationError` naming every offending field.  Instances are frozen.
-
-The pydantic surface people use is here too: ``model_dump``,
-``model_dump_json``, ``model_validate``, ``model_validate_json``,
-``model_fields`` and ``model_json_schema``.
+"""Telemetry events: immutable records that validate themselves, declared as dataclasses
+are (see :class:`TelemetryEvent`), with the pydantic surface people use: ``model_dump``,
+``model_dump_json``, ``model_validate``, ``model_validate_json``, ``model_fields`` and
+``model_json_schema``.
 
 Privacy is enforced here rather than trusted to callers: the string fields of
-:class:`CliCommandEvent` only accept short tokens, dotted identifiers and
-version numbers, so an argument, a path, a message or a user name cannot ride
-along.
+:class:`CliCommandEvent` only accept short tokens, dotted identifiers and version numbers,
+so an argument, a path, a message or a user name cannot ride along.
 
-Importing this module is on the path of every recorded command, so it imports
-only ``enum`` (and the small ``types`` and ``keyword``).  ``re``, ``json``,
-``inspect``, ``dataclasses`` and ``typing`` are loaded by the few methods that
-need them, when they are called.
+Importing this module is on the path of every recorded command, so it imports only
+``enum`` (and the small ``types`` and ``keyword``); ``re``, ``json``, ``inspect``,
+``dataclasses`` and ``typing`` are loaded by the few methods that need them.
 """
 
 from __future__ import annotations
@@ -27,18 +17,8 @@ from __future__ import annotations
 import enum
 from types import MappingProxyType
 
-from ._fields import (
-    MISSING,
-    FieldInfo,
-    Invalid,
-    Spec,
-    compile_methods,
-    dataclass_fields,
-    field_infos,
-    json_schema,
-    kind_of,
-    load_json,
-)
+from . import _fields
+from ._fields import FieldInfo, Invalid, Spec
 from ._rules import DOTTED_IDENTIFIER, ERROR_CLASS_MAX_LENGTH, PYTHON_VERSION, TOKEN
 from .outcome import COMMAND_EVENT
 
@@ -78,9 +58,8 @@ class ValidationError(ValueError):
         self.model = model
         self.errors = errors
         detail = "; ".join(f"{name}: {reason}" for name, reason in errors)
-        count = len(errors)
-        plural = "error" if count == 1 else "errors"
-        super().__init__(f"{count} validation {plural} for {model}: {detail}")
+        plural = "error" if len(errors) == 1 else "errors"
+        super().__init__(f"{len(errors)} validation {plural} for {model}: {detail}")
 
 
 class _StrEnum(str, enum.Enum):
@@ -137,14 +116,12 @@ def Field(default: Any = ..., *, alias: str | None = None, ge: int | None = None
           rule: str | None = None) -> Any:
     """Declare a field's default, wire alias and constraint.
 
-    ``default`` (by keyword, for type checkers) makes the field optional.
-    ``alias`` is its name on the wire; the constructor and ``model_validate``
-    take either name (type checkers, following PEP 681, know only the alias).
-    ``ge``/``le`` bound an ``int`` (always also within a signed 64-bit integer);
-    ``pattern`` (matched in full) and ``max_length`` constrain a ``str``, and
-    ``rule`` words the error for ``pattern``.  A pattern published by
-    ``model_json_schema`` must mean the same in ECMA-262: write ``[0-9]``, not
-    ``\\d`` or ``\\w``.
+    ``default`` (by keyword, for type checkers) makes the field optional.  ``alias`` is
+    its name on the wire; the constructor and ``model_validate`` take either name (type
+    checkers, following PEP 681, know only the alias).  ``ge``/``le`` bound an ``int``
+    (always also within a signed 64-bit integer); ``pattern`` (matched in full) and
+    ``max_length`` constrain a ``str``, and ``rule`` words the error for ``pattern``, which
+    must mean the same in ECMA-262 for ``model_json_schema``: ``[0-9]``, not ``\\d``.
     """
     return FieldInfo(default, alias=alias, ge=ge, le=le, pattern=pattern,
                      max_length=max_length, rule=rule)
@@ -165,7 +142,7 @@ def _validate(cls: type[TelemetryEvent], data: Mapping[str, Any], by_alias: bool
             errors.append((spec.name, f"given both as {given[0]!r} and as {given[1]!r}"))
         elif given:
             try:
-                values[spec.name] = spec.kind.check(data[given[0]])
+                values[spec.name] = spec.check(data[given[0]])
             except Invalid as exc:
                 errors.append((spec.name, str(exc)))
         elif not spec.required:
@@ -180,30 +157,40 @@ def _validate(cls: type[TelemetryEvent], data: Mapping[str, Any], by_alias: bool
 
 def _slow_init(self: TelemetryEvent, given: dict[str, Any], unknown: dict[str, Any]) -> None:
     """Where the generated ``__init__`` goes when anything is unusual."""
-    data = {key: value for key, value in given.items() if value is not MISSING}
+    data = {key: value for key, value in given.items() if value is not _fields.MISSING}
     self.__dict__.update(_validate(type(self), {**data, **unknown}))
 
 
 class _DataclassFields:
-    """``__dataclass_fields__``, made on first use: ``dataclasses.fields()`` works on events."""
+    """``__dataclass_fields__``, so ``dataclasses.fields()`` works on events: made on first
+    use, once per class, from a dataclass with the same fields."""
 
-    def __get__(self, instance: object, owner: type) -> dict[str, Any]:
+    def __get__(self, instance: object, owner: type[TelemetryEvent]) -> dict[str, Any]:
         if owner is TelemetryEvent:  # not a dataclass: it has no fields to list
             raise AttributeError("__dataclass_fields__")
-        return dataclass_fields(owner, owner.model_fields)  # type: ignore[attr-defined]
+        cached: dict[str, Any] | None = owner.__dict__.get("_dataclass_fields")
+        if cached is None:
+            import dataclasses
+
+            fields = owner.model_fields.items()
+            namespace = {name: info.default for name, info in fields if not info.is_required()}
+            namespace["__annotations__"] = {name: info.annotation for name, info in fields}
+            shadow: Any = dataclasses.dataclass(init=False, repr=False, eq=False, frozen=True)(
+                type(owner.__name__, (), namespace))
+            cached = dict(shadow.__dataclass_fields__)
+            type.__setattr__(owner, "_dataclass_fields", cached)
+        return cached
 
 
 @dataclass_transform(kw_only_default=True, frozen_default=True, field_specifiers=(Field,))
 class TelemetryEvent:
     """Base of every event; a subclass must define ``_event_name``.
 
-    Fields are annotated class attributes (``str``, ``int`` or a ``str`` enum,
-    optionally ``= Field(...)``); names starting with ``_`` and ``ClassVar``s
-    are not fields.  Fields are inherited, in order.  The subclass gets a
-    keyword-only constructor that validates every field, equality, hashing and
-    a repr over its fields, and frozen instances (assigning raises
-    ``dataclasses.FrozenInstanceError``, an ``AttributeError``);
-    ``dataclasses.fields()`` lists its fields.
+    Fields are annotated class attributes of type ``str``, ``int`` or a ``str`` enum,
+    optionally ``= Field(...)``, inherited in order; names starting with ``_`` and
+    ``ClassVar``s are not fields.  The subclass gets a validating keyword-only constructor,
+    equality, hashing and a repr over its fields, and frozen instances (assigning raises
+    ``dataclasses.FrozenInstanceError``).
     """
 
     _event_name: ClassVar[str]
@@ -216,9 +203,9 @@ class TelemetryEvent:
         super().__init_subclass__(**kwargs)
         if "_event_name" not in cls.__dict__:
             raise TypeError(f"{cls.__name__} must define '_event_name' class variable")
-        infos = field_infos(cls, reserved=TelemetryEvent)
-        specs = tuple(Spec(info, kind_of(cls, info)) for info in infos.values())
-        init, dump, dump_by_alias = compile_methods(cls, specs, _slow_init)
+        infos = _fields.field_infos(cls, reserved=TelemetryEvent)
+        specs = tuple(Spec(cls, info) for info in infos.values())
+        init, dump, dump_by_alias = _fields.compile_methods(cls, specs, _slow_init)
         for name in infos:
             if name in cls.__dict__:
                 delattr(cls, name)  # values live on instances; the class keeps no default
@@ -256,12 +243,9 @@ class TelemetryEvent:
     @classmethod
     def model_validate(cls: type[_E], data: Mapping[str, Any], *, by_alias: bool = True,
                        by_name: bool = True) -> _E:
-        """Build an event from a mapping keyed by field names or wire aliases.
-
-        ``by_name=False`` accepts wire aliases only (what
-        ``model_json_schema(by_alias=True)`` describes), ``by_alias=False``
-        field names only.
-        """
+        """Build an event from a mapping keyed by field names or wire aliases: only aliases
+        with ``by_name=False`` (what ``model_json_schema()`` describes), only field names
+        with ``by_alias=False``."""
         if type(data) is not dict:
             from collections.abc import Mapping
 
@@ -283,18 +267,16 @@ class TelemetryEvent:
     @classmethod
     def model_validate_json(cls: type[_E], json_data: str | bytes | bytearray, *,
                             by_alias: bool = True, by_name: bool = True) -> _E:
-        """Build an event from a JSON document (RFC 8259: no NaN or Infinity).
-
-        JSON has numbers, not ints and floats: ``12.0`` is taken for ``12``,
-        as JSON Schema does; ``model_validate`` refuses a Python float.
-        """
+        """Build an event from a JSON document (RFC 8259: no NaN or Infinity).  JSON has
+        numbers, not ints and floats: ``12.0`` is taken for ``12``, as JSON Schema does;
+        ``model_validate`` refuses a Python float."""
         try:
-            data = load_json(json_data)
+            data = _fields.load_json(json_data)
         except Invalid as exc:
             raise ValidationError(cls.__name__, [("__root__", str(exc))]) from None
         if isinstance(data, dict):
             for spec in cls._fields_spec:
-                if spec.kind.is_int:
+                if spec.is_int:
                     for key in {spec.name, spec.alias}:
                         value = data.get(key)
                         if type(value) is float and value.is_integer():
@@ -303,11 +285,8 @@ class TelemetryEvent:
 
     def model_dump(self, by_alias: bool = False, *, mode: str = "python") -> dict[str, Any]:
         """The event as plain values: ``str`` and ``int``, enums as their ``str`` value.
-
-        Every field is already a JSON type, so ``mode="python"`` and
-        ``mode="json"`` give the same dict (an enum value compares equal to
-        its member).
-        """
+        Every field is already a JSON type, so ``mode="python"`` and ``mode="json"`` give
+        the same dict (an enum value compares equal to its member)."""
         if mode != "python" and mode != "json":
             raise ValueError(f"mode must be 'python' or 'json', not {mode!r}")
         return self._dumpers[by_alias](self.__dict__)
@@ -324,14 +303,12 @@ class TelemetryEvent:
                           mode: str = "validation") -> dict[str, Any]:
         """A JSON Schema (draft 2020-12) of the event, as ``model_validate_json`` checks it.
 
-        With ``by_alias`` (the default) it describes the wire form and accepts
-        exactly the JSON objects ``model_validate_json(text, by_name=False)``
-        accepts; with ``by_alias=False``, the objects keyed by field names that
-        ``model_validate_json(text, by_alias=False)`` accepts.
-        ``mode="serialization"`` describes ``model_dump`` output instead: every
-        field present.
+        With ``by_alias`` (the default) it describes the wire form, the JSON objects
+        ``model_validate_json(text, by_name=False)`` accepts; with ``by_alias=False``, those
+        keyed by field names that ``model_validate_json(text, by_alias=False)`` accepts.
+        ``mode="serialization"`` describes ``model_dump`` output instead: every field present.
         """
-        return json_schema(cls, cls.model_fields, by_alias=by_alias, mode=mode)
+        return _fields.json_schema(cls, cls.model_fields, by_alias=by_alias, mode=mode)
 
 
 def _frozen(message: str) -> AttributeError:
@@ -390,7 +367,6 @@ class CliCommandEvent(TelemetryEvent):
                      task_status: TaskStatusEnum | _TaskStatusValue,
                      duration_ms: int = ..., exit_code: int = ..., error_class: str = ...,
                      python_version: str) -> None: ...
-
 
 
 # --------------------------------------------------------------- spooled events

@@ -1,21 +1,12 @@
 """The handler: accepts events from any thread, sends them from one worker.
 
-``enqueue`` only puts ``(event, time)`` on a bounded :class:`queue.Queue` and
-returns; it never blocks, never raises and never does I/O.  One daemon worker
-thread per handler takes batches off that queue and hands them to a transport
-(see :mod:`.transport`: a POST, a line on stderr, or nothing):
-
-* every ``flush_interval_seconds``, and as soon as ``max_queue_size`` events
-  are waiting;
-* at most ``max_batch_size`` events per POST, events that failed before (the
-  dead-letter queue) first;
-* after a transient failure (408, 429, 5xx, no answer) the batch goes to the
-  dead-letter queue and nothing is POSTed before the retry policy's backoff
-  deadline; an event is dropped after ``max_retries`` failed retries; a
-  certificate the endpoint's TLS cannot be checked against is a configuration
-  problem, said once, and retried only after the longest backoff, without
-  using up the events' retries;
-* a 413 splits the batch in halves; other 4xx answers drop it.
+``enqueue`` only puts ``(event, time)`` on a bounded queue: it never blocks,
+never raises and never does I/O.  One daemon worker thread per handler sends
+batches of at most ``max_batch_size`` events, the dead-letter queue's first,
+through a transport (:mod:`.transport`: a POST, a line on stderr, or nothing)
+every ``flush_interval_seconds`` and as soon as ``max_queue_size`` events wait.
+What a failure makes of a batch (retries, backoff, the spool) is decided by the
+handler's :class:`~._outbox.Outbox`.
 
 Every accepted event is, at any instant, counted exactly once in ``stats()``:
 sent, skipped, pending, in the dead-letter queue, spooled, or dropped for a
@@ -27,29 +18,25 @@ handler delivers it in-process within its shutdown budget.
 
 from __future__ import annotations
 
-import queue
+import collections
 import threading
 import time
 from datetime import datetime, timezone
 
 from . import __version__, _process, config
 from ._outbox import COUNTERS, Outbox
-from .config import (
+from .config import (  # re-exported
     DEFAULT_FLUSH_INTERVAL_SECONDS,
-    DEFAULT_MAX_BATCH_SIZE,
-    DEFAULT_MAX_BUFFER_SIZE,
-    DEFAULT_MAX_DLQ_SIZE,
     DEFAULT_MAX_QUEUE_SIZE,
     DEFAULT_MAX_RETRIES,
     DEFAULT_REQUEST_TIMEOUT_SECONDS,
     DEFAULT_SHUTDOWN_TIMEOUT_SECONDS,
-    endpoint_problem,
 )
 from .events import TelemetryEvent
 from .payload import QueuedEvent
 from .retry import RetryPolicy
 from .sender import Outlet, identity
-from .transport import Transport, deliver, transport_for
+from .transport import HttpTransport, Transport, deliver, transport_for
 
 TYPE_CHECKING = False  # typing.TYPE_CHECKING without importing typing at run time
 if TYPE_CHECKING:
@@ -58,13 +45,8 @@ if TYPE_CHECKING:
     _T = TypeVar("_T")
 
 __all__ = [
-    "CLIENT_VERSION",
-    "COUNTERS",
-    "DEFAULT_FLUSH_INTERVAL_SECONDS",
-    "DEFAULT_MAX_QUEUE_SIZE",
-    "DEFAULT_MAX_RETRIES",
-    "DEFAULT_REQUEST_TIMEOUT_SECONDS",
-    "DEFAULT_SHUTDOWN_TIMEOUT_SECONDS",
+    "CLIENT_VERSION", "COUNTERS", "DEFAULT_FLUSH_INTERVAL_SECONDS", "DEFAULT_MAX_QUEUE_SIZE",
+    "DEFAULT_MAX_RETRIES", "DEFAULT_REQUEST_TIMEOUT_SECONDS", "DEFAULT_SHUTDOWN_TIMEOUT_SECONDS",
     "NATTelemetryHandler",
 ]
 
@@ -86,48 +68,45 @@ def bounded_wait(seconds: float) -> float:
     return min(max(0.0, seconds), _MAX_WAIT_SECONDS)
 
 
-class _EventQueue(queue.Queue):  # type: ignore[type-arg]
-    """A ``Queue`` that counts what went in and wakes the worker at a threshold.
+def _guarded(step: Callable[..., _T], *args: Any) -> _T | None:
+    # The worker must outlive any bug or surprise in one round of sending.
+    try:
+        return step(*args)
+    except Exception:
+        _process.debug("telemetry worker step failed", exc_info=True)
+        return None
 
-    The worker never blocks in ``get()`` (it sleeps on ``wake``), so nobody is
-    notified per item and a full queue answers False rather than raising; the
-    count and the threshold test run under the queue's own mutex, so exactly
-    one producer sees the length reach the threshold.
+
+class _EventQueue:
+    """The bounded queue of accepted ``(event, time)`` pairs.
+
+    It counts what went in, and wakes the worker when its length reaches
+    ``threshold``: both under ``mutex``, so exactly one producer sees the length
+    reach it.  A full queue answers False; nobody ever waits on it.
     """
 
     def __init__(self, maxsize: int, threshold: int, wake: threading.Event) -> None:
-        super().__init__(maxsize)
+        self.mutex = threading.Lock()
+        self.queue: collections.deque[tuple[TelemetryEvent, float]] = collections.deque()
         self.total_put = 0
-        self._threshold = threshold
-        self._wake = wake
+        self.maxsize, self._threshold, self._wake = maxsize, threshold, wake
 
-    def offer(self, item: Any) -> bool:
-        """Append ``item`` unless the queue is full; never blocks."""
+    def offer(self, item: tuple[TelemetryEvent, float]) -> bool:
         with self.mutex:
             if len(self.queue) >= self.maxsize:
                 return False
-            self._put(item)
+            self.queue.append(item)
+            self.total_put += 1
+            if len(self.queue) == self._threshold:
+                self._wake.set()
         return True
-
-    def _put(self, item: Any) -> None:
-        self.queue.append(item)
-        self.total_put += 1
-        if len(self.queue) == self._threshold:
-            self._wake.set()
 
     def take(self, limit: int) -> list[QueuedEvent]:
         """Remove up to ``limit`` items, oldest first, as queued events."""
         with self.mutex:
             taken = [self.queue.popleft() for _ in range(min(limit, len(self.queue)))]
-            if taken:
-                self.not_full.notify(len(taken))
         return [QueuedEvent(event, datetime.fromtimestamp(accepted_at, timezone.utc))
                 for event, accepted_at in taken]
-
-
-def _require(ok: bool, name: str, value: object) -> None:
-    if not ok:
-        raise ValueError(f"{name} out of range: {value!r}")
 
 
 class NATTelemetryHandler:
@@ -154,9 +133,9 @@ class NATTelemetryHandler:
         *,
         endpoint: str | None = None,
         shutdown_timeout_seconds: float = DEFAULT_SHUTDOWN_TIMEOUT_SECONDS,
-        max_buffer_size: int = DEFAULT_MAX_BUFFER_SIZE,
-        max_dlq_size: int = DEFAULT_MAX_DLQ_SIZE,
-        max_batch_size: int = DEFAULT_MAX_BATCH_SIZE,
+        max_buffer_size: int = config.DEFAULT_MAX_BUFFER_SIZE,
+        max_dlq_size: int = config.DEFAULT_MAX_DLQ_SIZE,
+        max_batch_size: int = config.DEFAULT_MAX_BATCH_SIZE,
         retry_policy: RetryPolicy | None = None,
         transport: Transport | None = None,
         spool_dir: str | None = DEFAULT_SPOOL,
@@ -173,28 +152,24 @@ class NATTelemetryHandler:
                 (max_buffer_size >= 1, "max_buffer_size", max_buffer_size),
                 (max_dlq_size >= 0, "max_dlq_size", max_dlq_size),
                 (max_batch_size >= 1, "max_batch_size", max_batch_size)):
-            _require(ok, name, value)
-        if endpoint is not None and endpoint_problem(endpoint) is not None:
-            raise ValueError(endpoint_problem(endpoint))
-        if token and not (token.isascii() and token.isprintable() and " " not in token):
+            if not ok:
+                raise ValueError(f"{name} out of range: {value!r}")
+        problem = None if endpoint is None else config.endpoint_problem(endpoint)
+        if problem is not None:
+            raise ValueError(problem)
+        if token and not HttpTransport.is_sendable_token(token):
             raise ValueError("a telemetry token must be printable ASCII without spaces")
         self.tool = config.NAT if tool is None else tool
         self.flush_interval_seconds = float(flush_interval_seconds)
-        self.max_queue_size = max_queue_size
         self.request_timeout_seconds = float(request_timeout_seconds)
         self.shutdown_timeout_seconds = float(shutdown_timeout_seconds)
-        self.max_buffer_size = max_buffer_size
-        self.max_dlq_size = max_dlq_size
-        self.max_batch_size = max_batch_size
-        self.endpoint = endpoint
-        self.token = token
+        self.max_queue_size, self.max_buffer_size = max_queue_size, max_buffer_size
+        self.max_dlq_size, self.max_batch_size = max_dlq_size, max_batch_size
+        self.endpoint, self.token, self.transport = endpoint, token, transport
         self.source_client_version = (source_client_version if source_client_version is not None
                                       else self.tool.version or CLIENT_VERSION)
         self.session_id = self.tool.session_id(session_id)
         self.retry_policy = retry_policy if retry_policy is not None else RetryPolicy(max_retries)
-        # A caller's transport is used for every batch; otherwise one is chosen
-        # per batch from the live configuration (see _transport_for_batch).
-        self.transport = transport
         self.spool_dir = self.tool.spool_dir() if spool_dir is DEFAULT_SPOOL else spool_dir
         self._reset_state(NEW)
         _process.register(self)
@@ -225,21 +200,18 @@ class NATTelemetryHandler:
         self._transport: Transport | None = None
         self._transport_key: tuple[str, bool] | None = None
 
-    # ------------------------------------------------------------ producers
-
     def enqueue(self, event: TelemetryEvent) -> None:
         """Accept ``event`` for sending; never blocks, never raises."""
         self._offer(event, time.time())
 
     def _offer(self, event: TelemetryEvent, accepted_at: float) -> None:
-        # enqueue, for an event accepted earlier elsewhere (track_command's
-        # recorder hands over what it kept, with the times it kept them).
+        # enqueue, with the time track_command's recorder kept the event at.
         candidate: object = event  # the annotation is a promise callers may not keep
         enabled = self.tool.enabled
         if not enabled or not isinstance(candidate, TelemetryEvent):
             with self._lock:  # never accepted: not part of `enqueued`
                 self._box.count("dropped_invalid" if enabled else "dropped_disabled", 1)
-        elif not self._accepting and not self._accept_slowly():
+        elif not self._accepting and not _guarded(self._start, False):
             self._refuse("dropped_shutdown")
         elif not self._queue.offer((event, accepted_at)):
             self._refuse("dropped_buffer_full")
@@ -249,27 +221,21 @@ class NATTelemetryHandler:
             with self._lock:
                 self._box.count("dropped_shutdown", len(self._queue.take(self.max_buffer_size)))
 
-    def _accept_slowly(self) -> bool:
-        """The handler is not running: start it (only start() brings a stopped one back)."""
-        self._guarded(self._start, False)
-        return self._state is RUNNING
-
     def _refuse(self, reason: str) -> None:
         with self._lock:
             self._box.refused += 1
             self._box.count(reason, 1)
-
-    # ------------------------------------------------------------ lifecycle
 
     def start(self) -> None:
         """Start the worker thread; idempotent.  A stopped handler starts again.
         The first start with batches left in the spool starts a sender for them."""
         self._start(restart=True)
 
-    def _start(self, restart: bool) -> None:
+    def _start(self, restart: bool) -> bool:
+        # True when running (enqueue starts a new handler, never a stopped one).
         with self._lock:
             if not (self._state is NEW or (restart and self._state is STOPPED)):
-                return
+                return self._state is RUNNING
             worker = threading.Thread(target=self._run, name="nat-telemetry-worker", daemon=True)
             try:
                 worker.start()
@@ -279,22 +245,19 @@ class NATTelemetryHandler:
                 # handler still accepts events; flush() and stop() send them.
                 self._worker = None
             self._state, self._accepting = RUNNING, True
-        self._guarded(lambda: self._outlet.leftovers(self._transport_for_batch().spool_endpoint,
-                                                     self._token()))
+        _guarded(lambda: self._outlet.leftovers(self._transport_for_batch().spool_endpoint,
+                                                self._token()))
+        return self._state is RUNNING
 
     def flush(self, timeout: float | None = None) -> bool:
-        """Deliver everything pending and the dead-letter queue, within ``timeout``.
-
-        Sends at once, ignoring any backoff.  With a ``timeout``, keeps retrying
-        what failed as the retry policy allows (its backoff and ``Retry-After``)
-        until nothing is left, the retries are used up, or ``timeout`` seconds
-        have passed; a wait that would end past the deadline ends the flush.
-        Without one, makes that one attempt and waits for it.  True when nothing
-        is left pending or in the dead-letter queue.
-        """
+        """Deliver everything pending and the dead-letter queue at once, ignoring any
+        backoff; True when nothing is left in either.  With a ``timeout``, keeps retrying
+        what failed as the retry policy allows (its backoff and ``Retry-After``) until
+        nothing is left, the retries are used up, or a wait would end past the deadline;
+        without one, makes that one attempt and waits for it."""
         deadline = None if timeout is None else time.monotonic() + timeout
         if self._worker is None and self._state is RUNNING:
-            self._guarded(self._flush_until, deadline)  # no worker: send from here
+            _guarded(self._flush_until, deadline)  # no worker: send from here
         with self._lock:
             if (self._state is not RUNNING or self._worker is None
                     or threading.current_thread() is self._worker):
@@ -307,22 +270,17 @@ class NATTelemetryHandler:
                     self._flush_deadline, deadline)
             self._flush_requested += 1
             ticket = self._flush_requested
-        self._wake.set()
-        with self._lock:
-            while self._flush_completed < ticket and self._state is RUNNING:
-                remaining = None if deadline is None else deadline - time.monotonic()
-                if remaining is not None and remaining <= 0:
-                    break
-                self._flushed.wait(None if remaining is None else bounded_wait(remaining))
+            self._wake.set()
+            while (self._flush_completed < ticket and self._state is RUNNING
+                   and (deadline is None or time.monotonic() < deadline)):
+                self._flushed.wait(bounded_wait(
+                    _MAX_WAIT_SECONDS if deadline is None else deadline - time.monotonic()))
             return self._nothing_left()
 
     def stop(self, timeout: float | None = None) -> None:
-        """Stop accepting, give the final flush ``timeout`` seconds, join the worker.
-
-        ``timeout`` defaults to ``shutdown_timeout_seconds``.  What is still pending
-        or in the dead-letter queue afterwards is spooled for a detached sender
-        when it can be, else ``dropped_shutdown``.  Idempotent.
-        """
+        """Stop accepting, give the final flush ``timeout`` seconds (default
+        ``shutdown_timeout_seconds``) and join the worker; what is left is spooled for
+        a detached sender where it can be, else ``dropped_shutdown``.  Idempotent."""
         budget = self.shutdown_timeout_seconds if timeout is None else max(0.0, timeout)
         deadline = time.monotonic() + budget
         self._begin_stop(deadline)
@@ -343,7 +301,7 @@ class NATTelemetryHandler:
             while worker.is_alive() and time.monotonic() < deadline:
                 worker.join(bounded_wait(deadline - time.monotonic()))
         elif worker is None and self._state is STOPPING:
-            self._guarded(self._send_all, deadline)  # the worker's last attempt, made here
+            _guarded(self._send_all, deadline)  # the worker's last attempt, made here
         if self._state is not STOPPED:
             self._box.spool_or_drop(self._take_all(), "dropped_shutdown")
         if worker is None or not worker.is_alive():
@@ -366,15 +324,17 @@ class NATTelemetryHandler:
         refused = self._box.spool_or_drop(self._take_all(), None)
         self._outlet.refused = bool(refused)
         for start in range(0, len(refused), self.max_batch_size):
+            if time.monotonic() >= deadline:  # out of time: what is left goes
+                self._box.settle(refused[start:], "dropped_shutdown")
+                break
             batch = refused[start:start + self.max_batch_size]
-            if time.monotonic() >= deadline or not self._deliver(batch, deadline):
+            if not self._deliver(batch, deadline):
                 self._box.settle(refused[start + len(batch):], "dropped_shutdown")
                 break
         self._close_transport()
 
     def after_fork_in_child(self) -> None:
-        # The parent's pending events are the parent's to send; the child starts
-        # empty, and starts a worker again on its first event.
+        # The parent's events are the parent's to send: the child starts empty.
         self._reset_state(STOPPED if self._state in (STOPPING, STOPPED) else NEW)
 
     def __enter__(self) -> NATTelemetryHandler:
@@ -385,8 +345,7 @@ class NATTelemetryHandler:
         self.stop()
 
     async def astart(self) -> None:
-        """``start()`` in the event loop's default executor (for code written for the
-        original's async API; the machinery stays threads)."""
+        """``start()`` in the event loop's default executor (for the original's async API)."""
         await _in_executor(self.start)
 
     async def aflush(self, timeout: float | None = None) -> bool:
@@ -406,18 +365,13 @@ class NATTelemetryHandler:
 
     def stats(self) -> dict[str, int]:
         """A consistent snapshot of the counters (see the module docstring)."""
-        box = self._box
-        with self._lock, self._queue.mutex:
-            snapshot = dict(box.counts)
-            snapshot["enqueued"] = self._queue.total_put + box.refused
-            snapshot["pending"] = len(self._queue.queue) + box.in_flight
-            snapshot["dlq"] = len(box.dlq)
-        return snapshot
+        box, queued = self._box, self._queue
+        with self._lock, queued.mutex:
+            return {**box.counts, "enqueued": queued.total_put + box.refused,
+                    "pending": len(queued.queue) + box.in_flight, "dlq": len(box.dlq)}
 
     def _nothing_left(self) -> bool:
         return not (self._queue.queue or self._box.in_flight or self._box.dlq)
-
-    # ------------------------------------------------------------ the worker
 
     def _run(self) -> None:
         next_timed_flush = time.monotonic() + self.flush_interval_seconds
@@ -429,16 +383,16 @@ class NATTelemetryHandler:
             if state is not RUNNING:
                 # One attempt, like flush(): an offline machine must not spend its
                 # whole shutdown budget on retries at every exit.
-                self._guarded(self._send_all, self._stop_deadline)
+                _guarded(self._send_all, self._stop_deadline)
                 return
             now, backoff_until = time.monotonic(), self._box.backoff_until
             if ticket > self._flush_completed:
-                self._guarded(self._flush_until, flush_deadline)
+                _guarded(self._flush_until, flush_deadline)
                 with self._lock:
                     self._flush_completed = ticket
                     self._flushed.notify_all()
             elif now >= backoff_until and (now >= next_timed_flush or self._due()):
-                self._guarded(self._send_all, None)
+                _guarded(self._send_all, None)
                 if now >= next_timed_flush:
                     next_timed_flush = time.monotonic() + self.flush_interval_seconds
             # Due work (a DLQ, a full queue, an overdue timed flush) waits for the
@@ -467,18 +421,11 @@ class NATTelemetryHandler:
             else:
                 self._send_all(deadline)
 
-    def _guarded(self, step: Callable[..., _T], *args: Any) -> _T | None:
-        # The worker must outlive any bug or surprise in one round of sending.
-        try:
-            return step(*args)
-        except Exception:
-            _process.debug("telemetry worker step failed", exc_info=True)
-            return None
-
     def _send_all(self, deadline: float | None) -> None:
         """Send what is pending now, in batches, until a transient failure.  Bounded by
         what was pending when it began: producers cannot keep one flush going."""
         if self.tool.refused_since():  # a "no" saved elsewhere: what waits goes
+            self.tool.enabled = False  # and nothing more is accepted
             with self._lock:
                 self._box.count("dropped_revoked", len(self._box.dlq) + len(
                     self._queue.take(self.max_buffer_size)))
@@ -498,10 +445,9 @@ class NATTelemetryHandler:
         """Send one batch and settle every event in it; False after a transient failure."""
 
         def timeout() -> float:
-            if deadline is None:
-                return self.request_timeout_seconds
-            return max(_MIN_REQUEST_TIMEOUT,
-                       min(self.request_timeout_seconds, deadline - time.monotonic()))
+            limit = self.request_timeout_seconds
+            return limit if deadline is None else max(
+                _MIN_REQUEST_TIMEOUT, min(limit, deadline - time.monotonic()))
 
         transport = self._transport_for_batch()
         result = deliver(transport, batch, timeout, session_id=self.session_id,
@@ -527,11 +473,10 @@ class NATTelemetryHandler:
     def _close_transport(self) -> None:
         transport = self.transport if self.transport is not None else self._transport
         if transport is not None:
-            self._guarded(transport.close)
+            _guarded(transport.close)
 
     def _take_all(self) -> list[QueuedEvent]:
-        """Everything in the dead-letter queue and pending, now in flight; no new batch
-        is taken, nor event accepted, from here on."""
+        """Everything left, now in flight: no batch is taken, nor event accepted, after it."""
         with self._lock:
             self._state, self._accepting = STOPPED, False
             left = self._box.take(len(self._box.dlq) + self.max_buffer_size, self._queue.take)
@@ -540,7 +485,7 @@ class NATTelemetryHandler:
 
     def _spooling(self) -> tuple[str, str, dict[str, Any]] | None:
         """How batches are spooled now (see :class:`~._outbox.Outbox`); None when not."""
-        transport = self._guarded(self._transport_for_batch)
+        transport = _guarded(self._transport_for_batch)
         endpoint = None if transport is None else transport.spool_endpoint
         if endpoint is None or not self._outlet.takes(endpoint) or self.tool.refused_since():
             return None

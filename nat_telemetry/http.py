@@ -2,28 +2,20 @@
 
 A client answers with the status code, the ``Retry-After`` header and the
 start of the body (an OTLP receiver says there what it rejected), or raises
-:class:`TransportError`, whose ``kind`` says what kept an answer from arriving
-(``refused``, ``timeout``, ``tls``, ``dns``, ``connection``, ``invalid``).
-What an answer means is the transport's business (see :mod:`.transport`).
+:class:`TransportError`; what an answer means is :mod:`.transport`'s business.
 
-Two clients, one contract, because people who vendor this package often
-cannot install anything: :class:`RequestsClient` (one reused session, so one
-keep-alive connection per handler) and :class:`UrllibClient` (the standard
-library; the detached sender's).  Both:
+Two clients, one contract, because people who vendor this package often cannot
+install anything: :class:`RequestsClient` (one reused session, so one keep-alive
+connection per handler) and :class:`UrllibClient` (the standard library; the
+detached sender's).  Both send the same headers and:
 
-* send the same headers, never follow redirects, and answer every HTTP status
-  (3xx, 4xx and 5xx included) as a :class:`Response`;
-* give each POST a wall-clock deadline of ``timeout`` seconds (see
-  :mod:`._deadline`): the whole exchange ends by then, however the peer
-  trickles its bytes;
-* take proxies from the environment but no credentials: never ``~/.netrc``;
-* send the ``user:password@`` of a URL as ``Authorization: Basic`` and the URL
-  without it, unless the caller's own ``Authorization`` (a token) replaces it;
-* trust the same certificates, chosen by one rule
-  (:func:`~.config.ca_location`): the bundle named by ``REQUESTS_CA_BUNDLE``,
-  else ``CURL_CA_BUNDLE``, else ``SSL_CERT_FILE`` / ``SSL_CERT_DIR``, else
-  certifi's bundle when it is installed, else the system's store.  Host names
-  are always checked, and verification is never turned off.
+* follow no redirect: every status, 3xx included, is an answer;
+* end each POST within ``timeout`` seconds, however the peer trickles its bytes
+  (:mod:`._deadline`);
+* take proxies from the environment, never credentials from ``~/.netrc``;
+* send a URL's ``user:password@`` as ``Authorization: Basic`` (and the URL
+  without it) unless the caller's own ``Authorization`` (a token) replaces it;
+* trust what :func:`~.config.ca_location` names: always verified, host names checked.
 
 :func:`default_client` picks ``requests`` when it can be imported, ``urllib``
 otherwise, once, at the first POST, never at ``import nat_telemetry``.
@@ -41,26 +33,14 @@ from .config import ca_location
 if TYPE_CHECKING:
     import ssl
     from collections.abc import Mapping
-    from http.client import HTTPResponse
-    from urllib.error import HTTPError
-    from urllib.request import OpenerDirector
 
 __all__ = [
-    "MAX_RESPONSE_BYTES",
-    "AutoClient",
-    "HttpClient",
-    "RequestsClient",
-    "Response",
-    "TransportError",
-    "UrllibClient",
-    "default_client",
-    "tls_context",
+    "MAX_RESPONSE_BYTES", "AutoClient", "HttpClient", "RequestsClient", "Response",
+    "TransportError", "UrllibClient", "default_client", "tls_context",
 ]
 
 # Of the body only the start matters (an OTLP partial success is a few bytes).
 MAX_RESPONSE_BYTES = 64 * 1024
-
-_HEADERS = {"Content-Type": "application/json", "Accept": "application/json"}
 
 
 class TransportError(Exception):
@@ -100,14 +80,9 @@ def tls_context(location: str | None) -> ssl.SSLContext:
     """A verifying, host-checking context trusting ``location`` (None: the system's store)."""
     context = _contexts.get(location)
     if context is None:
-        ssl_module = import_guarded("ssl")
-        if location is None:
-            context = ssl_module.create_default_context()
-        elif os.path.isdir(location):
-            context = ssl_module.create_default_context(capath=location)
-        else:
-            context = ssl_module.create_default_context(cafile=location)
-        _contexts[location] = context
+        folder = location is not None and os.path.isdir(location)
+        context = _contexts[location] = import_guarded("ssl").create_default_context(
+            cafile=None if folder else location, capath=location if folder else None)
     return context
 
 
@@ -172,15 +147,15 @@ def _no_answer(exc: BaseException | None, deadline: _deadline.Deadline, timeout:
     return TransportError(f"{type(exc).__name__}: {reason}", kind)
 
 
-# ------------------------------------------------------------ credentials
+# ------------------------------------------------------------ the POST
 
 def _prepare(url: str, headers: Mapping[str, str] | None) -> tuple[str, dict[str, str]]:
     """The URL to hand to a library (no userinfo) and every header to send."""
     from base64 import b64encode
     from urllib.parse import unquote, urlsplit, urlunsplit
 
-    merged = dict(_HEADERS)
-    merged.update(headers or {})
+    merged = {"Content-Type": "application/json", "Accept": "application/json",
+              **(headers or {})}
     try:
         parts = urlsplit(url)
     except ValueError as exc:  # the reason never quotes the URL
@@ -195,73 +170,91 @@ def _prepare(url: str, headers: Mapping[str, str] | None) -> tuple[str, dict[str
     return urlunsplit(parts._replace(netloc=host_port)), merged
 
 
-def _import_first_use() -> None:
-    # What a first POST would otherwise import on the worker thread, unguarded:
-    # the IDNA codec for the first host name, and what handles URL credentials.
-    for name in ("encodings.idna", "urllib.parse", "base64", "socket", "ssl"):
-        try:
-            import_guarded(name)
-        except ImportError:  # an interpreter without ssl still speaks plain HTTP
-            pass
+class _Client:
+    """The POST both clients make; a subclass only opens the request and reads the
+    body of the answer with its own library."""
 
-
-# ------------------------------------------------------------ requests
-
-def _no_auth(request: Any) -> Any:
-    """A requests auth that adds nothing: with one set, requests skips ``~/.netrc``."""
-    return request
-
-
-class RequestsClient:
-    """POSTs with one reused :class:`requests.Session` (imported on first use)."""
-
-    def __init__(self) -> None:
-        self._session: Any = None
+    _library = ""  # imported before the deadline starts
 
     def post(self, url: str, body: bytes, timeout: float,
              headers: Mapping[str, str] | None = None) -> Response:
-        requests = import_guarded("requests")
-        _import_first_use()
+        import_guarded(self._library)
+        # What a first POST would otherwise import on the worker thread, unguarded:
+        # the IDNA codec for the first host name, and what handles URL credentials.
+        for name in ("encodings.idna", "urllib.parse", "base64", "socket", "ssl"):
+            try:
+                import_guarded(name)
+            except ImportError:  # an interpreter without ssl still speaks plain HTTP
+                pass
+        import http.client
+
+        # OSError covers requests' errors, urllib's URLError, refused, reset and timeouts.
+        failures = (OSError, http.client.HTTPException, ValueError)
         target, merged = _prepare(url, headers)
-        if self._session is None:
-            self._session = self._new_session(requests)
         deadline = _deadline.begin(timeout)
         try:
             try:
-                reply = self._session.post(
-                    target, data=body, headers=merged, timeout=timeout,
-                    allow_redirects=False, stream=True, verify=ca_location() or True)
-            except (requests.RequestException, OSError, ValueError) as exc:
+                reply, status = self._open(target, body, timeout, merged)
+            except failures as exc:
                 raise _no_answer(exc, deadline, timeout, target) from exc
             try:
                 if deadline.cut_short:
                     raise _no_answer(None, deadline, timeout, target)
-                chunks: list[bytes] = []
-                received = 0
-                for chunk in reply.iter_content(8192):
-                    chunks.append(chunk)
-                    received += len(chunk)
-                    if received > MAX_RESPONSE_BYTES:
-                        break  # close() below drops the connection instead of reusing it
-                # A body the deadline cut short is not the answer: none then.
-                answer = b"" if deadline.expired else b"".join(chunks)[:MAX_RESPONSE_BYTES]
-            except (requests.RequestException, OSError) as exc:
-                _process.debug("reading the response body failed: %s", exc)
-                answer = b""
+                try:
+                    answer = self._read(reply)
+                    if deadline.expired:  # a body the deadline cut short is not the answer
+                        answer = b""
+                except failures as exc:
+                    _process.debug("reading the response body failed: %s", exc)
+                    answer = b""
             finally:
                 reply.close()
-            return Response(reply.status_code, reply.headers.get("Retry-After"), answer)
+            return Response(status, reply.headers.get("Retry-After"), answer)
         finally:
             _deadline.end(deadline)
 
-    @staticmethod
-    def _new_session(requests: Any) -> Any:
-        session = requests.Session()
-        session.auth = _no_auth  # never credentials from ~/.netrc (trust_env stays, for proxies)
-        adapter = _deadline.watched_adapter_class()()
-        session.mount("http://", adapter)
-        session.mount("https://", adapter)
-        return session
+    def _open(self, url: str, body: bytes, timeout: float,
+              headers: dict[str, str]) -> tuple[Any, int]:
+        """The reply, whatever its status, and its status code."""
+        raise NotImplementedError
+
+    def _read(self, reply: Any) -> bytes:
+        """At most :data:`MAX_RESPONSE_BYTES` of the body; empty when it came incomplete."""
+        raise NotImplementedError
+
+    def close(self) -> None:
+        """Nothing to release: every POST closes its own connection."""
+
+
+class RequestsClient(_Client):
+    """POSTs with one reused :class:`requests.Session` (imported on first use)."""
+
+    _library = "requests"
+
+    def __init__(self) -> None:
+        self._session: Any = None
+
+    def _open(self, url: str, body: bytes, timeout: float,
+              headers: dict[str, str]) -> tuple[Any, int]:
+        if self._session is None:
+            self._session = import_guarded("requests").Session()
+            # An auth that adds nothing keeps ~/.netrc out (trust_env stays, for proxies).
+            self._session.auth = lambda request: request
+            adapter = _deadline.watched_adapter_class()()
+            self._session.mount("http://", adapter)
+            self._session.mount("https://", adapter)
+        reply = self._session.post(url, data=body, headers=headers, timeout=timeout,
+                                   allow_redirects=False, stream=True,
+                                   verify=ca_location() or True)
+        return reply, reply.status_code
+
+    def _read(self, reply: Any) -> bytes:
+        body = bytearray()
+        for chunk in reply.iter_content(8192):
+            body += chunk
+            if len(body) > MAX_RESPONSE_BYTES:
+                break  # closing the reply then drops the connection instead of reusing it
+        return bytes(body[:MAX_RESPONSE_BYTES])
 
     def close(self) -> None:
         session, self._session = self._session, None
@@ -269,98 +262,53 @@ class RequestsClient:
             session.close()
 
 
-# ------------------------------------------------------------ urllib
-
-class UrllibClient:
+class UrllibClient(_Client):
     """POSTs with :mod:`urllib.request`: the standard library only.
 
-    No redirect, error or auth handler, so every status comes back as it is;
-    urllib's ``ProxyHandler`` reads ``HTTP(S)_PROXY`` and ``NO_PROXY`` (any
-    case) at each POST.  Unlike ``requests``, ``NO_PROXY`` takes no CIDR ranges,
-    ``ALL_PROXY`` is not used, and each POST opens its own connection.
+    Unlike ``requests``, ``NO_PROXY`` takes no CIDR ranges, ``ALL_PROXY`` is not
+    used, and each POST opens its own connection.
     """
 
-    def post(self, url: str, body: bytes, timeout: float,
-             headers: Mapping[str, str] | None = None) -> Response:
-        import_guarded("urllib.request")
-        _import_first_use()
-        import http.client
-        import urllib.error
+    _library = "urllib.request"
+
+    def _open(self, url: str, body: bytes, timeout: float,
+              headers: dict[str, str]) -> tuple[Any, int]:
         import urllib.parse
         import urllib.request
 
-        target, merged = _prepare(url, headers)
-        deadline = _deadline.begin(timeout)
-        try:
-            try:
-                scheme = urllib.parse.urlsplit(target).scheme.lower()
-                if scheme not in ("http", "https"):
-                    # urllib would also open file:, ftp: and data: URLs; requests would not.
-                    raise TransportError(f"unsupported URL scheme {scheme!r}", "invalid")
-                request = urllib.request.Request(target, data=body, headers=merged,
-                                                 method="POST")
-                reply: HTTPResponse | HTTPError | None = _opener().open(request,
-                                                                        timeout=timeout)
-            except urllib.error.HTTPError as exc:  # only with an error processor; kept as a net
-                reply = exc
-            except (OSError, http.client.HTTPException, ValueError) as exc:
-                # OSError covers URLError, refused, reset, socket.timeout / TimeoutError.
-                raise _no_answer(exc, deadline, timeout, target) from exc
-            if reply is None:  # no handler took the request (e.g. an odd proxy scheme)
-                raise TransportError("no handler could open the URL", "invalid")
-            try:
-                if deadline.cut_short:
-                    raise _no_answer(None, deadline, timeout, target)
-                status = getattr(reply, "status", None)
-                if not isinstance(status, int):
-                    raise TransportError("the answer carried no status code")
-                retry_after = reply.headers.get("Retry-After")
-                try:
-                    answer = reply.read(MAX_RESPONSE_BYTES)
-                    if deadline.expired or _incomplete(answer, reply.headers.get("Content-Length")):
-                        answer = b""  # urllib returns a cut body as it is; requests raises
-                except (OSError, http.client.HTTPException, ValueError) as exc:
-                    _process.debug("reading the response body failed: %s", exc)
-                    answer = b""
-            finally:
-                reply.close()
-            return Response(status, retry_after, answer)
-        finally:
-            _deadline.end(deadline)
+        scheme = urllib.parse.urlsplit(url).scheme.lower()
+        if scheme not in ("http", "https"):
+            # urllib would also open file:, ftp: and data: URLs; requests would not.
+            raise TransportError(f"unsupported URL scheme {scheme!r}", "invalid")
+        # Built per POST, as requests does per request: ProxyHandler reads the
+        # environment when it is made.  No redirect, error or auth handler, so every
+        # status comes back as it is; UnknownHandler refuses any other scheme.
+        opener = urllib.request.OpenerDirector()
+        opener.add_handler(urllib.request.ProxyHandler())
+        opener.add_handler(urllib.request.UnknownHandler())
+        plain, secure = _deadline.watched_handler_classes()
+        opener.add_handler(plain())
+        if secure is not None:
+            opener.add_handler(secure(context=tls_context(ca_location())))
+        request = urllib.request.Request(url, data=body, headers=headers, method="POST")
+        reply = opener.open(request, timeout=timeout)
+        return reply, reply.status
 
-    def close(self) -> None:
-        """Nothing to release: every POST closes its own connection."""
-
-
-def _incomplete(body: bytes, content_length: str | None) -> bool:
-    """Fewer bytes than ``Content-Length`` promised (up to what is read at most)."""
-    if content_length is None or not content_length.strip().isdigit():
-        return False
-    return len(body) < min(int(content_length), MAX_RESPONSE_BYTES)
-
-
-def _opener() -> OpenerDirector:
-    """An opener for http(s) only: proxies from the environment, nothing followed,
-    the certificates of :func:`ca_location` trusted.  Built per POST: the proxy
-    handler reads the environment when it is made, as requests does per request."""
-    import urllib.request
-
-    opener = urllib.request.OpenerDirector()
-    opener.add_handler(urllib.request.ProxyHandler())
-    opener.add_handler(urllib.request.UnknownHandler())
-    plain, secure = _deadline.watched_handler_classes()
-    opener.add_handler(plain())
-    if secure is not None:
-        opener.add_handler(secure(context=tls_context(ca_location())))
-    return opener
+    def _read(self, reply: Any) -> bytes:
+        body: bytes = reply.read(MAX_RESPONSE_BYTES)
+        # Fewer bytes than Content-Length promised: urllib returns a cut body, requests raises.
+        length = reply.headers.get("Content-Length")
+        if length is not None and length.strip().isdigit() and len(body) < min(
+                int(length), MAX_RESPONSE_BYTES):
+            return b""
+        return body
 
 
 # ---------------------------------------------------------------- the choice
 
 ClientClass = Union[type[RequestsClient], type[UrllibClient]]
 
-# The process-wide choice, made at the first POST of any AutoClient.
-# Tests reset it (set it to None) to choose again under other conditions.
+# The process-wide choice, made at the first POST of any AutoClient (tests reset it to None).
 _default_class: ClientClass | None = None
 
 

@@ -1,17 +1,15 @@
 """OTLP/HTTP with JSON encoding: the same events, for an OpenTelemetry pipeline.
 
 An endpoint ``otlp+http://host:4318`` (or ``otlp+https://...``) asks for the
-events as OpenTelemetry logs instead of the NeMo envelope.  This module holds
-the pure half of that: the request body, and how many records the receiver's
-answer says it rejected.  It does no I/O; :class:`~.transport.OtlpTransport`
-calls it (and works out the URL).
+events as OpenTelemetry logs instead of the NeMo envelope.  This is the pure
+half of that, the request body and how many records the answer says were
+rejected; :class:`~.transport.OtlpTransport` does the I/O.
 
 The body follows the OTLP protobuf JSON mapping (lowerCamelCase field names,
 64-bit integers as decimal strings) and is written by hand, so exporting needs
-no OpenTelemetry package at run time.  It carries what the NeMo envelope
-carries and nothing more: the client's (or the embedding tool's) name and
-version, the CPU architecture, the session id and each event's name, time and
-parameters.
+no OpenTelemetry package.  It carries what the NeMo envelope carries and
+nothing more: the client's (or the embedding tool's) name and version, the CPU
+architecture, the session id and each event's name, time and parameters.
 """
 
 from __future__ import annotations
@@ -28,12 +26,7 @@ if TYPE_CHECKING:
     from .payload import QueuedEvent
 
 __all__ = [
-    "CONTENT_TYPE",
-    "SCOPE_NAME",
-    "SDK_NAME",
-    "encode_logs",
-    "encode_logs_body",
-    "host_arch",
+    "CONTENT_TYPE", "SCOPE_NAME", "SDK_NAME", "encode_logs", "encode_logs_body", "host_arch",
     "rejected_log_records",
 ]
 
@@ -51,11 +44,8 @@ _HOST_ARCH = {
     "ppc": "ppc32", "ppc64": "ppc64", "ppc64le": "ppc64", "s390x": "s390x", "ia64": "ia64",
 }
 
-_UINT64_MAX = 2**64 - 1
-
 
 # ------------------------------------------------------------------ encoding
-
 
 def _any_value(value: Any) -> dict[str, Any]:
     """An OTLP ``AnyValue`` for one event parameter."""
@@ -79,23 +69,16 @@ def _attribute(key: str, value: Any) -> dict[str, Any]:
 
 
 def _unix_nano(moment: datetime) -> str:
-    """``moment`` in nanoseconds since the epoch, as OTLP's fixed64 in JSON (a string).
-
-    Computed from the exact timedelta, not a float timestamp, so microseconds
-    survive for any date.  A naive datetime is taken as UTC.  Out of fixed64's
-    range is clamped (0 means "unknown" to OTLP).
-    """
-    from datetime import datetime, timezone
+    """``moment`` (naive: UTC) in nanoseconds since the epoch, as OTLP's fixed64 in
+    JSON (a string), clamped to fixed64's range (0 means "unknown" to OTLP).
+    Computed from the exact timedelta, not a float timestamp, so microseconds survive
+    for any date."""
+    from datetime import datetime, timedelta, timezone
 
     if moment.tzinfo is None:
         moment = moment.replace(tzinfo=timezone.utc)
-    delta = moment - datetime(1970, 1, 1, tzinfo=timezone.utc)
-    return _fixed64_nanos(delta.days * 86_400 + delta.seconds, delta.microseconds)
-
-
-def _fixed64_nanos(second: int, microsecond: int) -> str:
-    nanos = (second * 1_000_000 + microsecond) * 1_000
-    return str(min(max(nanos, 0), _UINT64_MAX))
+    micros = (moment - datetime(1970, 1, 1, tzinfo=timezone.utc)) // timedelta(microseconds=1)
+    return str(min(max(micros * 1_000, 0), 2**64 - 1))
 
 
 def host_arch() -> str:
@@ -104,22 +87,11 @@ def host_arch() -> str:
     return _HOST_ARCH.get(machine.lower(), machine)
 
 
-def encode_logs(
-    events: Sequence[QueuedEvent],
-    *,
-    service_name: str | None = None,
-    service_version: str,
-    session_id: str,
-) -> dict[str, Any]:
-    """One ``ExportLogsServiceRequest`` (as JSON-ready data) for a batch of events.
-
-    One resource (``service.name`` - the client id unless given -,
-    ``service.version``, ``host.arch``, ``telemetry.sdk.name``,
-    ``telemetry.sdk.version``), one scope named ``nat_telemetry``, and one log
-    record per event: its time as ``timeUnixNano`` and ``observedTimeUnixNano``,
-    its name as ``eventName`` and ``body``, one attribute per parameter under
-    its wire name, and ``session.id``.  ``ValueError`` when ``events`` is empty.
-    """
+def encode_logs(events: Sequence[QueuedEvent], *, service_name: str | None = None,
+                service_version: str, session_id: str) -> dict[str, Any]:
+    """One ``ExportLogsServiceRequest`` (as JSON-ready data) for a batch of events:
+    one resource (``service.name`` is the client id unless given), one scope, one
+    log record per event.  ``ValueError`` when ``events`` is empty."""
     if not events:
         raise ValueError("encode_logs needs at least one event")
     from . import __version__
@@ -153,15 +125,10 @@ def encode_logs(
     }
 
 
-def encode_logs_body(
-    events: Sequence[QueuedEvent],
-    *,
-    service_name: str | None = None,
-    service_version: str,
-    session_id: str,
-) -> bytes:
+def encode_logs_body(events: Sequence[QueuedEvent], *, service_name: str | None = None,
+                     service_version: str, session_id: str) -> bytes:
     """:func:`encode_logs` as compact JSON bytes, ready to POST."""
-    from .payload import dumps  # json.dumps(..., separators=(",", ":")), the same bytes
+    from .payload import dumps
 
     request = encode_logs(events, service_name=service_name,
                           service_version=service_version, session_id=session_id)
@@ -177,10 +144,9 @@ _MAX_DIGITS = 20
 def rejected_log_records(response_body: bytes) -> int:
     """How many log records a 2xx answer says were rejected (OTLP partial success).
 
-    Reads ``partialSuccess.rejectedLogRecords`` (a string or a number; the
-    proto field names are accepted too).  Never raises: an empty, truncated,
-    non-JSON or otherwise unreadable answer, or a negative count, gives 0.  The
-    count is as the receiver wrote it: the caller bounds it by the batch size.
+    Reads ``partialSuccess.rejectedLogRecords`` (a string or a number; the proto
+    field names too).  Never raises: an unreadable answer or a negative count
+    gives 0.  The count is as the receiver wrote it: the caller bounds it.
     """
     try:
         import json
@@ -192,17 +158,14 @@ def rejected_log_records(response_body: bytes) -> int:
         if not isinstance(partial, dict):
             return 0
         count = partial.get("rejectedLogRecords", partial.get("rejected_log_records"))
-        if isinstance(count, bool):
-            return 0
         if isinstance(count, str):
             text = count.strip()
-            if not text.isdigit() or not text.isascii() or len(text) > _MAX_DIGITS:
-                return 0
-            return int(text)
-        if isinstance(count, int):
-            return max(count, 0)
+            readable = text.isascii() and text.isdigit() and len(text) <= _MAX_DIGITS
+            return int(text) if readable else 0
         if isinstance(count, float) and count.is_integer():
-            return max(int(count), 0)
+            count = int(count)
+        if isinstance(count, int) and not isinstance(count, bool):
+            return max(count, 0)
         return 0
     except Exception:  # the answer is the receiver's business; ours is to carry on
         return 0

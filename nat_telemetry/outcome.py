@@ -1,12 +1,10 @@
 """How a command ended, as the fields of the event that records it.
 
-One mapping, used by :func:`~.track.track_command` (a block or call that
-ended with an exception, or without one) and ``nat-telemetry run`` (a child's
-return code): ``(task_status, exit_code, error_class)``.  Only the *class* of
-an exception is kept, never its message or arguments.  :func:`command_fields`
-gives the keyword arguments of :class:`~.events.CliCommandEvent` for a
-command, without importing the event classes (which a command line that only
-spools at exit never needs).
+One mapping to ``(task_status, exit_code, error_class)`` for :func:`~.track.track_command`
+(a block or call, ended by an exception or not) and ``nat-telemetry run`` (a child's return
+code), keeping only the *class* of an exception, never its message or arguments.
+:func:`command_fields` gives the keyword arguments of :class:`~.events.CliCommandEvent`
+without importing the event classes, which a command line that only spools never needs.
 """
 
 from __future__ import annotations
@@ -32,8 +30,7 @@ __all__ = [
 
 #: The wire name of :class:`~.events.CliCommandEvent`.
 COMMAND_EVENT = "nat_cli_command"
-# Exit code a shell reports for a command ended by Ctrl-C (128 + SIGINT).
-EXIT_CODE_INTERRUPTED = 130
+EXIT_CODE_INTERRUPTED = 130  # what a shell reports for a command ended by Ctrl-C: 128 + SIGINT
 _SIGINT = 2  # signal.SIGINT on every platform that reports signals this way
 
 # TaskStatusEnum's values.
@@ -45,9 +42,9 @@ _RELEASE_LEVELS = {"alpha": "a", "beta": "b", "candidate": "rc"}
 
 
 def python_version() -> str:
-    """The running Python's version, spelled like ``platform.python_version()``:
-    ``3.11.7``, or ``3.13.0rc1`` for a pre-release (from ``sys.version_info``:
-    ``platform`` is slow to import, and may add a ``+``)."""
+    """The running Python's version as ``platform.python_version()`` spells it (``3.11.7``,
+    ``3.13.0rc1``), from ``sys.version_info``: ``platform`` is slow to import and may add
+    a ``+``."""
     info = sys.version_info
     level = _RELEASE_LEVELS.get(info.releaselevel)
     suffix = f"{level}{info.serial}" if level is not None else ""
@@ -63,20 +60,16 @@ def _error_class(exc: BaseException) -> str:
 def outcome_of(exc: BaseException | None) -> tuple[TaskStatus, int, str]:
     """``(task_status, exit_code, error_class)`` for a block ended by ``exc``.
 
-    ``SystemExit`` with code 0 or None is a success; with another int code a
-    failure with that exit code; with any other code (a message) a failure
-    with exit code 1, the message not kept.  Ctrl-C is "interrupted", 130.
+    ``SystemExit`` with code 0 or None is a success, with another int code a failure with
+    that exit code, with a message a failure with exit code 1 (the message not kept).
+    Ctrl-C is "interrupted", 130.
     """
-    if exc is None:
+    code = exc.code if isinstance(exc, SystemExit) else 1  # any other exception exits 1
+    if exc is None or code is None or (isinstance(code, int) and code == 0):
         return SUCCESS, 0, "undefined"
-    if isinstance(exc, SystemExit):
-        code = exc.code
-        if code is None or (isinstance(code, int) and code == 0):
-            return SUCCESS, 0, "undefined"
-        return FAILURE, int(code) if isinstance(code, int) else 1, _error_class(exc)
     if isinstance(exc, KeyboardInterrupt):
         return INTERRUPTED, EXIT_CODE_INTERRUPTED, _error_class(exc)
-    return FAILURE, 1, _error_class(exc)
+    return FAILURE, int(code) if isinstance(code, int) else 1, _error_class(exc)
 
 
 def outcome_of_returncode(returncode: int) -> tuple[TaskStatus, int]:
@@ -93,8 +86,8 @@ def outcome_of_returncode(returncode: int) -> tuple[TaskStatus, int]:
 def command_fields(command: str, subcommand: str, task_status: str, exit_code: int,
                    error_class: str, duration_ms: int,
                    nemo_source: str | None = None) -> dict[str, Any]:
-    """The keyword arguments of ``CliCommandEvent`` for one command (the running
-    Python's version added; ``nemo_source`` only when given)."""
+    """The keyword arguments of ``CliCommandEvent`` for one command, with the running
+    Python's version (``nemo_source`` only when given)."""
     fields: dict[str, Any] = {
         "command": command, "subcommand": subcommand, "task_status": task_status,
         "duration_ms": duration_ms, "exit_code": exit_code, "error_class": error_class,

@@ -1,11 +1,12 @@
 """The wire envelope: a batch of events in the NeMo Usage Telemetry format.
 
 Every field that could identify a person, a device or an organisation is
-hard-coded to ``"undefined"`` (and every GDPR field to ``"None"``), except
-the two a tool embedding this package names itself by: ``productName`` and
-``productVersion``.  The only values taken from the running process are the
-client version, the CPU architecture, the session id and the events.
-Changing any of that is a privacy decision, not a refactoring.
+hard-coded to ``"undefined"`` (and every GDPR field to ``"None"``).  The only
+values taken from the running process are the client version, the CPU
+architecture, the session id, the events, and the name and version of a tool
+that embeds this package (``productName``, ``productVersion``: ``"undefined"``
+for the NeMo Agent Toolkit).  Changing any of that is a privacy decision, not a
+refactoring.
 
 :func:`dumps` writes the JSON of every body this package sends or spools.
 """
@@ -20,7 +21,7 @@ TYPE_CHECKING = False  # typing.TYPE_CHECKING without importing typing at run ti
 if TYPE_CHECKING:
     from collections.abc import Sequence
     from datetime import datetime
-    from typing import Any, Callable
+    from typing import Any
 
     from .events import TelemetryEvent
 
@@ -30,37 +31,27 @@ except ImportError:  # pragma: no cover - an interpreter without json's accelera
     from json.encoder import py_encode_basestring_ascii as _quote
 
 __all__ = [
-    "ENVELOPE_KEYS",
-    "ENVELOPE_TEXT_RULES",
-    "EVENT_KEYS",
-    "EVENT_PROTOCOL",
-    "GDPR_FIELDS",
-    "IDENTITY_FIELDS",
-    "TEXT_FIELDS",
-    "QueuedEvent",
-    "build_payload",
-    "dumps",
-    "envelope_text_problem",
-    "format_timestamp",
+    "ENVELOPE_KEYS", "ENVELOPE_TEXT_RULES", "EVENT_KEYS", "EVENT_PROTOCOL", "GDPR_FIELDS",
+    "IDENTITY_FIELDS", "TEXT_FIELDS", "QueuedEvent", "build_payload", "dumps",
+    "envelope_text_problem", "format_timestamp",
 ]
 
 EVENT_PROTOCOL = "1.6"
 
-# Fields that could identify a person, a device or an organisation: always
-# "undefined" (productName and productVersion: a tool's own name and version).
+# Fields that could identify a person, a device or an organisation: always "undefined".
 IDENTITY_FIELDS = (
     "browserType", "deviceId", "deviceMake", "deviceModel", "deviceOS", "deviceOSVersion",
-    "deviceType", "externalUserId", "idpId", "integrationId", "productName", "productVersion",
-    "userId",
+    "deviceType", "externalUserId", "idpId", "integrationId", "userId",
 )
 GDPR_FIELDS = (
     "deviceGdprBehOptIn", "deviceGdprFuncOptIn", "deviceGdprTechOptIn",
     "gdprBehOptIn", "gdprFuncOptIn", "gdprTechOptIn",
 )
-# The envelope's other text fields, filled from the running client.
+# The envelope's other text fields, filled from the running client (and the tool).
 TEXT_FIELDS = (
     "clientId", "clientType", "clientVariant", "clientVer", "cpuArchitecture",
-    "eventProtocol", "eventSchemaVer", "eventSysVer", "sessionId",
+    "eventProtocol", "eventSchemaVer", "eventSysVer", "productName", "productVersion",
+    "sessionId",
 )
 # Every key of the envelope, in the reference order; and of each event in it.
 ENVELOPE_KEYS = (
@@ -71,18 +62,16 @@ EVENT_KEYS = ("ts", "parameters", "name")
 
 
 class _DataclassFields:
-    """``__dataclass_fields__``, made on first use, so that :class:`QueuedEvent`
-    behaves as the dataclass it is documented to be (``dataclasses.fields``,
-    ``asdict``, ``replace``) without importing :mod:`dataclasses` with the handler."""
+    """``__dataclass_fields__``, made on first use: :class:`QueuedEvent` works with
+    ``dataclasses.fields``, ``asdict`` and ``replace`` without the handler importing
+    :mod:`dataclasses`."""
 
     def __get__(self, instance: object, owner: type) -> dict[str, Any]:
         import dataclasses
 
         shadow = dataclasses.make_dataclass(owner.__name__, [
-            ("event", "TelemetryEvent"),
-            ("timestamp", "datetime"),
-            ("retry_count", "int", dataclasses.field(default=0)),
-        ])
+            ("event", "TelemetryEvent"), ("timestamp", "datetime"),
+            ("retry_count", "int", dataclasses.field(default=0))])
         fields: dict[str, Any] = getattr(shadow, "__dataclass_fields__")  # noqa: B009
         type.__setattr__(owner, "__dataclass_fields__", fields)
         return fields
@@ -137,14 +126,9 @@ def format_timestamp(moment: datetime | None = None) -> str:
     return f"{prefix}.{millisecond:03d}Z"
 
 
-def build_payload(
-    events: Sequence[QueuedEvent],
-    *,
-    source_client_version: str,
-    session_id: str = "undefined",
-    product_name: str = "undefined",
-    product_version: str = "undefined",
-) -> dict[str, Any]:
+def build_payload(events: Sequence[QueuedEvent], *, source_client_version: str,
+                  session_id: str = "undefined", product_name: str = "undefined",
+                  product_version: str = "undefined") -> dict[str, Any]:
     """The envelope for one POST; ``ValueError`` when ``events`` is empty.
 
     ``product_name`` and ``product_version`` name the tool that embeds this
@@ -180,45 +164,29 @@ def build_payload(
 def dumps(value: Any) -> str:
     """``json.dumps(value, separators=(",", ":"))``, the same string.
 
-    Writing a batch is on a command line's exit path, and ``import json`` costs
-    it more than the writing: the plain values a body holds are written here,
-    quoted by json's own C function, and anything else is handed to :mod:`json`.
+    Writing a batch is on a command line's exit path, where ``import json`` costs
+    more than the writing: plain values are written here, quoted by json's own C
+    function, and anything else is handed to :mod:`json`.
     """
-    parts: list[str] = []
-    _write(value, parts.append)
-    return "".join(parts)
-
-
-def _write(value: Any, out: Callable[[str], object]) -> None:
     if isinstance(value, str):
-        out(_quote(value))
-    elif value is True or value is False or value is None:
-        out("true" if value else "false" if value is False else "null")
-    elif type(value) is int:
-        out(int.__repr__(value))
-    elif type(value) is float and value - value == 0:  # finite: as json writes it
-        out(float.__repr__(value))
-    elif type(value) is dict and all(type(key) is str for key in value):
-        out("{")
-        for index, (key, item) in enumerate(value.items()):
-            out("," + _quote(key) + ":" if index else _quote(key) + ":")
-            _write(item, out)
-        out("}")
-    elif type(value) in (list, tuple):
-        out("[")
-        for index, item in enumerate(value):
-            if index:
-                out(",")
-            _write(item, out)
-        out("]")
-    else:  # floats, str/int subclasses, other keys: json's own rules
-        import json
+        return _quote(value)
+    if value is True or value is False or value is None:
+        return "true" if value else "false" if value is False else "null"
+    if type(value) is int:
+        return int.__repr__(value)
+    if type(value) is float and value - value == 0:  # finite: as json writes it
+        return float.__repr__(value)
+    if type(value) is dict and all(type(key) is str for key in value):
+        return "{" + ",".join(_quote(key) + ":" + dumps(item)
+                              for key, item in value.items()) + "}"
+    if type(value) in (list, tuple):
+        return "[" + ",".join(map(dumps, value)) + "]"
+    import json  # other floats, str/int subclasses, other keys: json's own rules
 
-        out(json.dumps(value, separators=(",", ":")))
+    return json.dumps(value, separators=(",", ":"))
 
 
 # ------------------------------------------------- envelope text field rules
-#
 # What each free-text field of the envelope may hold: short names and version
 # numbers, never a path, a sentence or a user name.  The collector refuses
 # envelopes that break them.
@@ -232,7 +200,10 @@ ENVELOPE_TEXT_RULES: dict[str, tuple[str, str]] = {
     "clientId": (_rules.TOKEN, "1 to 64 letters, digits, '-', '_', '.' or ':'"),
     "clientType": (_NAME, _NAME_WORDS),
     "clientVariant": (_NAME, _NAME_WORDS),
-    "clientVer": (r"[A-Za-z0-9][A-Za-z0-9_.+!-]{0,63}",
+    "productName": (_rules.TOOL_NAME,
+                    "a tool's name: 1 to 64 lowercase letters, digits, '-' or '_'"),
+    "productVersion": (_rules.VERSION, "a version such as '2.4.1' (1 to 64 characters)"),
+    "clientVer": (_rules.VERSION,
                   "a version such as '1.2.3', '2.0rc1' or '0.1.dev3+g1a2b' (1 to 64 characters)"),
     "cpuArchitecture": (_NAME, "a machine name such as 'x86_64' or 'arm64'"),
     "eventProtocol": (_VERSION, "a version number such as '1.6'"),
@@ -242,20 +213,14 @@ ENVELOPE_TEXT_RULES: dict[str, tuple[str, str]] = {
     "sessionId": (_rules.SESSION_ID,
                   "1 to 128 letters, digits, '-', '_', '.' or ':' (no spaces or paths)"),
 }
-_ENVELOPE_TEXT_PATTERNS: dict[str, Any] = {}
 
 
 def envelope_text_problem(key: str, value: Any) -> str | None:
     """Why ``value`` may not be the envelope's ``key`` field; None when it may.
+    ``KeyError`` for a key that is not one of :data:`TEXT_FIELDS`."""
+    import re  # compiled patterns are cached by re itself
 
-    ``KeyError`` for a key that is not one of :data:`TEXT_FIELDS`.
-    """
-    pattern_text, wording = ENVELOPE_TEXT_RULES[key]
-    pattern = _ENVELOPE_TEXT_PATTERNS.get(key)
-    if pattern is None:
-        import re
-
-        pattern = _ENVELOPE_TEXT_PATTERNS[key] = re.compile(pattern_text)
-    if isinstance(value, str) and pattern.fullmatch(value) is not None:
+    pattern, wording = ENVELOPE_TEXT_RULES[key]
+    if isinstance(value, str) and re.fullmatch(pattern, value) is not None:
         return None
     return f"must be a string: {wording}"

@@ -17,11 +17,8 @@ __all__ = ["RetryPolicy", "parse_retry_after"]
 
 
 def parse_retry_after(value: str | None, now: float | None = None) -> float | None:
-    """Seconds a ``Retry-After`` header asks for, or None when absent or unreadable.
-
-    Accepts delay-seconds (``"120"``) and an HTTP date; a date in the past
-    means "now" (0).
-    """
+    """Seconds a ``Retry-After`` header asks for (delay-seconds or an HTTP date; a
+    date in the past means 0), or None when absent or unreadable."""
     if value is None:
         return None
     text = value.strip()

@@ -1,14 +1,11 @@
 """JSON Schemas of what can ever be sent: every event, and the envelope around them.
 
-``nat-telemetry schema`` prints these so that a reviewer can read exactly
-what a request body may contain without reading the code.  Each event's
-schema is its class's own ``model_json_schema()``; the envelope's is built
-here from the key lists of :mod:`.payload` and from the values
-:func:`~.payload.build_payload` hard-codes, so the schema cannot drift from
-the payload it describes: it lists every key, pins every fixed value, and
-allows nothing else (``additionalProperties`` false everywhere).
-
-Loaded only by that command and by tests.
+``nat-telemetry schema`` prints these so that a reviewer can read exactly what a request
+body may contain without reading the code.  Each event's schema is its class's own
+``model_json_schema()``; the envelope's is built from the key lists of :mod:`.payload` and
+from a body :func:`~.payload.build_payload` made, so it cannot drift from the payload it
+describes: it lists every key, pins every fixed value, and allows nothing else.  Loaded
+only by that command and by tests.
 """
 
 from __future__ import annotations
@@ -29,7 +26,11 @@ _TIMESTAMP = {
     "description": "UTC time, YYYY-MM-DDTHH:MM:SS.mmmZ",
 }
 _DESCRIPTIONS = {
-    "clientVer": "the version of the client that sent the body",
+    "clientVer": "the version of the client that sent the body (a tool's own version, for "
+                 "a tool that embeds this package)",
+    "productName": "the name of the tool that embeds this package ('undefined' for the "
+                   "NeMo Agent Toolkit)",
+    "productVersion": "that tool's version ('undefined' for the NeMo Agent Toolkit)",
     "cpuArchitecture": "the CPU architecture, e.g. x86_64 or arm64",
     "sessionId": "a random id drawn for each process (optionally prefixed with "
                  "NAT_SESSION_PREFIX); it links the events of one run, nothing else",
@@ -44,28 +45,25 @@ def event_schema(cls: type[TelemetryEvent]) -> dict[str, Any]:
 def _embed(schema: dict[str, Any], prefix: str, defs: dict[str, Any]) -> dict[str, Any]:
     """``schema`` without ``$schema``, its ``$defs`` moved into ``defs`` under
     ``prefix.``, and every local ``$ref`` pointed at the new place."""
-    own = {f"{prefix}.{name}": sub for name, sub in schema.get("$defs", {}).items()}
-
     def rewrite(node: Any) -> Any:
-        if isinstance(node, dict):
-            out = {key: rewrite(value) for key, value in node.items()
-                   if key not in ("$schema", "$defs")}
-            ref = out.get("$ref")
-            if isinstance(ref, str) and ref.startswith("#/$defs/"):
-                out["$ref"] = f"#/$defs/{prefix}.{ref[len('#/$defs/'):]}"
-            return out
         if isinstance(node, list):
             return [rewrite(item) for item in node]
-        return node
+        if not isinstance(node, dict):
+            return node
+        out = {key: rewrite(value) for key, value in node.items()
+               if key not in ("$schema", "$defs")}
+        ref = out.get("$ref")
+        if isinstance(ref, str) and ref.startswith("#/$defs/"):
+            out["$ref"] = f"#/$defs/{prefix}.{ref[len('#/$defs/'):]}"
+        return out
 
-    defs.update({name: rewrite(sub) for name, sub in own.items()})
+    defs.update({f"{prefix}.{name}": rewrite(sub) for name, sub in schema.get("$defs", {}).items()})
     result: dict[str, Any] = rewrite(schema)
     return result
 
 
 def _fixed_values() -> dict[str, Any]:
-    # The envelope's values that do not depend on the process, taken from a
-    # body built the real way rather than copied here.
+    # The envelope's values that do not depend on the process, from a body built the real way.
     sample = CliCommandEvent(command="x", task_status="success", python_version="3.0.0")
     body = payload.build_payload([payload.QueuedEvent(sample, datetime.now(timezone.utc))],
                                  source_client_version="0", session_id="0")
@@ -81,13 +79,10 @@ def envelope_schema() -> dict[str, Any]:
     for cls in classes:
         name = cls._event_name
         defs[name] = _embed(event_schema(cls), name, defs)
-        wire_events.append({
-            "type": "object",
-            "properties": {"ts": _TIMESTAMP, "parameters": {"$ref": f"#/$defs/{name}"},
-                           "name": {"const": name}},
-            "required": list(payload.EVENT_KEYS),
-            "additionalProperties": False,
-        })
+        fields = {"ts": _TIMESTAMP, "parameters": {"$ref": f"#/$defs/{name}"},
+                  "name": {"const": name}}
+        wire_events.append({"type": "object", "properties": fields,
+                            "required": list(payload.EVENT_KEYS), "additionalProperties": False})
     fixed = _fixed_values()
     versions = sorted({cls._schema_version for cls in classes})
     properties: dict[str, Any] = {}

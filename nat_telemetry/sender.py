@@ -169,24 +169,24 @@ def start_sender(spool_dir: str, endpoint: str, token: str = "",
                  budget: float = config.DEFAULT_SHUTDOWN_TIMEOUT_SECONDS,
                  tool: config.Tool | None = None) -> None:
     """Make sure a sender takes the batches for ``endpoint``: one alive already, or
-    a new detached one; where none can be started, deliver here for ``budget`` s."""
-    if sender_alive(spool_dir, destination_id(endpoint, token)):
-        return
-    if not start_detached_sender(spool_dir, endpoint, token=token, tool=tool):
+    a new detached one; where none can be started, deliver here for ``budget`` s.
+
+    The lock is taken here and handed to the new sender, held all along: a burst
+    of command lines finishing together starts one sender, not one each.
+    """
+    try:
+        lock = acquire_lock(spool_dir, destination_id(endpoint, token))
+    except OSError:  # a lock that cannot be used: a sender says why, in status
+        lock = _Lock()
+    if lock is None:
+        return  # a sender is alive: it takes the new batch too
+    try:
+        started = start_detached_sender(spool_dir, endpoint, token=token, tool=tool, lock=lock)
+    finally:
+        lock.release()  # the sender has its own copy of the descriptor
+    if not started:
         run_sender(spool_dir, endpoint, token=token, tool=tool, lifetime_seconds=budget,
                    linger_seconds=0.0)
-
-
-def sender_alive(spool_dir: str, destination: str) -> bool:
-    """A sender holds the lock of ``destination`` (never blocks; False when unsure)."""
-    try:
-        lock = acquire_lock(spool_dir, destination)
-    except OSError:  # a lock that cannot be used: a new sender says why, in status
-        return False
-    if lock is None:
-        return True
-    lock.release()
-    return False
 
 
 def sender_environment(endpoint: str, token: str = "", tool: config.Tool | None = None,
@@ -213,10 +213,11 @@ def sender_environment(endpoint: str, token: str = "", tool: config.Tool | None 
 def start_detached_sender(spool_dir: str, endpoint: str, *, token: str = "",
                           lifetime_seconds: float = DEFAULT_LIFETIME_SECONDS,
                           environ: Mapping[str, str] | None = None,
-                          tool: config.Tool | None = None) -> bool:
-    """Start a sender for ``spool_dir`` that POSTs to ``endpoint``; never waits, never
-    raises.  False when none could be started (no usable interpreter, as in a
-    frozen application, or the spawn failed)."""
+                          tool: config.Tool | None = None, lock: _Lock | None = None) -> bool:
+    """Start a sender for ``spool_dir`` that POSTs to ``endpoint``, holding ``lock``
+    (the destination's, taken by the caller) from its first instant; never waits,
+    never raises.  False when none could be started (no usable interpreter, as in
+    a frozen application, or the spawn failed)."""
     tool = config.NAT if tool is None else tool
     try:
         _reap()
@@ -232,9 +233,13 @@ def start_detached_sender(spool_dir: str, endpoint: str, *, token: str = "",
                 f"from {package}.sender import main; sys.exit(main())")
         argv = [executable, "-I", "-S", "-c", code, os.path.abspath(spool_dir),
                 repr(float(lifetime_seconds)), tool.name, tool.env_prefix]
+        held = lock.fd if lock is not None else None
+        if held is not None:
+            os.set_inheritable(held, True)
+            argv.append(str(held))
         env = sender_environment(endpoint, token, tool, environ)
-        child = _spawn_posix(argv, env) if _HAVE_POSIX_SPAWN else None
-        _children.append(child if child is not None else _spawn_subprocess(argv, env))
+        child = _spawn_posix(argv, env, held) if _HAVE_POSIX_SPAWN else None
+        _children.append(child if child is not None else _spawn_subprocess(argv, env, held))
         return True
     except Exception:
         return False
@@ -243,14 +248,15 @@ def start_detached_sender(spool_dir: str, endpoint: str, *, token: str = "",
 _HAVE_POSIX_SPAWN = hasattr(os, "posix_spawn") and hasattr(os, "POSIX_SPAWN_OPEN")
 
 
-def _spawn_posix(argv: list[str], env: dict[str, str]) -> int | None:
-    """``os.posix_spawn``: no ``import subprocess`` (~3 ms) on the caller's exit path."""
+def _spawn_posix(argv: list[str], env: dict[str, str], keep: int | None) -> int | None:
+    """``os.posix_spawn``: no ``import subprocess`` (~3 ms) on the caller's exit path.
+    Every inherited descriptor is closed in the child but ``keep`` (the lock)."""
     inherited = _inheritable_fds()
     if inherited is None:
         return None
     actions: list[tuple[Any, ...]] = [
         (os.POSIX_SPAWN_OPEN, fd, os.devnull, os.O_RDWR, 0) for fd in (0, 1, 2)]
-    actions += [(os.POSIX_SPAWN_CLOSE, fd) for fd in inherited]
+    actions += [(os.POSIX_SPAWN_CLOSE, fd) for fd in inherited if fd != keep]
     try:
         return os.posix_spawn(argv[0], argv, env, file_actions=actions, setsid=True)
     except (NotImplementedError, TypeError, ValueError):
@@ -275,7 +281,7 @@ def _inheritable_fds() -> list[int] | None:
     return None
 
 
-def _spawn_subprocess(argv: list[str], env: dict[str, str]) -> Any:
+def _spawn_subprocess(argv: list[str], env: dict[str, str], keep: int | None) -> Any:
     import subprocess
 
     options: dict[str, Any] = {"start_new_session": True}
@@ -284,6 +290,7 @@ def _spawn_subprocess(argv: list[str], env: dict[str, str]) -> Any:
                    | getattr(subprocess, "CREATE_NEW_PROCESS_GROUP", 0)}
     return subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
                             stderr=subprocess.DEVNULL, close_fds=True, env=env,
+                            pass_fds=() if keep is None else (keep,),
                             cwd=os.path.abspath(os.sep), **options)
 
 
@@ -305,13 +312,13 @@ def _reap() -> None:
 
 class _Lock:
     def __init__(self, fd: int | None = None, pidfile: str | None = None) -> None:
-        self._fd = fd
+        self.fd = fd
         self._pidfile = pidfile
 
     def release(self) -> None:
-        if self._fd is not None:
-            os.close(self._fd)  # closing drops the flock
-            self._fd = None
+        if self.fd is not None:
+            os.close(self.fd)  # the last descriptor of it closed drops the flock
+            self.fd = None
         if self._pidfile is not None:
             if _read_pid(self._pidfile) == os.getpid():
                 _remove(self._pidfile)
@@ -410,7 +417,8 @@ def _pidfile_stale(path: str) -> bool:
 # ---------------------------------------------------------- the sender side
 
 def main(argv: Sequence[str] | None = None) -> int:
-    """The sender process's entry point: ``SPOOL_DIR [LIFETIME [TOOL PREFIX]]``.
+    """The sender process's entry point: ``SPOOL_DIR [LIFETIME [TOOL PREFIX [LOCK_FD]]]``
+    (``LOCK_FD``: the destination's lock, taken by the caller and inherited).
 
     Meant for the process :func:`start_detached_sender` starts: it changes the
     folder, the priority and the alarm of the process it runs in.  Returns 0
@@ -425,8 +433,9 @@ def main(argv: Sequence[str] | None = None) -> int:
             return 2
         tool = config.Tool(args[2], env_prefix=args[3]) if len(args) > 3 else config.NAT
         _settle_in(lifetime)
+        held = _Lock(fd=int(args[4])) if len(args) > 4 and args[4].isdigit() else None
         result = run_sender(args[0], endpoint, token=os.environ.get(TOKEN_ENV_VAR, ""),
-                            tool=tool, lifetime_seconds=lifetime)
+                            tool=tool, lifetime_seconds=lifetime, lock=held)
         return 4 if result["unusable_lock"] else 1 if result["busy"] else 0
     except BaseException:  # nobody is listening: exit quietly whatever happened
         return 3
@@ -460,11 +469,13 @@ def run_sender(spool_dir: str, endpoint: str, *, token: str | None = None,
                policy: RetryPolicy | None = None,
                request_timeout: float = REQUEST_TIMEOUT_SECONDS,
                clock: Callable[[], float] = time.monotonic,
-               sleep: Callable[[float], None] = time.sleep) -> dict[str, int]:
+               sleep: Callable[[float], None] = time.sleep,
+               lock: _Lock | None = None) -> dict[str, int]:
     """Deliver the batches of ``endpoint``'s destination for at most ``lifetime_seconds``:
-    the loop of :func:`main`, usable in-process.  Returns what it did, in the
-    counts of :data:`_RESULT_KEYS` (``locked``: it held the lock; ``busy``: another
-    sender did; ``deferred``: a Retry-After kept it from posting)."""
+    the loop of :func:`main`, usable in-process (``lock``: the destination's lock,
+    already held).  Returns what it did, in the counts of :data:`_RESULT_KEYS`
+    (``locked``: it held the lock; ``busy``: another sender did; ``deferred``: a
+    Retry-After kept it from posting)."""
     from .retry import RetryPolicy
     from .transport import transport_for
 
@@ -475,6 +486,8 @@ def run_sender(spool_dir: str, endpoint: str, *, token: str | None = None,
     if transport is None:
         transport = transport_for(endpoint, dry_run=False, token=token, tool=tool)
     if transport.spool_endpoint is None or not spool.available():
+        if lock is not None:
+            lock.release()
         return result
     run = _Run(spool, destination_id(endpoint, token), redact(endpoint), transport, tool,
                policy if policy is not None else RetryPolicy(), result,
@@ -483,7 +496,8 @@ def run_sender(spool_dir: str, endpoint: str, *, token: str | None = None,
         for _ in range(1 + _LATE_LOOKS):
             started_ns = time.time_ns()
             try:
-                lock = acquire_lock(spool_dir, run.destination)
+                if lock is None:
+                    lock = acquire_lock(spool_dir, run.destination)
             except LockUnusable as exc:
                 result["unusable_lock"] = 1
                 spool.note(run.destination, run.shown, f"lock: {exc}")
@@ -496,6 +510,7 @@ def run_sender(spool_dir: str, endpoint: str, *, token: str | None = None,
                 drained = run.send_all()
             finally:
                 lock.release()
+                lock = None
             # A batch spooled after the last look, while the lock was held, had its
             # own run find the lock taken: look once more after letting go.  Only
             # at batches newer than this round, and a few times: one it cannot
@@ -532,12 +547,14 @@ class _Run:
         idle_until = None
         while self.clock() < self.deadline:
             found = False
-            for claim in self.spool.claim(self.destination):
+            for claim in self.spool.claim(self.destination):  # one listing, oldest first
                 found = True
                 with claim:  # released unless settled below
-                    if not self._send(claim):
-                        return False
-                break  # look again from the oldest batch
+                    step = self._send(claim)
+                if step == "stop":
+                    return False
+                if step == "again":
+                    break  # after a failure, from the oldest batch again
             if found:
                 idle_until = None
                 continue
@@ -549,21 +566,21 @@ class _Run:
             self.sleep(min(POLL_SECONDS, idle_until - now))
         return False
 
-    def _send(self, claim: Claim) -> bool:
-        """Deliver one claimed batch; False when the run must stop."""
+    def _send(self, claim: Claim) -> str:
+        """Deliver one claimed batch: ``"next"``, or after a transient failure
+        ``"again"`` (from the oldest batch, after the backoff) or ``"stop"``."""
         from .transport import deliver
 
         if self.tool.refused_since():  # a "no" given meanwhile: what waits goes
             claim.complete()
             self.result["events_revoked"] += claim.events
-            return True
+            return "next"
         queued, identity = self._events(claim)
         if not queued:
             claim.complete()
-            return True
-        remaining = self.deadline - self.clock()
-        if remaining <= 0:
-            return False
+            return "next"
+        if self.deadline - self.clock() <= 0:
+            return "stop"
         product = identity.get("product")
         self.transport.product = (str(product[0]), str(product[1])) if isinstance(
             product, list) and len(product) == 2 else None
@@ -584,7 +601,7 @@ class _Run:
                     _quiet_remove(self.backoff_path)
         if not outcome.failed:
             claim.complete()
-            return True
+            return "next"
         if outcome.settled:  # part of it went: only what failed goes back
             claim.complete()
             records = [record_of(queued) for queued in outcome.failed + outcome.untried]
@@ -593,7 +610,7 @@ class _Run:
                 self.result["events_unspooled"] += len(records)
         else:
             claim.release()
-        return self._failed(outcome.last)
+        return "again" if self._failed(outcome.last) else "stop"
 
     def _events(self, claim: Claim) -> tuple[list[Any], dict[str, Any]]:
         """The batch's events, validated again, and who recorded them."""

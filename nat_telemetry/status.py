@@ -1,25 +1,63 @@
-"""Everything a user may want to check about telemetry, in one place.
+"""Seeing and changing the decision: ``status [--json]``, ``enable``, ``disable``
+and ``reset``, for any tool.
 
-:func:`gather` collects it as plain data (what ``status --json`` prints);
-:func:`render` turns that into the lines ``status`` shows.  Nothing here
-changes anything: the spool folder is listed, never created.  Every value that
-comes from a setting is shown with its control characters escaped, so an
-endpoint or a path cannot forge a line or drive the terminal.
+:func:`gather` collects the state as plain data (what ``status --json``
+prints) and :func:`render` turns it into the lines ``status`` shows; looking
+changes nothing (the spool folder is listed, never created), and every value
+that comes from a setting is shown with its control characters escaped, so an
+endpoint or a path cannot forge a line or drive the terminal.  The commands
+say plainly where the effective answer comes from: a variable silently
+overriding a saved "no" is exactly the surprise an opt-in system must not
+spring.  ``nat-telemetry`` mounts them for the NeMo Agent Toolkit
+(:mod:`.cli`); a tool embedding this package runs them as its own with
+:func:`tool_main`, or mounts them in click, Typer or argparse (see
+:class:`~.track.ToolTelemetry`; click and typer are imported only there).
 """
 
 from __future__ import annotations
 
 import math
 import os
+import sys
 import time
-from typing import Any
 
-from . import config
+from . import _process, config
 from .config import destination_id, endpoint_problem, redact
-from .consent import ConsentState, read_consent_record, resolve_consent
-from .spool import Spool
+from .outcome import EXIT_CODE_INTERRUPTED
 
-__all__ = ["ENVELOPE_ADDS", "gather", "printable", "render"]
+# The rest is imported by what needs it: a tool mounting the commands (the
+# adapters at the end) loads this module at every start.
+TYPE_CHECKING = False  # typing.TYPE_CHECKING without importing typing at run time
+if TYPE_CHECKING:
+    import argparse
+    from collections.abc import Sequence
+    from pathlib import Path
+    from typing import Any, Protocol
+
+    from .consent import ConsentState
+
+    class ToolTelemetry(Protocol):  # what the adapters use of track.ToolTelemetry
+        tool: config.Tool
+        mounted: set[str]
+
+        def main(self, argv: Sequence[str] | None = None) -> int: ...
+
+        def record(self, command: str, subcommand: str, task_status: str, exit_code: int,
+                   error_class: str, duration_ms: int) -> None: ...
+
+__all__ = [
+    "ENVELOPE_ADDS",
+    "add_argparse_commands",
+    "add_consent_commands",
+    "click_group",
+    "gather",
+    "printable",
+    "render",
+    "run_parser",
+    "tool_main",
+    "tracked_click_group",
+    "typer_app",
+]
 
 # What the envelope adds to each event's own fields (see payload).
 ENVELOPE_ADDS = ("sessionId (random per process)", "timestamps", "cpuArchitecture",
@@ -60,6 +98,8 @@ def _moment(value: Any, kind: str | None = None) -> dict[str, Any]:
 
 
 def _spool(tool: config.Tool, current: str) -> dict[str, Any]:
+    from .spool import Spool
+
     folder = tool.spool_dir()
     info: dict[str, Any] = {"enabled": folder is not None, "dir": folder and printable(folder),
                             "batches": 0, "events": 0, "bytes": 0, "oldest": None,
@@ -95,6 +135,8 @@ def _spool(tool: config.Tool, current: str) -> dict[str, Any]:
 
 def gather(tool: config.Tool | None = None) -> dict[str, Any]:
     """The state of ``tool``'s telemetry in this process's environment, as JSON-ready data."""
+    from .consent import read_consent_record, resolve_consent
+
     tool = config.NAT if tool is None else tool
     decision = resolve_consent(tool=tool)
     record = read_consent_record(tool=tool)
@@ -183,6 +225,8 @@ def _spool_lines(info: dict[str, Any]) -> list[str]:
 
 def _file_line(info: dict[str, Any]) -> str:
     """The consent file, and what it says, in words."""
+    from .consent import ConsentState
+
     record = info["consent_file"]
     if not record["path"]:
         return f"({record['note']})"  # no location at all
@@ -198,8 +242,9 @@ def _file_line(info: dict[str, Any]) -> str:
     return f"{text} ({record['note']})"
 
 
-def render(info: dict[str, Any], prog: str) -> list[str]:
-    """The lines of ``status``; ``prog`` is the command that changes the decision."""
+def render(info: dict[str, Any], prog: str, run: bool = True) -> list[str]:
+    """The lines of ``status``; ``prog`` is the command that changes the decision
+    (and, with ``run``, has a ``run`` command that asks)."""
     lines = [f"Telemetry is {'enabled' if info['enabled'] else 'disabled'}."]
     rule, detail, env = info["rule"], info["detail"], info["env_var"]
     file_line = _file_line(info)
@@ -231,5 +276,345 @@ def render(info: dict[str, Any], prog: str) -> list[str]:
     lines.append("Added per batch: " + ", ".join(collected["envelope"]))
     lines += _spool_lines(info)
     if rule == "default":
-        lines.append(f"Record a decision with `{prog} enable` or `{prog} disable`.")
+        asks = f"; an interactive `{prog} run` asks" if run else ""
+        lines.append(f"Record a decision with `{prog} enable` or `{prog} disable`{asks}.")
     return lines
+
+
+# ------------------------------------------------------------------ commands
+
+def _err(args: argparse.Namespace | None, message: str) -> None:
+    """One line on stderr, prefixed with the command's name."""
+    prog = "nat-telemetry" if args is None else args.prog
+    print(f"{prog}: {' '.join(message.split())}", file=sys.stderr)
+
+
+def _word(enabled: bool | None) -> str:
+    return "enabled" if enabled else "disabled"
+
+
+def add_consent_commands(commands: Any, tool: config.Tool, prog: str) -> None:
+    """Add ``status [--json]``, ``enable``, ``disable`` and ``reset`` for ``tool`` to
+    ``commands`` (an argparse sub-parsers object); ``prog`` is how users type them."""
+    variable = tool.var("ENABLED")
+    status = commands.add_parser(
+        "status",
+        help="show whether telemetry is enabled and why (the default)",
+        description="Show whether anonymous usage telemetry is enabled and the rule that "
+        f"decides it (DO_NOT_TRACK, a CI run, the {variable} environment variable, "
+        "the saved decision in the consent file, or the default: disabled, never asked), "
+        "where events would go, and what each one contains.",
+    )
+    status.add_argument("--json", action="store_true",
+                        help="print the same as one JSON object, for scripts")
+    enable = commands.add_parser(
+        "enable",
+        help="allow anonymous usage telemetry and save that decision",
+        description="Allow anonymous usage telemetry: save the decision in the consent file "
+        f"and check that it was saved. {variable}, when set, still overrides it.",
+    )
+    disable = commands.add_parser(
+        "disable",
+        help="turn anonymous usage telemetry off and save that decision",
+        description="Turn anonymous usage telemetry off: save the decision in the consent file, "
+        "check that it was saved, and delete the events waiting in the spool. "
+        f"{variable}, when set, still overrides it.",
+    )
+    reset = commands.add_parser(
+        "reset",
+        help="forget the decision (back to never asked) and empty the spool",
+        description="Delete the consent file, so telemetry is off and you are asked again, "
+        "and delete the events waiting in the spool.",
+    )
+    for parser, command in ((status, _cmd_status), (enable, _cmd_enable),
+                            (disable, _cmd_disable), (reset, _cmd_reset)):
+        parser.set_defaults(func=command, tool=tool, prog=prog, parser=parser, json=False)
+
+
+def _tool_parser(tool: config.Tool, prog: str) -> argparse.ArgumentParser:
+    import argparse
+
+    parser = argparse.ArgumentParser(
+        prog=prog, description="See and change your anonymous usage telemetry decision. "
+        "Without a command, shows the current status.")
+    add_consent_commands(parser.add_subparsers(dest="command", metavar="COMMAND"), tool, prog)
+    return parser
+
+
+def tool_main(tool: config.Tool, prog: str, argv: Sequence[str] | None = None) -> int:
+    """Run ``tool``'s consent commands (``status [--json]``, ``enable``, ``disable``,
+    ``reset``) as ``prog``; returns the exit status.  Prints exactly what
+    ``nat-telemetry`` prints, for the tool's file, spool, variables and name."""
+    try:
+        return run_parser(_tool_parser(tool, prog), argv, tool, prog)
+    except SystemExit as exc:  # --help, or a usage error: an exit status, not an exit
+        return exc.code if isinstance(exc.code, int) else 0 if exc.code is None else 2
+
+
+def run_parser(parser: argparse.ArgumentParser, argv: Sequence[str] | None, tool: config.Tool,
+               prog: str) -> int:
+    """Parse ``argv`` with ``parser`` and run the command chosen (``status`` when none);
+    every failure is one line on stderr and a non-zero status, never a traceback."""
+    from ._process import reader_went_away
+
+    args: argparse.Namespace | None = None
+    try:
+        args, extra = parser.parse_known_args(argv)  # --help, usage errors: SystemExit
+        if extra:  # the subcommand's own usage, not the top level's
+            getattr(args, "parser", parser).error(f"unrecognized arguments: {' '.join(extra)}")
+        if getattr(args, "func", None) is None:
+            args.func, args.json, args.tool, args.prog = _cmd_status, False, tool, prog
+        result = args.func(args)
+        return 0 if result is None else int(result)
+    except KeyboardInterrupt:
+        print(file=sys.stderr)
+        return EXIT_CODE_INTERRUPTED
+    except BrokenPipeError:
+        return reader_went_away()
+    except Exception as exc:  # one line, never a traceback
+        _process.debug("%s failed", prog, exc_info=True)
+        _err(args, f"error: {exc}" if str(exc) else f"error: {type(exc).__name__}")
+        return 1
+
+
+def _consent_path(tool: config.Tool) -> tuple[Path | None, str]:
+    """The consent file and how to show it; no path when none can be found."""
+    from .consent import consent_file_path
+
+    try:
+        path = consent_file_path(tool=tool)
+    except Exception as exc:  # e.g. no home folder
+        return None, f"(no consent file location: {exc})"
+    return path, printable(str(path))
+
+
+def _cmd_status(args: argparse.Namespace) -> int:
+    info = gather(args.tool)
+    if args.json:
+        import json
+
+        print(json.dumps(info, indent=2, sort_keys=True))
+    else:
+        print("\n".join(render(info, args.prog, run=args.tool is config.NAT)))
+    return 0
+
+
+def _warn_about_environment(args: argparse.Namespace, state: ConsentState) -> None:
+    """Say so when the tool's variable decides instead of what was just done."""
+    from .consent import ConsentState, resolve_env_consent
+
+    variable = args.tool.var("ENABLED")
+    env_value = os.environ.get(variable)
+    if env_value is None:
+        return
+    from_env = resolve_env_consent(tool=args.tool)
+    if from_env != (state is ConsentState.ENABLED):
+        _err(args, f"warning: {variable}={env_value!r} is set and overrides this "
+             f"decision: telemetry stays {_word(from_env)} until you unset it")
+    else:
+        _err(args, f"note: {variable}={env_value!r} is set and takes precedence over "
+             "the saved decision until you unset it")
+
+
+def _save_decision(args: argparse.Namespace, state: ConsentState) -> int:
+    from .consent import read_persisted_consent, write_persisted_consent
+
+    path, path_text = _consent_path(args.tool)
+    saved = write_persisted_consent(state, tool=args.tool, change_command=args.prog)
+    if not saved or read_persisted_consent(tool=args.tool) is not state:
+        why = ("it is a folder, not a file" if path is not None and path.is_dir()
+               else "check that its folder is writable and the disk is not full")
+        _err(args, f"could not save the decision to {path_text}: {why} (the previous "
+             "decision is unchanged)")
+        return 1
+    print(f"Telemetry {state.value}. Decision saved to {path_text}.")
+    _warn_about_environment(args, state)
+    return 0
+
+
+def _empty_spool(tool: config.Tool) -> tuple[str | None, int]:
+    """Delete every event waiting in the spool (and the senders' files, the record of
+    deliveries among them): ``(folder or None when off, events deleted)``."""
+    from .spool import Spool
+
+    folder = tool.spool_dir()
+    return (None, 0) if folder is None else (folder, Spool(folder).clear())
+
+
+def _events(count: int) -> str:
+    return f"{count} event{'' if count == 1 else 's'}"
+
+
+def _cmd_enable(args: argparse.Namespace) -> int:
+    from .consent import ConsentState
+
+    return _save_decision(args, ConsentState.ENABLED)
+
+
+def _cmd_disable(args: argparse.Namespace) -> int:
+    from .consent import ConsentState
+
+    # Emptied even if the decision cannot be saved: "no" must stop what is queued.
+    _, deleted = _empty_spool(args.tool)
+    result = _save_decision(args, ConsentState.DISABLED)
+    if deleted:
+        print(f"Deleted {_events(deleted)} waiting in the spool.")
+    return result
+
+
+def _cmd_reset(args: argparse.Namespace) -> int:
+    path, path_text = _consent_path(args.tool)
+    if path is None:
+        _err(args, f"could not find the consent file {path_text}")
+        return 1
+    try:
+        path.unlink()
+        forgotten = f"Decision forgotten: deleted {path_text}."
+    except FileNotFoundError:
+        forgotten = f"No decision was saved ({path_text})."
+    except OSError as exc:
+        _err(args, f"could not delete {path_text}: {exc.strerror or type(exc).__name__} "
+             "(the decision is unchanged)")
+        return 1
+    folder, deleted = _empty_spool(args.tool)
+    print(forgotten)
+    print("Spool: off, nothing to empty." if folder is None
+          else f"Spool emptied: {_events(deleted)} deleted.")
+    prog = args.prog
+    asks = (f", or answer the question an interactive `{prog} run` asks"
+            if args.tool is config.NAT else "")
+    print(f"Telemetry is off until you decide: `{prog} enable` or `{prog} disable`{asks}.")
+    from .consent import ConsentState
+
+    _warn_about_environment(args, ConsentState.DISABLED)
+    return 0
+
+
+# ------------------------------------------------- a tool's commands, mounted
+#
+# Each adapter runs the tool's consent commands through tool_main, so a click,
+# Typer or argparse tool prints exactly what `nat-telemetry` prints; click and
+# typer are imported only here, by the tools that use them.
+
+_HELP = "See or change your anonymous usage telemetry decision."
+
+
+def click_group(telemetry: ToolTelemetry, name: str) -> Any:
+    """A click group with ``status [--json]``, ``enable``, ``disable`` and ``reset``."""
+    import click
+
+    @click.group(name=name, help=_HELP, invoke_without_command=True)
+    @click.pass_context
+    def group(ctx: Any) -> None:
+        if ctx.invoked_subcommand is None:
+            ctx.exit(telemetry.main([]))
+
+    @group.command(help="Show whether telemetry is enabled and why.")
+    @click.option("--json", "as_json", is_flag=True, help="Print one JSON object.")
+    def status(as_json: bool) -> None:
+        sys.exit(telemetry.main(["status", "--json"] if as_json else ["status"]))
+
+    for command, words in (("enable", "Allow anonymous usage telemetry."),
+                           ("disable", "Turn telemetry off and empty the spool."),
+                           ("reset", "Forget the decision and empty the spool.")):
+        group.command(command, help=words)(lambda command=command: sys.exit(
+            telemetry.main([command])))
+    return group
+
+
+def typer_app(telemetry: ToolTelemetry, name: str) -> Any:
+    """A Typer app with ``status [--json]``, ``enable``, ``disable`` and ``reset``."""
+    import typer
+
+    app = typer.Typer(name=name, help=_HELP, add_completion=False)
+
+    def everything(ctx: Any) -> None:
+        if ctx.invoked_subcommand is None:
+            raise typer.Exit(telemetry.main([]))
+
+    def status(as_json: bool = typer.Option(False, "--json", help="Print one JSON object.")
+               ) -> None:
+        raise typer.Exit(telemetry.main(["status", "--json"] if as_json else ["status"]))
+
+    # Real objects, not the strings `from __future__ import annotations` leaves:
+    # Typer reads the annotations to build its options.
+    everything.__annotations__ = {"ctx": typer.Context, "return": None}
+    status.__annotations__ = {"as_json": bool, "return": None}
+    app.callback(invoke_without_command=True)(everything)
+    app.command("status", help="Show whether telemetry is enabled and why.")(status)
+    for command in ("enable", "disable", "reset"):
+        app.command(command)(lambda command=command: _typer_exit(typer, telemetry, command))
+    return app
+
+
+def _typer_exit(typer: Any, telemetry: ToolTelemetry, command: str) -> None:
+    raise typer.Exit(telemetry.main([command]))
+
+
+def add_argparse_commands(telemetry: ToolTelemetry, subparsers: Any, name: str) -> Any:
+    """Add ``name`` to an argparse sub-parsers object; ``args.func(args)`` runs it."""
+    import argparse
+
+    parser = subparsers.add_parser(name, help=_HELP, add_help=False, prefix_chars="\0")
+    parser.add_argument("telemetry_args", nargs=argparse.REMAINDER)
+    parser.set_defaults(func=lambda args: telemetry.main(args.telemetry_args))
+    return parser
+
+
+def tracked_click_group(telemetry: ToolTelemetry, base: Any = None) -> Any:
+    """A click group class that records every command invoked under it: the first
+    name after the program as the command, the next as the subcommand when it is
+    one the command's group registered (see :func:`~.subcommand.resolve_subcommand`)."""
+    import click
+
+    from .subcommand import resolve_subcommand
+
+    key = f"{__package__}.invoked"
+
+    class TrackedGroup(base or click.Group):  # type: ignore[misc]
+        def resolve_command(self, ctx: Any, args: list[str]) -> Any:
+            found = super().resolve_command(ctx, args)
+            ctx.meta.setdefault(key, found)
+            return found
+
+        def invoke(self, ctx: Any) -> Any:
+            start = time.perf_counter()
+            try:
+                result = super().invoke(ctx)
+            except BaseException as exc:
+                _record_click(ctx.meta.get(key), exc, start, telemetry, click,
+                              resolve_subcommand)
+                raise
+            _record_click(ctx.meta.get(key), None, start, telemetry, click, resolve_subcommand)
+            return result
+
+    return TrackedGroup
+
+
+def _record_click(invoked: Any, exc: BaseException | None, start: float,
+                  telemetry: ToolTelemetry, click: Any, resolve_subcommand: Any) -> None:
+    from ._rules import is_token
+    from .outcome import outcome_of
+
+    try:
+        if (not invoked or not isinstance(invoked[0], str) or not is_token(invoked[0])
+                or invoked[0] in telemetry.mounted):
+            return  # nothing invoked, a name not to send, or the consent commands themselves
+        name, command, rest = invoked
+        names = getattr(command, "commands", None)
+        sub = resolve_subcommand({name: list(names)}, name, [name, *rest]) if names else None
+        # click's (and Typer's own) ways to end a command with a status, or Ctrl-C.
+        code, kind = getattr(exc, "exit_code", None), type(exc).__name__
+        if isinstance(code, int) and (kind == "Exit" or isinstance(exc, click.ClickException)):
+            status, exit_code, error_class = outcome_of(SystemExit(code) if code else None)
+            if kind != "Exit":
+                error_class = kind
+        elif kind == "Abort":
+            status, exit_code, _ = outcome_of(KeyboardInterrupt())
+            error_class = kind
+        else:
+            status, exit_code, error_class = outcome_of(exc)
+        duration_ms = max(0, int((time.perf_counter() - start) * 1000))
+        telemetry.record(name, sub or "undefined", status, exit_code, error_class, duration_ms)
+    except Exception:  # telemetry must not break the command
+        _process.debug("could not record a click command", exc_info=True)

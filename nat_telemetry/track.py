@@ -43,6 +43,7 @@ from ._rules import is_token
 
 TYPE_CHECKING = False  # typing.TYPE_CHECKING without importing typing at run time
 if TYPE_CHECKING:
+    from collections.abc import Sequence
     from types import TracebackType
     from typing import Any, Callable, Literal, TypeVar
 
@@ -50,7 +51,7 @@ if TYPE_CHECKING:
 
     _F = TypeVar("_F", bound=Callable[..., Any])
 
-__all__ = ["Recorder", "record_command", "recorder_for", "track_command"]
+__all__ = ["Recorder", "ToolTelemetry", "record_command", "recorder_for", "track_command"]
 
 _TIMER_START_WAIT = 5.0  # seconds; a thread starts in microseconds
 
@@ -413,3 +414,110 @@ def recorder_for(session_id: str | None, tool: config.Tool | None = None) -> Rec
                                     tool)
                 _recorders[key] = recorder
     return recorder
+
+
+# ------------------------------------------------------------------ a tool
+
+class ToolTelemetry:
+    """Telemetry for a tool that embeds this package: its name, version, settings,
+    consent, spool, prompt and commands.
+
+    ``name`` (lowercase letters, digits, ``-``, ``_``) names the tool's folders
+    (``$XDG_CONFIG_HOME/<name>/telemetry.toml``, ``$XDG_STATE_HOME/<name>/telemetry-spool``)
+    and its events (``productName``; OTLP ``service.name``); ``version`` is its
+    ``productVersion`` and ``clientVer``.  Every ``NAT_TELEMETRY_*`` setting is
+    read as ``<PREFIX>_TELEMETRY_*`` (``env_prefix``, default: the name upper-cased,
+    ``-`` made ``_``), ``_ENDPOINT`` over ``endpoint`` and ``_TOKEN`` over
+    ``token``; ``DO_NOT_TRACK`` and the CI rule apply to every tool.  The prompt
+    names ``display_name`` and ``change_command`` (default: ``"<name> telemetry"``),
+    which the consent commands answer to (:meth:`main`, or mounted with
+    :meth:`click_group`, :meth:`typer_app` or :meth:`add_argparse_commands`).
+    ``nemo_source`` is the NeMo product the tool is, if it is one.
+    """
+
+    def __init__(self, name: str, *, version: str, endpoint: str = "",
+                 env_prefix: str | None = None, display_name: str | None = None,
+                 change_command: str | None = None, token: str = "",
+                 nemo_source: str = "undefined") -> None:
+        if nemo_source != "undefined":
+            from .events import NemoSourceEnum
+
+            NemoSourceEnum(nemo_source)  # ValueError for a value the schema does not have
+        self.tool = config.Tool(name, env_prefix=env_prefix, endpoint=endpoint,
+                                version=version, nemo_source=nemo_source, token=token)
+        self.display_name = display_name or name
+        self.change_command = change_command or f"{name} telemetry"
+        # The names the consent commands are mounted under: not recorded as commands.
+        self.mounted: set[str] = set()
+
+    @property
+    def enabled(self) -> bool:
+        """This process's decision for the tool (live: the prompt may change it)."""
+        return self.tool.enabled
+
+    def maybe_prompt_for_consent(self, *, raise_on_interrupt: bool = False) -> None:
+        """The first-run prompt, naming the tool and its command (see
+        :func:`~.consent.maybe_prompt_for_consent`)."""
+        from .consent import maybe_prompt_for_consent
+
+        maybe_prompt_for_consent(product_name=self.display_name,
+                                 change_command=self.change_command,
+                                 raise_on_interrupt=raise_on_interrupt, tool=self.tool)
+
+    def track_command(self, command: str, subcommand: str | None = None, *,
+                      handler: NATTelemetryHandler | None = None,
+                      session_id: str | None = None) -> track_command:
+        """:func:`track_command` for this tool (a context manager and a decorator)."""
+        return track_command(command, subcommand, handler=handler, session_id=session_id,
+                             tool=self.tool)
+
+    def record(self, command: str, subcommand: str, task_status: str, exit_code: int,
+               error_class: str, duration_ms: int) -> None:
+        """Record one command's event (what the click hook calls for each command)."""
+        record_command(command, subcommand, task_status, exit_code, error_class, duration_ms,
+                       tool=self.tool)
+
+    def handler(self, **options: Any) -> NATTelemetryHandler:
+        """A :class:`~.handler.NATTelemetryHandler` for this tool."""
+        from .handler import NATTelemetryHandler
+
+        return NATTelemetryHandler(tool=self.tool, **options)
+
+    def main(self, argv: Sequence[str] | None = None) -> int:
+        """Run ``status [--json] | enable | disable | reset`` for this tool; the exit status."""
+        from .status import tool_main
+
+        return tool_main(self.tool, self.change_command, argv)
+
+    def click_group(self, name: str = "telemetry") -> Any:
+        """A click group ``name`` with the consent commands (click imported here)."""
+        from .status import click_group
+
+        self.mounted.add(name)
+        return click_group(self, name)
+
+    def typer_app(self, name: str = "telemetry") -> Any:
+        """A Typer app ``name`` with the consent commands (typer imported here)."""
+        from .status import typer_app
+
+        self.mounted.add(name)
+        return typer_app(self, name)
+
+    def add_argparse_commands(self, subparsers: Any, name: str = "telemetry") -> Any:
+        """Add ``name`` (with the consent commands) to an argparse sub-parsers object;
+        the parsed namespace's ``func(args)`` runs it and returns the exit status."""
+        from .status import add_argparse_commands
+
+        self.mounted.add(name)
+        return add_argparse_commands(self, subparsers, name)
+
+    def tracked_click_group(self, base: Any = None) -> Any:
+        """A click ``Group`` class (``base``, default ``click.Group``; Typer's
+        ``TyperGroup`` works too) that records every command invoked under it with
+        :meth:`track_command`, without touching the commands."""
+        from .status import tracked_click_group
+
+        return tracked_click_group(self, base)
+
+    def __repr__(self) -> str:
+        return f"ToolTelemetry({self.tool.name!r}, version={self.tool.version!r})"

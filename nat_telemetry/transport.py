@@ -4,14 +4,9 @@ An endpoint (see :func:`~.config.destination`) is ``""`` (send nothing),
 ``"stdout"`` (one JSON line per payload on stderr), ``http(s)://`` (a POST of
 the NeMo envelope) or ``otlp+http(s)://`` (OpenTelemetry logs); anything no
 client can send to is a configuration error, said once, never a failure to
-retry.
-
-  A transport turns a batch into the bytes of one request
-(:meth:`Transport.encode`) and sends them, answering with a :class:`Delivery`.
-:func:`deliver` is the one loop around them, used by the handler's worker and
-the detached sender alike: encode, send, split on 413, and say which events
-were sent, skipped or dropped for which reason, and which failed for now.
-:func:`transport_for` is the one place that picks a transport for an endpoint.
+retry.  :func:`transport_for` is the one place that picks a transport for an
+endpoint, and :func:`deliver` the one loop around a transport (encode, send,
+split on 413, settle), for the handler's worker and the detached sender alike.
 """
 
 from __future__ import annotations
@@ -30,24 +25,9 @@ if TYPE_CHECKING:
     from .payload import QueuedEvent
 
 __all__ = [
-    "Delivery",
-    "DryRun",
-    "HttpTransport",
-    "NoEndpoint",
-    "OtlpDryRun",
-    "OtlpTransport",
-    "Outcome",
-    "StdoutSink",
-    "Transport",
-    "Unusable",
-    "classify_status",
-    "deliver",
-    "destination",
-    "destination_id",
-    "endpoint_problem",
-    "host_of",
-    "logs_url",
-    "redact",
+    "Delivery", "DryRun", "HttpTransport", "NoEndpoint", "OtlpDryRun", "OtlpTransport",
+    "Outcome", "StdoutSink", "Transport", "Unusable", "classify_status", "deliver",
+    "destination", "destination_id", "endpoint_problem", "host_of", "logs_url", "redact",
     "transport_for",
 ]
 
@@ -156,33 +136,29 @@ def deliver(transport: Transport, batch: list[QueuedEvent], timeout: Callable[[]
 
 class Transport:
     """Encodes a batch as the NeMo envelope; subclasses decide what sending means.
-
-    ``product`` (a tool's name and version) fills the envelope's ``productName``
-    and ``productVersion``, and the OTLP resource's service.
-    """
+    ``product`` (a tool's name and version) fills the envelope's ``productName`` and
+    ``productVersion``, and the OTLP resource's service."""
 
     #: The endpoint a detached sender is given for this transport's spooled
     #: batches; None: not spooled (nothing to send to, or sending is instant).
     spool_endpoint: str | None = None
     product: tuple[str, str] | None = None
+    #: For a person to read: as ``json.dumps`` writes by default, the original client's form.
+    formatted = False
 
     def encode(self, batch: Sequence[QueuedEvent], *, source_client_version: str,
                session_id: str) -> bytes:
-        return self._payload_json(batch, source_client_version, session_id).encode("utf-8")
-
-    def _payload_json(self, batch: Sequence[QueuedEvent], source_client_version: str,
-                      session_id: str, formatted: bool = False) -> str:
         from .payload import build_payload, dumps
 
         name, version = self.product or ("undefined", "undefined")
         payload = build_payload(batch, source_client_version=source_client_version,
                                 session_id=session_id, product_name=name,
                                 product_version=version)
-        if formatted:  # as json.dumps writes by default, the original client's form
+        if self.formatted:
             import json
 
-            return json.dumps(payload)
-        return dumps(payload)
+            return json.dumps(payload).encode("utf-8")
+        return dumps(payload).encode("utf-8")
 
     def send(self, body: bytes, timeout: float) -> Delivery:
         raise NotImplementedError
@@ -201,7 +177,7 @@ class NoEndpoint(Transport):
 def _to_stderr(text: str) -> bool:
     stream = sys.stderr
     try:
-        if stream is not None:
+        if stream is not None:  # None without a console (pythonw)
             stream.write(text + "\n")
             stream.flush()
             return True
@@ -211,12 +187,9 @@ def _to_stderr(text: str) -> bool:
 
 
 class StdoutSink(Transport):
-    """Each payload as one JSON line on stderr (stdout is the command's own output),
-    written as ``json.dumps`` writes by default, as the original client did."""
+    """Each payload as one JSON line on stderr (stdout is the command's own output)."""
 
-    def encode(self, batch: Sequence[QueuedEvent], *, source_client_version: str,
-               session_id: str) -> bytes:
-        return self._payload_json(batch, source_client_version, session_id, True).encode()
+    formatted = True
 
     def send(self, body: bytes, timeout: float) -> Delivery:
         sent = _to_stderr(body.decode("utf-8"))
@@ -227,8 +200,7 @@ class Unusable(Transport):
     """An endpoint that can never be sent to: said once, at WARNING; events dropped."""
 
     def __init__(self, problem: str, variable: str = config.ENDPOINT_ENV_VAR) -> None:
-        self.problem = problem
-        self.variable = variable
+        self.problem, self.variable = problem, variable
 
     def send(self, body: bytes, timeout: float) -> Delivery:
         _process.warning_once("telemetry is not sent: %s (from %s)", self.problem, self.variable)
@@ -242,13 +214,10 @@ class DryRun(Transport):
 
     #: What every line starts with.
     PREFIX = "nat-telemetry dry run: "
+    formatted = True
 
     def __init__(self, url: str) -> None:
         self.url = url
-
-    def encode(self, batch: Sequence[QueuedEvent], *, source_client_version: str,
-               session_id: str) -> bytes:
-        return self._payload_json(batch, source_client_version, session_id, True).encode()
 
     def send(self, body: bytes, timeout: float) -> Delivery:
         _to_stderr(f"{self.PREFIX}POST {redact(self.target())}: {body.decode('utf-8')}")
@@ -260,16 +229,13 @@ class DryRun(Transport):
 
 class HttpTransport(Transport):
     """A POST to ``url``: 2xx sent, 413 too large, 408/429/5xx or no answer transient.
-
-    ``token`` is sent as ``Authorization: Bearer <token>`` and takes the place of
-    any ``user:password@`` in ``url`` (one request carries one Authorization
-    header).  Never logged, nor shown in an error or a ``repr``.
-    """
+    ``token`` is sent as ``Authorization: Bearer <token>``, in place of any
+    ``user:password@`` in ``url`` (one request carries one Authorization header);
+    never logged, nor shown in an error or a ``repr``."""
 
     def __init__(self, url: str, client: HttpClient | None = None, token: str | None = None,
                  *, product: tuple[str, str] | None = None) -> None:
-        self.url = url
-        self.spool_endpoint = url
+        self.url = self.spool_endpoint = url
         self.product = product
         self._client = client
         self._headers: dict[str, str] = {}
@@ -330,10 +296,33 @@ class HttpTransport(Transport):
             self._client.close()
 
 
-class OtlpTransport(HttpTransport):
-    """OTLP/HTTP with JSON encoding: the events as OpenTelemetry logs, POSTed to
-    :attr:`logs_url` for an ``otlp+http(s)://`` endpoint (kept as :attr:`url`).
-    A 2xx that is a partial success reports its ``rejectedLogRecords``."""
+class _Otlp(Transport):
+    """What the OTLP transports share: the events as OpenTelemetry logs (OTLP/HTTP
+    with JSON encoding), for the URL :func:`~.config.logs_url` makes of ``url``."""
+
+    logs_url: str
+    _service_name: str | None = None
+
+    @property
+    def service_name(self) -> str | None:
+        """``service.name``: as given, else the product's name, else None (the client id)."""
+        return self._service_name or (self.product[0] if self.product else None)
+
+    def encode(self, batch: Sequence[QueuedEvent], *, source_client_version: str,
+               session_id: str) -> bytes:
+        otlp = _process.import_guarded(f"{_process.PACKAGE}.otlp")
+        body: bytes = otlp.encode_logs_body(batch, service_name=self.service_name,
+                                            service_version=source_client_version,
+                                            session_id=session_id)
+        return body
+
+    def target(self) -> str:
+        return self.logs_url
+
+
+class OtlpTransport(_Otlp, HttpTransport):
+    """OTLP/HTTP to an ``otlp+http(s)://`` endpoint (kept as :attr:`url`).  A 2xx that
+    is a partial success reports its ``rejectedLogRecords``."""
 
     def __init__(self, endpoint: str, client: HttpClient | None = None,
                  token: str | None = None, *, product: tuple[str, str] | None = None,
@@ -341,19 +330,6 @@ class OtlpTransport(HttpTransport):
         super().__init__(endpoint, client, token, product=product)
         self._service_name = service_name
         self.logs_url = logs_url(endpoint)
-
-    @property
-    def service_name(self) -> str | None:
-        """The resource's ``service.name``: as given, else the product's name, else
-        None (the client id)."""
-        return self._service_name or (self.product[0] if self.product else None)
-
-    def target(self) -> str:
-        return self.logs_url
-
-    def encode(self, batch: Sequence[QueuedEvent], *, source_client_version: str,
-               session_id: str) -> bytes:
-        return _otlp_body(self, batch, source_client_version, session_id)
 
     def _rejected(self, outcome: str, response: Response) -> int:
         if outcome != Outcome.SENT:
@@ -365,32 +341,13 @@ class OtlpTransport(HttpTransport):
         return rejected
 
 
-def _otlp_body(transport: OtlpTransport | OtlpDryRun, batch: Sequence[QueuedEvent],
-               source_client_version: str, session_id: str) -> bytes:
-    otlp = _process.import_guarded(f"{_process.PACKAGE}.otlp")
-    body: bytes = otlp.encode_logs_body(batch, service_name=transport.service_name,
-                                        service_version=source_client_version,
-                                        session_id=session_id)
-    return body
-
-
-class OtlpDryRun(DryRun):
+class OtlpDryRun(_Otlp, DryRun):
     """:class:`DryRun` for an OTLP endpoint: the OTLP body, and the URL it would go to."""
 
     def __init__(self, endpoint: str, *, service_name: str | None = None) -> None:
         super().__init__(endpoint)
         self._service_name = service_name
-
-    @property
-    def service_name(self) -> str | None:
-        return self._service_name or (self.product[0] if self.product else None)
-
-    def encode(self, batch: Sequence[QueuedEvent], *, source_client_version: str,
-               session_id: str) -> bytes:
-        return _otlp_body(self, batch, source_client_version, session_id)
-
-    def target(self) -> str:
-        return logs_url(self.url)
+        self.logs_url = logs_url(endpoint)
 
 
 def transport_for(endpoint: str, *, dry_run: bool | None = None, token: str | None = None,
@@ -399,17 +356,14 @@ def transport_for(endpoint: str, *, dry_run: bool | None = None, token: str | No
     its dry run, its identity and its token unless ``dry_run`` or ``token`` are given."""
     tool = config.NAT if tool is None else tool
     kind = destination(endpoint, tool.dry_run if dry_run is None else dry_run)
-    product = (tool.name, tool.version) if tool.version is not None else None
     if kind == "none":
         return NoEndpoint()
-    if kind == "stdout":
-        sink = StdoutSink()
-        sink.product = product
-        return sink
     if kind == "unusable":
         return Unusable(str(endpoint_problem(endpoint)), tool.var("ENDPOINT"))
-    if kind in ("dry-run", "otlp-dry-run"):
-        shown = OtlpDryRun(endpoint) if kind == "otlp-dry-run" else DryRun(endpoint)
+    product = (tool.name, tool.version) if tool.version is not None else None
+    if kind in ("stdout", "dry-run", "otlp-dry-run"):
+        shown = StdoutSink() if kind == "stdout" else (
+            OtlpDryRun(endpoint) if kind == "otlp-dry-run" else DryRun(endpoint))
         shown.product = product
         return shown
     token = tool.token() if token is None else token

@@ -19,7 +19,7 @@ import pytest
 from support.endpoints import LoopbackEndpoint
 from support.helpers import wait_until
 
-from nat_telemetry import cli
+from nat_telemetry import cli, status
 from nat_telemetry.consent import PROMPT_VERSION
 from nat_telemetry.spool import Spool
 from nat_telemetry.transport import destination_id
@@ -377,7 +377,7 @@ def test_unexpected_errors_are_one_line(monkeypatch: pytest.MonkeyPatch,
     def broken(args: Any) -> int:
         raise RuntimeError("something\nbroke")
 
-    monkeypatch.setattr(cli, "_cmd_status", broken)
+    monkeypatch.setattr(status, "_cmd_status", broken)
     assert cli.main(["status"]) == 1
     captured = capsys.readouterr()
     assert one_clean_line(captured.err) == "nat-telemetry: error: something broke"

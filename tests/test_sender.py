@@ -137,7 +137,7 @@ def planned_start(folder: Path, endpoint: str, lifetime: float = 20.0,
     planned: list[tuple[list[str], dict[str, str]]] = []
     stand_in = NotStarted()
 
-    def record(argv: list[str], env: dict[str, str]) -> NotStarted:
+    def record(argv: list[str], env: dict[str, str], keep: int | None = None) -> NotStarted:
         planned.append((argv, env))
         return stand_in
 

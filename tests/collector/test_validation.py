@@ -149,13 +149,13 @@ def test_rejected_bodies_store_nothing(ingest: Collector, body: bytes, reason: s
 def test_every_problem_is_named_at_once(ingest: Collector) -> None:
     def break_it(envelope: dict[str, Any]) -> None:
         envelope["userId"] = "alice"
-        envelope["productName"] = "acme"
+        envelope["productName"] = "Acme Corp"  # a name with a space: not a tool name
         del envelope["clientId"]
 
     error = http().post(ingest.url, data=_envelope_with(break_it), timeout=5).json()["error"]
     assert "missing envelope key 'clientId'" in error
     assert "field 'userId' must be 'undefined'" in error
-    assert "field 'productName' must be 'undefined'" in error
+    assert "field 'productName' must be a string: a tool's name" in error
 
 
 def test_parse_envelope_reports_the_reason() -> None:

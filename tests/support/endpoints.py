@@ -103,6 +103,7 @@ class Received:
     at: float  # time.monotonic() when the body had arrived
     reply: Reply
     peer: Any = None  # the client's (host, port), loopback endpoint only
+    headers: dict[str, str] = dataclasses.field(default_factory=dict)  # loopback only
 
 
 class _Recorder:
@@ -126,7 +127,8 @@ class _Recorder:
         with self._lock:
             self.default = as_reply(reply)
 
-    def _record(self, path: str, envelope: Any, peer: Any = None) -> Reply:
+    def _record(self, path: str, envelope: Any, peer: Any = None,
+                headers: dict[str, str] | None = None) -> Reply:
         with self._lock:
             if self._script:
                 reply = self._script.popleft()
@@ -134,7 +136,8 @@ class _Recorder:
                 reply = as_reply(self.responder(envelope))
             else:
                 reply = self.routes.get(path.split("?")[0], self.default)
-            self.records.append(Received(path, envelope, time.monotonic(), reply, peer))
+            self.records.append(Received(path, envelope, time.monotonic(), reply, peer,
+                                         dict(headers or {})))
             return reply
 
     @property
@@ -231,7 +234,7 @@ class _LoopbackRequestHandler(BaseHTTPRequestHandler):
             envelope = json.loads(body)
         except ValueError:
             envelope = None
-        reply = endpoint._record(self.path, envelope, self.client_address)
+        reply = endpoint._record(self.path, envelope, self.client_address, dict(self.headers))
         if reply.delay:
             endpoint.closing.wait(reply.delay)
         if reply.drop or reply.error is not None:
