@@ -128,7 +128,7 @@ def _add_demo(commands: argparse._SubParsersAction[Any]) -> None:
         "demo",
         help="run the whole pipeline locally: workload -> handler -> collector -> report",
         description="Start an in-process collector on a free loopback port (SQLite file in "
-                    "a new temporary folder), send a small multi-threaded workload "
+                    "a temporary folder removed afterwards, unless --db names one), send a small multi-threaded workload "
                     "through a real handler, then print the report. Telemetry is enabled "
                     "for this process only; your consent file is neither read nor written.",
     )
@@ -136,6 +136,9 @@ def _add_demo(commands: argparse._SubParsersAction[Any]) -> None:
                         help="sending threads (default: %(default)s)")
     parser.add_argument("--events-per-thread", type=_positive_int, default=25, metavar="N",
                         help="commands each thread runs (default: %(default)s)")
+    parser.add_argument("--db", metavar="PATH",
+                        help="keep the SQLite database at PATH (default: a temporary file, "
+                             "removed afterwards)")
     parser.set_defaults(func=_one_line_errors("demo", _demo))
 
 
@@ -221,7 +224,8 @@ def _report(args: argparse.Namespace) -> int:
 def _demo(args: argparse.Namespace) -> int:
     from .demo import run_demo
 
-    return run_demo(threads=args.threads, events_per_thread=args.events_per_thread)
+    return run_demo(threads=args.threads, events_per_thread=args.events_per_thread,
+                    db_path=args.db)
 
 
 def _raise_interrupt(signum: int, frame: Any) -> NoReturn:

@@ -2,12 +2,13 @@
 
 Reading about a telemetry client tells you less than watching it work.  The
 demo starts an in-process :class:`~.core.Collector` on a free loopback
-port with a SQLite file in a fresh temporary folder, runs a small workload (a
+port with a SQLite file (in a temporary folder removed afterwards, unless a
+path to keep is given), runs a small workload (a
 few simulated commands with a mix of successes, failures and interruptions)
 from several threads, each command instrumented the way a user's would be,
 with the public ``track_command(..., handler=...)`` and one real
 :class:`~nat_telemetry.handler.NATTelemetryHandler`, flushes, and prints the
-report, the database's path and the handler's counters.
+report and the handler's counters.
 
 Consent: the demo turns telemetry on for this process only, by assigning the
 live ``config.TELEMETRY_ENABLED`` before anything reads it.  Because that flag
@@ -63,15 +64,26 @@ def run_demo(
     threads: int = DEFAULT_THREADS,
     events_per_thread: int = DEFAULT_EVENTS_PER_THREAD,
     out: TextIO | None = None,
+    db_path: str | None = None,
 ) -> int:
-    """Run the demo, print what happened to ``out``; 0 when every event arrived."""
+    """Run the demo, print what happened to ``out``; 0 when every event arrived.
+
+    ``db_path`` keeps the collector's SQLite file there; without it the
+    database lives in a temporary folder that is removed before returning.
+    """
     if threads < 1 or events_per_thread < 1:
         raise ValueError("threads and events_per_thread must be at least 1")
+    if db_path is not None:
+        return _run(threads, events_per_thread, out, db_path, kept=True)
+    with tempfile.TemporaryDirectory(prefix="nat-telemetry-demo-") as folder:
+        return _run(threads, events_per_thread, out, os.path.join(folder, "telemetry.db"),
+                    kept=False)
+
+
+def _run(threads: int, events_per_thread: int, out: TextIO | None, db_path: str,
+         *, kept: bool) -> int:
     stream = sys.stdout if out is None else out
     total = threads * events_per_thread
-    folder = tempfile.mkdtemp(prefix="nat-telemetry-demo-")
-    db_path = os.path.join(folder, "telemetry.db")
-
     with _telemetry_on_for_this_process(), _loopback_without_proxy(), \
             Collector(db_path) as collector:
         print(f"nat-telemetry demo: {threads} threads x {events_per_thread} commands "
@@ -96,8 +108,11 @@ def run_demo(
     print("", file=stream)
     print(render_table(report), file=stream)
     print("", file=stream)
-    print(f"database: {db_path}", file=stream)
-    print(f"  (kept; look again with: nat-telemetry report --db {db_path})", file=stream)
+    if kept:
+        print(f"database: {db_path} (look again with: nat-telemetry report --db {db_path})",
+              file=stream)
+    else:
+        print("database: removed (keep one with: nat-telemetry demo --db PATH)", file=stream)
     shown = ("enqueued", "sent", "skipped", "pending", "dlq", "retries")
     dropped = sum(value for key, value in stats.items() if key.startswith("dropped_"))
     print("handler stats: " + " ".join(f"{key}={stats[key]}" for key in shown)

@@ -54,10 +54,8 @@ def test_demo_end_to_end_in_a_subprocess(tmp_path: Path) -> None:
     assert "handler stats: enqueued=100 sent=100 " in out
     assert re.search(r"^COMMAND\s+SUBCOMMAND\s+EVENTS", out, re.M)
     assert "Traceback" not in result.stderr
-    db_path = re.search(r"^database: (.+)$", out, re.M)
-    assert db_path, out
-    assert db_path.group(1).startswith(str(temp))  # a fresh temporary folder
-    assert _stored(db_path.group(1)) == 100
+    assert "database: removed (keep one with: nat-telemetry demo --db PATH)" in out
+    assert list(temp.iterdir()) == []  # its temporary folder is gone
     # No consent decision was written anywhere.
     assert not consent_file.exists() and not consent_file.parent.exists()
     assert not (xdg / "nat").exists() and not (home / ".config").exists()
@@ -100,6 +98,15 @@ def test_demo_never_touches_consent_and_restores_the_process(
     text = out.getvalue()
     assert "21 events from 1 session" in text
     assert "handler stats: enqueued=21 sent=21 " in text
+
+
+def test_demo_keeps_the_database_it_is_given(tmp_path: Path) -> None:
+    kept = tmp_path / "demo.db"
+    out = io.StringIO()
+    assert run_demo(threads=2, events_per_thread=3, out=out, db_path=str(kept)) == 0
+    assert f"database: {kept} (look again with: nat-telemetry report --db {kept})" \
+        in out.getvalue()
+    assert _stored(str(kept)) == 6
 
 
 def test_demo_options_are_checked(capsys: pytest.CaptureFixture[str]) -> None:
