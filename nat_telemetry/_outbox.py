@@ -88,6 +88,8 @@ class Outbox:
                 self.failures = 0
                 self.outlet.note(transport.spool_endpoint, token, None)
         if not result.failed:
+            if result.problem:  # a rejection: nothing to retry, but worth knowing why
+                self.outlet.note(transport.spool_endpoint, token, result.problem)
             return True
         failed, untried = result.failed, result.untried
         problem = getattr(result.last, "problem", None)

@@ -19,7 +19,7 @@ from collections.abc import Sequence
 
 from . import _process, config
 from ._rules import NAME_CHARACTERS
-from .status import add_consent_commands, run_parser
+from .status import _err, add_consent_commands, run_parser
 
 TYPE_CHECKING = False  # typing.TYPE_CHECKING without importing typing at run time
 if TYPE_CHECKING:
@@ -36,11 +36,6 @@ EXIT_NOT_FOUND = 127
 EXIT_USAGE = 2
 
 _MAX_NAME_LENGTH = 64
-
-
-def _err(message: str) -> None:
-    """One line on stderr, prefixed with the program name."""
-    print(f"{PROG}: {' '.join(message.split())}", file=sys.stderr)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -122,7 +117,7 @@ def _cmd_schema(args: argparse.Namespace) -> int:
         document = everything["events"][args.which]
     else:
         names = ", ".join(["envelope", *everything["events"]])
-        _err(f"schema: unknown schema {args.which!r} (one of: {names})")
+        _err(PROG, f"schema: unknown schema {args.which!r} (one of: {names})")
         return EXIT_USAGE
     print(json.dumps(document, indent=2))
     return 0
@@ -132,12 +127,9 @@ def _cmd_schema(args: argparse.Namespace) -> int:
 
 
 def command_name(program: str) -> str:
-    """The name recorded for ``program``: its file name as a short token.
-
-    Folders are dropped (``/home/alice/bin/tool`` → ``tool``), as is a Windows
-    ``.exe`` suffix so ``tool`` and ``tool.exe`` count as one; every character
-    outside ``A-Z a-z 0-9 _ . : -`` becomes ``-``; at most 64 characters.
-    """
+    """The name recorded for ``program``: its file name, without folders or a Windows
+    ``.exe`` (``tool`` and ``tool.exe`` count as one), as a short token (at most 64
+    characters, every other character made ``-``)."""
     base = program.replace("\\", "/").rpartition("/")[2]
     if base.lower().endswith(".exe") and len(base) > 4:
         base = base[:-4]
@@ -156,34 +148,28 @@ def _run_child(cmd: list[str]) -> tuple[int, TaskStatus, str]:
     (only the main thread may install one).
     """
     import signal
-    import threading
-
-    main_thread = threading.current_thread() is threading.main_thread()
-    previous = signal.signal(signal.SIGINT, lambda signum, frame: None) if main_thread else None
-    try:
-        return _start_child(cmd)
-    finally:
-        if main_thread:
-            signal.signal(signal.SIGINT, previous)
-
-
-def _start_child(cmd: list[str]) -> tuple[int, TaskStatus, str]:
     import subprocess
+    import threading
 
     from .outcome import FAILURE, outcome_of_returncode
 
     program = cmd[0]
+    main_thread = threading.current_thread() is threading.main_thread()
+    previous = signal.signal(signal.SIGINT, lambda signum, frame: None) if main_thread else None
     try:
         returncode = subprocess.Popen(cmd).wait()
     except (FileNotFoundError, NotADirectoryError) as exc:
-        _err(f"run: {program}: command not found")
+        _err(PROG, f"run: {program}: command not found")
         return EXIT_NOT_FOUND, FAILURE, type(exc).__name__
     except PermissionError as exc:
-        _err(f"run: {program}: permission denied (not executable)")
+        _err(PROG, f"run: {program}: permission denied (not executable)")
         return EXIT_CANNOT_EXECUTE, FAILURE, type(exc).__name__
     except OSError as exc:
-        _err(f"run: {program}: cannot execute: {exc.strerror or type(exc).__name__}")
+        _err(PROG, f"run: {program}: cannot execute: {exc.strerror or type(exc).__name__}")
         return EXIT_CANNOT_EXECUTE, FAILURE, type(exc).__name__
+    finally:
+        if main_thread:
+            signal.signal(signal.SIGINT, previous)
     status, exit_code = outcome_of_returncode(returncode)
     return exit_code, status, "undefined"
 
@@ -197,14 +183,14 @@ def _cmd_run(args: argparse.Namespace) -> int:
     if cmd and cmd[0] == "--":
         cmd = cmd[1:]
     if not cmd:
-        _err(f"run: no command given (usage: {PROG} run [--name NAME] -- CMD [ARGS ...])")
+        _err(PROG, f"run: no command given (usage: {PROG} run [--name NAME] -- CMD [ARGS ...])")
         return EXIT_USAGE
     name = args.name if args.name is not None else command_name(cmd[0])
     try:
         CliCommandEvent(**command_fields(name, "undefined", SUCCESS, 0, "undefined", -1))
     except ValidationError as exc:
         reason = "; ".join(why for field, why in exc.errors if field == "command") or str(exc)
-        _err(f"run: invalid --name {name!r}: {reason}")
+        _err(PROG, f"run: invalid --name {name!r}: {reason}")
         return EXIT_USAGE
 
     try:

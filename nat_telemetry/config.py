@@ -1,33 +1,26 @@
 """Settings: the environment, the defaults, the paths, and the saved decision.
 
-Everything a tool's telemetry depends on outside its code is read here: its
-variables, what its endpoint means (and how to show it without its secrets),
-the certificates HTTPS trusts, where its consent file and spool live, and what
-the consent file says.  A :class:`Tool` holds one tool's settings; :data:`NAT`, the default
-tool (the NeMo Agent Toolkit), reads the module attributes below, which stay
-live and assignable for code written for the original package:
+A :class:`Tool` holds one tool's settings.  :data:`NAT`, the default tool (the
+NeMo Agent Toolkit), reads this module's attributes, kept live and assignable for
+code written for the original package: ``TELEMETRY_ENABLED``, resolved on first
+read (``import nat_telemetry`` never touches the consent file), then a plain
+attribute the consent prompt may flip, so every consumer reads it at call time;
+``NAT_TELEMETRY_ENDPOINT``, ``NAT_TELEMETRY_DRY_RUN`` and ``SESSION_PREFIX``
+(``NAT_SESSION_PREFIX``), read once at import from their variables.
 
-``TELEMETRY_ENABLED``
-    resolved the first time it is read (``import nat_telemetry`` never touches
-    the consent file), then a plain attribute the consent prompt may flip;
-    every consumer reads it at call time, never a copy taken earlier.
-``NAT_TELEMETRY_ENDPOINT``, ``NAT_TELEMETRY_DRY_RUN``, ``SESSION_PREFIX``
-    read once, at import, from the variables of the same names
-    (``NAT_SESSION_PREFIX`` for the last).
+The rules, in order: ``DO_NOT_TRACK`` set (:func:`is_set`) turns every tool off;
+then the tool's ``*_TELEMETRY_ENABLED`` (:func:`is_truthy`); then a CI run is off;
+then the consent file; then off.
 
-The rules, in order: ``DO_NOT_TRACK`` set to anything but ``""``, ``0``,
-``false``, ``no`` or ``off`` turns every tool off; then the tool's
-``*_TELEMETRY_ENABLED`` (``1``/``true``/``yes`` on, anything else off); then
-a CI run (one of :data:`CI_ENV_VARS`) is off; then the consent file; then off.
-
-The consent file is read by a small reader of exactly the lines the writer
-(:mod:`.consent`) puts there; any other text goes to ``tomllib``/``tomli``
-when one is importable, and counts as "never asked" otherwise, the safe
-answer for an opt-in setting.  The common file costs no TOML import.
+A command line loads this module at exit, so paths, URLs and the consent file are
+read by hand, without pathlib, urllib.parse or a TOML parser.  Text other than the
+lines :mod:`.consent` writes goes to tomllib/tomli, and counts as "never asked"
+without one: the safe answer for an opt-in setting.
 """
 
 from __future__ import annotations
 
+import errno
 import os
 import stat
 
@@ -62,7 +55,7 @@ CI_ENV_VARS = (
 )
 
 # Bump whenever the prompt's text changes what the user agrees to: earlier
-# "enabled" answers are asked again (see read_consent), a "no" stands.
+# "enabled" answers are asked again (see parse_consent), a "no" stands.
 PROMPT_VERSION = "1.0"
 # The real file is a few hundred bytes; a far larger one is not ours.
 MAX_CONSENT_FILE_BYTES = 64 * 1024
@@ -94,16 +87,9 @@ def is_set(value: str | None) -> bool:
     return value is not None and value.strip().lower() not in _OFF
 
 
-def _cpu_architecture() -> str:
-    # platform.uname() may run `uname -p` in a subprocess; os.uname() does not.
-    if hasattr(os, "uname"):
-        return os.uname().machine
-    import platform
-
-    return platform.machine()
-
-
-CPU_ARCHITECTURE: str = _cpu_architecture()
+# os.uname, not platform.uname(), which may run `uname -p` in a subprocess.
+CPU_ARCHITECTURE: str = (os.uname().machine if hasattr(os, "uname")
+                         else __import__("platform").machine())
 NAT_TELEMETRY_ENDPOINT: str = os.environ.get(ENDPOINT_ENV_VAR, DEFAULT_NAT_TELEMETRY_ENDPOINT)
 NAT_TELEMETRY_DRY_RUN: bool = is_truthy(os.environ.get(DRY_RUN_ENV_VAR))
 SESSION_PREFIX: str | None = os.environ.get(SESSION_PREFIX_ENV_VAR) or None
@@ -116,10 +102,7 @@ def do_not_track() -> bool:
 
 def ci_env_var() -> str | None:
     """The first CI variable that says this is a CI run, or None."""
-    for name in CI_ENV_VARS:
-        if os.environ.get(name) and is_set(os.environ[name]):
-            return name
-    return None
+    return next((name for name in CI_ENV_VARS if is_set(os.environ.get(name))), None)
 
 
 def environment_decision(variable: str = TELEMETRY_ENV_VAR) -> tuple[bool, str, str] | None:
@@ -149,13 +132,14 @@ def _normalized(path: str) -> str:
     return root + "/".join(part for part in path.split("/") if part and part != ".") or "."
 
 
-def _expanded(path: str) -> str:
-    """``str(pathlib.Path(path).expanduser())``, raising RuntimeError as it does."""
+def _expanded(path: str, environ: Mapping[str, str] = os.environ) -> str:
+    """``str(pathlib.Path(path).expanduser())`` (``~`` from ``environ``'s HOME),
+    raising RuntimeError as it does."""
     path = _normalized(path)
     if not path.startswith("~"):
         return path
     first, _, rest = path.partition(os.sep)
-    home = os.path.expanduser(first)
+    home = (environ.get("HOME") if first == "~" else None) or os.path.expanduser(first)
     if home.startswith("~"):  # no home folder known (or no such user)
         raise RuntimeError("Could not determine home directory.")
     return _normalized(os.path.join(home, rest) if rest else home)
@@ -173,14 +157,18 @@ def _xdg(variable: str, fallback: str, environ: Mapping[str, str]) -> str | None
 
 # ------------------------------------------------------------------ endpoints
 #
-# What an endpoint setting means: "" sends nothing, "stdout" prints, and one
-# rule says which strings are URLs both HTTP clients can send to.  Read by hand,
-# not with urllib.parse, which a command line that only spools would import.
+# An endpoint setting of "" sends nothing, "stdout" prints, and one rule says
+# which strings are URLs both HTTP clients can send to.
 
 _SCHEMES = ("http", "https", "otlp+http", "otlp+https")
 _HOST_CHARACTERS = frozenset("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789.-_")
 _IPV6 = frozenset("0123456789abcdefABCDEF:.%")
 LOGS_PATH = "/v1/logs"
+
+
+def _cut(rest: str, marks: str = "/?#") -> int:
+    """Where the authority ends in what follows ``scheme://``."""
+    return min((i for i in map(rest.find, marks) if i >= 0), default=len(rest))
 
 
 def redact(endpoint: str) -> str:
@@ -189,7 +177,7 @@ def redact(endpoint: str) -> str:
     scheme, sep, rest = endpoint.partition("://")
     if not sep:
         scheme, rest = "", endpoint
-    cut = min((i for i in (rest.find(c) for c in "/?#") if i >= 0), default=len(rest))
+    cut = _cut(rest)
     authority, tail = rest[:cut], rest[cut:].partition("#")[0]
     if "@" in authority:
         authority = "***@" + authority.rpartition("@")[2]
@@ -201,7 +189,7 @@ def redact(endpoint: str) -> str:
 
 def _split(rest: str) -> tuple[str, str, str] | str:
     """``(host, port, path)`` of what follows ``scheme://``, or why it cannot be read."""
-    cut = min((i for i in (rest.find(c) for c in "/?#") if i >= 0), default=len(rest))
+    cut = _cut(rest)
     hostport, path = rest[:cut].rpartition("@")[2], rest[cut:]
     if hostport.startswith("["):
         address, bracket, after = hostport[1:].partition("]")
@@ -234,9 +222,7 @@ def endpoint_problem(endpoint: str) -> str | None:
         return f"endpoint {shown!r} has no host"
     if port and not (port.isascii() and port.isdigit() and 0 < int(port) <= 65535):
         return f"endpoint {shown!r} is not a valid URL: bad port"
-    authority = rest[:min((i for i in (rest.find(c) for c in "/?#") if i >= 0),
-                          default=len(rest))]
-    if not path.isascii() or not authority.rpartition("@")[0].isascii():
+    if not path.isascii() or not rest[:_cut(rest)].rpartition("@")[0].isascii():
         return f"endpoint {shown!r} has characters outside ASCII: percent-encode them"
     if not set(host) <= _HOST_CHARACTERS and not set(host) <= _IPV6:
         try:
@@ -246,14 +232,26 @@ def endpoint_problem(endpoint: str) -> str | None:
     return None
 
 
+def endpoint_hint(endpoint: str) -> str | None:
+    """A word for a usable endpoint that is likely not what was meant: a plain
+    ``http(s)://`` URL of an OTLP logs receiver gets the NeMo envelope, not OTLP."""
+    scheme, _, rest = endpoint.partition("://")
+    scheme, parts = scheme.lower(), _split(rest)
+    if scheme not in ("http", "https") or isinstance(parts, str) or endpoint_problem(endpoint):
+        return None
+    if parts[2].partition("?")[0].partition("#")[0].rstrip("/").endswith(LOGS_PATH):
+        return (f"the path ends in {LOGS_PATH}, as an OTLP receiver's does, but a plain "
+                f"{scheme}:// URL is sent the NeMo envelope; for OTLP write otlp+{scheme}://")
+    return None
+
+
 def destination(endpoint: str, dry_run: bool) -> str:
-    """What sending to ``endpoint`` means, as one word: ``"none"``, ``"stdout"``,
-    ``"unusable"``, ``"dry-run"`` / ``"otlp-dry-run"`` (a URL, with ``dry_run``),
-    ``"otlp"`` (``otlp+http(s)://``) or ``"nemo"`` (a POST of the NeMo envelope)."""
-    if not endpoint:
-        return "none"
-    if endpoint == STDOUT_ENDPOINT_SENTINEL:
-        return "stdout"
+    """What sending to ``endpoint`` means, in one word: ``"none"``, ``"stdout"``,
+    ``"unusable"``, ``"dry-run"``/``"otlp-dry-run"`` (a URL, with ``dry_run``),
+    ``"otlp"`` (``otlp+http(s)://``) or ``"nemo"`` (a POST of the NeMo envelope).
+    A dry run without an endpoint still shows what would be sent."""
+    if endpoint in ("", STDOUT_ENDPOINT_SENTINEL):
+        return "dry-run" if dry_run and not endpoint else endpoint or "none"
     if endpoint_problem(endpoint) is not None:
         return "unusable"
     otlp = endpoint.partition("://")[0].lower().startswith("otlp+")
@@ -266,8 +264,7 @@ def host_of(endpoint: str) -> str | None:
     """The host a usable URL endpoint sends to (for the consent prompt), or None."""
     if endpoint_problem(endpoint) is not None or "://" not in endpoint:
         return None
-    parts = _split(endpoint.partition("://")[2])
-    return parts[0].lower() if not isinstance(parts, str) else None
+    return _split(endpoint.partition("://")[2])[0].lower()  # a usable URL always splits
 
 
 def logs_url(endpoint: str) -> str:
@@ -275,7 +272,7 @@ def logs_url(endpoint: str) -> str:
     its own path, or ``/v1/logs`` when it has none; the query kept, no fragment."""
     scheme, _, rest = endpoint.partition("://")
     rest = rest.partition("#")[0]
-    cut = min((i for i in (rest.find(c) for c in "/?") if i >= 0), default=len(rest))
+    cut = _cut(rest, "/?")
     path, mark, query = rest[cut:].partition("?")
     if not path.strip("/"):
         path = LOGS_PATH
@@ -284,14 +281,13 @@ def logs_url(endpoint: str) -> str:
 
 def destination_id(endpoint: str, token: str = "") -> str:
     """A short name for where a batch goes (the endpoint and the credentials sent with
-    it), for the spool: a hash, so no credential is ever written in clear."""
-    for module in ("_sha256", "_sha2", "hashlib"):  # the C module alone: hashlib costs more
-        try:
-            sha256 = __import__(module).sha256
-            break
-        except (ImportError, AttributeError):
-            continue
-    return str(sha256(f"{endpoint}\n{token}".encode()).hexdigest()[:16])
+    it), for the spool: a hash, so no credential is ever written in clear.  FNV-1a
+    (64 bits), written here: a hash module would cost a command line's exit a
+    library load, and the name needs no more than to tell destinations apart."""
+    value = 0xCBF29CE484222325
+    for byte in f"{endpoint}\n{token}".encode():
+        value = ((value ^ byte) * 0x100000001B3) & 0xFFFFFFFFFFFFFFFF
+    return f"{value:016x}"
 
 
 # ------------------------------------------------------------------ trust
@@ -302,10 +298,10 @@ CA_VARIABLES = ("REQUESTS_CA_BUNDLE", "CURL_CA_BUNDLE", "SSL_CERT_FILE", "SSL_CE
 
 def ca_location(environ: Mapping[str, str] | None = None,
                 search_path: Sequence[str] | None = None) -> str | None:
-    """The certificates every HTTPS request trusts (a file or a folder), or None for
-    the system's store: the bundle named by the first of :data:`CA_VARIABLES` that
-    is set, else certifi's bundle when it is installed (found on ``search_path``,
-    ``sys.path`` by default, without importing it), else the system's store."""
+    """The certificates every HTTPS request trusts (a file or a folder): the first of
+    :data:`CA_VARIABLES` set, else certifi's bundle when installed (looked for on
+    ``search_path``, ``sys.path`` by default, not imported), else None for the
+    system's store."""
     env = os.environ if environ is None else environ
     for name in CA_VARIABLES:
         if env.get(name):
@@ -323,17 +319,25 @@ def ca_location(environ: Mapping[str, str] | None = None,
 
 # ------------------------------------------------------------ the consent file
 
-def read_text(path: str) -> str | None:
-    """The file's text; None when it is not a regular file of a sane size.
+def open_regular(path: str, flags: int = os.O_RDONLY, mode: int = 0o600) -> int:
+    """A descriptor of ``path`` when it is a regular file; ``IsADirectoryError`` for
+    anything else.  Opened ``O_NONBLOCK`` and checked with ``fstat``, so a FIFO or a
+    device planted at the path never holds the caller."""
+    fd = os.open(path, flags | getattr(os, "O_NONBLOCK", 0) | getattr(os, "O_BINARY", 0), mode)
+    if not stat.S_ISREG(os.fstat(fd).st_mode):
+        os.close(fd)
+        raise IsADirectoryError(errno.EISDIR, "not a regular file", os.path.basename(path))
+    return fd
 
-    Opened with ``O_NONBLOCK`` and checked with ``fstat``, so a FIFO or device
-    planted at the path never holds the caller.  Raises ``OSError`` and
-    ``UnicodeDecodeError``.
-    """
-    fd = os.open(path, os.O_RDONLY | getattr(os, "O_NONBLOCK", 0) | getattr(os, "O_BINARY", 0))
+
+def read_text(path: str) -> str | None:
+    """The file's text; None when it is not a regular file of a sane size.  Raises
+    ``OSError`` and ``UnicodeDecodeError``."""
     try:
-        if not stat.S_ISREG(os.fstat(fd).st_mode):
-            return None
+        fd = open_regular(path)
+    except IsADirectoryError:
+        return None
+    try:
         data = b""
         while len(data) <= MAX_CONSENT_FILE_BYTES:
             chunk = os.read(fd, MAX_CONSENT_FILE_BYTES + 1 - len(data))
@@ -349,23 +353,21 @@ _BARE_KEY = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_"
 
 
 def fast_loads(text: str) -> dict[str, Any] | None:
-    """The document, when ``text`` holds only the lines the writer uses; else None.
+    """The document, when ``text`` holds only the lines the writer uses; else None,
+    which means "ask a TOML parser", never "invalid".
 
-    Line by line (LF only): blank lines, comments, ``[telemetry]`` once, and
-    below it ``key = "value"`` (a bare key, a string without escapes, an
-    optional comment).  What it accepts, a TOML parser reads the same way;
-    None means "ask one", never "invalid".
+    Line by line (LF only): blank lines, comments, ``[telemetry]`` once, and below
+    it ``key = "value"`` (a bare key, a string without escapes, an optional
+    comment): what it accepts, a TOML parser reads the same way.
     """
     document: dict[str, Any] = {}
     table: dict[str, str] | None = None
     for raw in text.split("\n"):
         line = raw.strip(" ")
-        if not line or line[0] == "#":
-            if line.isprintable():
-                continue
-            return None
         if not line.isprintable():  # tabs, CR, control characters...
             return None
+        if not line or line[0] == "#":
+            continue
         if line == "[telemetry]" and "telemetry" not in document:
             table = document["telemetry"] = {}
             continue
@@ -398,7 +400,7 @@ def toml_loads(text: str) -> dict[str, Any]:
         try:
             import tomli as toml  # type: ignore[no-redef]
         except ImportError:
-            raise _NoParser("not the consent file's own form, and no TOML parser "
+            raise _NoParser("not in the form this package writes, and no TOML parser "
                             "(tomllib, tomli) to read it") from None
     loaded: dict[str, Any] = toml.loads(text)
     return loaded
@@ -410,10 +412,8 @@ def parse_consent(text: str) -> tuple[str, str | None, str | None, str]:
     "yes" to other wording is asked again, anything else counts as never asked."""
     try:
         table = toml_loads(text).get("telemetry")
-    except _NoParser:
-        return NEVER_ASKED, None, None, ("not in the form this package writes, and no TOML "
-                                         "parser (tomllib, tomli) to read it: treated as "
-                                         "never asked")
+    except _NoParser as exc:
+        return NEVER_ASKED, None, None, f"{exc}: treated as never asked"
     except Exception:
         return NEVER_ASKED, None, None, ("not understood (not valid TOML), ignored: "
                                          "treated as never asked")
@@ -437,19 +437,9 @@ def parse_consent(text: str) -> tuple[str, str | None, str | None, str]:
 # ------------------------------------------------------------------ tools
 
 class Tool:
-    """One tool's settings: its name, its variables, its files and its decision.
-
-    ``name`` (lowercase letters, digits, ``-``, ``_``) names the folders:
-    ``$XDG_CONFIG_HOME/<name>/telemetry.toml`` and
-    ``$XDG_STATE_HOME/<name>/telemetry-spool``.  Its variables are
-    ``<PREFIX>_TELEMETRY_ENABLED``, ``_ENDPOINT`` (over ``endpoint``),
-    ``_DRY_RUN``, ``_TOKEN``, ``_SPOOL_DIR`` and ``_CONSENT_FILE``, and
-    ``<PREFIX>_SESSION_PREFIX``, with ``PREFIX`` the name upper-cased and
-    ``-`` made ``_`` unless ``env_prefix`` is given.  The endpoint, the dry run
-    and the session prefix are read once, here; the decision on first use.
-    ``version`` and ``nemo_source`` are what its events say about it; ``token``
-    is sent as a bearer token unless ``*_TELEMETRY_TOKEN`` gives another.
-    """
+    """One tool's settings: its name, variables, files and decision (see
+    :class:`~.track.ToolTelemetry`).  The endpoint, the dry run and the session prefix
+    are read once, here; the decision on first use."""
 
     def __init__(self, name: str, *, env_prefix: str | None = None, endpoint: str = "",
                  version: str | None = None, nemo_source: str = "undefined",
@@ -478,7 +468,7 @@ class Tool:
         """The name of this tool's variable for ``setting`` (``ENDPOINT``...)."""
         return f"{self.env_prefix}_TELEMETRY_{setting}"
 
-    # Live values: a subclass (the default tool) reads them from elsewhere.
+    # Properties: the default tool reads these values from the module's attributes.
     @property
     def endpoint(self) -> str:
         return self._endpoint
@@ -502,7 +492,7 @@ class Tool:
     def session_prefix(self) -> str | None:
         """The session prefix, when it can be sent (a bad one is said once, and ignored)."""
         prefix = self._prefix_setting()
-        if prefix is None or (_rules.is_session_id(prefix) and len(prefix) <= 64):
+        if prefix is None or _rules.is_token(prefix):  # 1 to 64 of a session id's characters
             return prefix
         if prefix not in self._refused_prefixes:
             self._refused_prefixes.add(prefix)
@@ -521,8 +511,7 @@ class Tool:
         return f"{prefix}{session_id}" if prefix else session_id
 
     def token(self) -> str:
-        """The bearer token: this tool's ``*_TELEMETRY_TOKEN``, else the one it was
-        given ("" for none)."""
+        """The bearer token: ``*_TELEMETRY_TOKEN``, else the one given ("" for none)."""
         return os.environ.get(self.var("TOKEN"), "").strip() or self._token
 
     def environment_decision(self) -> tuple[bool, str, str] | None:
@@ -530,30 +519,30 @@ class Tool:
 
     def consent_file(self, consent_file: str | os.PathLike[str] | None = None) -> str:
         """``consent_file`` when given and non-empty; else ``*_TELEMETRY_CONSENT_FILE``;
-        else the XDG config folder's; a leading ``~`` expanded.  RuntimeError
-        without a home folder."""
-        if consent_file is not None:
-            given = os.fspath(consent_file)
-            if not isinstance(given, str):
-                raise TypeError(f"expected a str path, got {type(given).__name__}")
-            if given:
-                return _expanded(given)
-        override = os.environ.get(self.var("CONSENT_FILE"))
-        if override:
-            return _expanded(override)
+        else the XDG config folder's; ``~`` expanded.  RuntimeError without a home."""
+        given = "" if consent_file is None else os.fspath(consent_file)
+        if not isinstance(given, str):
+            raise TypeError(f"expected a str path, got {type(given).__name__}")
+        given = given or os.environ.get(self.var("CONSENT_FILE"), "")
+        if given:
+            return _expanded(given)
         base = _xdg("XDG_CONFIG_HOME", ".config", os.environ)
         if base is None:
             raise RuntimeError("Could not determine home directory.")
         return _normalized(os.path.join(base, self.name, "telemetry.toml"))
 
     def spool_dir(self, environ: Mapping[str, str] | None = None) -> str | None:
-        """The spool folder; None when turned off (``*_TELEMETRY_SPOOL_DIR`` set to
-        ``off``, ``none``, ``0``, ``false``, ``no`` or ``disabled``) or homeless."""
+        """The spool folder; None without a home, or when ``*_TELEMETRY_SPOOL_DIR``
+        turns it off (``off``, ``none``, ``0``, ``false``, ``no``, ``disabled``)."""
         env = os.environ if environ is None else environ
         chosen = env.get(self.var("SPOOL_DIR"), "").strip()
         if chosen:
-            return None if chosen.lower() in _SPOOL_OFF else os.path.abspath(
-                os.path.expanduser(chosen))
+            if chosen.lower() in _SPOOL_OFF:
+                return None
+            try:
+                return os.path.abspath(_expanded(chosen, env))
+            except RuntimeError:  # "~" with no home folder: no spool, not "./~"
+                return None
         base = _xdg("XDG_STATE_HOME", os.path.join(".local", "state"), env)
         return None if base is None else os.path.join(base, self.name, "telemetry-spool")
 
@@ -591,12 +580,10 @@ class Tool:
         return False, "default", "never asked"
 
     def refused_since(self) -> bool:
-        """A decision taken elsewhere now says no: ``DO_NOT_TRACK``, the variable, or
-        a saved "no" (the cheap reading, made before each batch is sent or spooled)."""
-        decided = self.environment_decision()
-        if decided is not None:
-            return not decided[0]
-        return self.read_consent()[0] == DISABLED
+        """A decision taken elsewhere now says no (``DO_NOT_TRACK``, the variable, a
+        saved "no"): read again before each batch is sent or spooled."""
+        enabled, rule, _ = self.decide()
+        return not enabled and rule != "default"
 
     def __repr__(self) -> str:
         return f"Tool({self.name!r}, env_prefix={self.env_prefix!r})"
@@ -630,18 +617,12 @@ class _DefaultTool(Tool):
 NAT: Tool = _DefaultTool("nat", nemo_source="agent_toolkit")
 
 
-def prefixed_session_id(session_id: str) -> str:
-    """``session_id`` as the default tool sends it (``NAT_SESSION_PREFIX`` in front)."""
-    return NAT.session_id(session_id)
-
-
 TELEMETRY_ENABLED: bool  # resolved on first read by __getattr__ below
 
 
 def __getattr__(name: str) -> object:
-    # Only called while TELEMETRY_ENABLED has never been set: resolve it once,
-    # then store it so later reads are plain attribute lookups.
+    # Called only while TELEMETRY_ENABLED is unset: resolved once, then stored,
+    # so later reads are plain attribute lookups.
     if name == "TELEMETRY_ENABLED":
-        globals().setdefault("TELEMETRY_ENABLED", NAT.decide()[0])
-        return globals()["TELEMETRY_ENABLED"]
+        return globals().setdefault(name, NAT.decide()[0])
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -1,24 +1,17 @@
 """Asking for, remembering and honouring the user's telemetry decision.
 
-Telemetry is opt-in, so everything here leans towards "off": a consent file
-that is missing, damaged or written by an unknown version never turns
-telemetry on; a "no" recorded under older prompt wording is kept, while a
-"yes" given to older wording is asked again, because the user agreed to a
-text they may no longer be shown.  Where the file lives and how it is read
-are the tool's settings (:class:`~.config.Tool`); this module adds the public
-types, the writer and the prompt.
+Telemetry is opt-in, so everything here leans towards "off": a consent file that
+is missing, damaged or written by an unknown version never turns it on; a "no"
+given to older prompt wording stands, while a "yes" is asked again, because the
+user agreed to a text they may no longer be shown.  Where the file lives and how
+it is read are the tool's settings (:class:`~.config.Tool`; every function takes
+``tool``, by default the NeMo Agent Toolkit, and ``consent_file`` overrides the
+place); this module adds the public types, the writer and the prompt.
 
-The prompt is shown only when a person is plainly at a terminal (stdin, stdout
-and stderr are all TTYs), so scripts, pipes and CI never block on it, and it
-is written to stderr.  The decision is stored as a small TOML file (tomli-w,
-or the built-in writer of a vendored copy: the same bytes), replaced
-atomically and kept private (0600).  Nothing here may break the command that
-uses it: reading never raises, writing reports failure by returning ``False``,
-and the prompt swallows its own errors.
-
-Every function takes ``tool`` (default: the NeMo Agent Toolkit), whose name,
-variables and files are used; ``consent_file`` overrides where the decision
-is kept.
+The prompt is shown, on stderr, only when stdin, stdout and stderr are all
+terminals, so scripts, pipes and CI never block on it.  Nothing here may break
+the command that uses it: reading never raises, writing returns ``False`` on
+failure, and the prompt swallows its own errors.
 """
 
 from __future__ import annotations
@@ -33,25 +26,11 @@ from . import _process, config
 from .config import CONSENT_FILE_ENV_VAR, PROMPT_VERSION, TELEMETRY_ENV_VAR
 
 __all__ = [
-    "CONSENT_FILE_ENV_VAR",
-    "DEFAULT_CHANGE_COMMAND",
-    "DEFAULT_PRODUCT_NAME",
-    "PROMPT_VERSION",
-    "TELEMETRY_ENV_VAR",
-    "ConsentRecord",
-    "ConsentState",
-    "Decision",
-    "consent_file_path",
-    "is_interactive_session",
-    "maybe_prompt_for_consent",
-    "prompt_user",
-    "read_consent_record",
-    "read_persisted_consent",
-    "render_prompt",
-    "resolve_consent",
-    "resolve_env_consent",
-    "resolve_initial_consent",
-    "write_persisted_consent",
+    "CONSENT_FILE_ENV_VAR", "DEFAULT_CHANGE_COMMAND", "DEFAULT_PRODUCT_NAME", "PROMPT_VERSION",
+    "TELEMETRY_ENV_VAR", "ConsentRecord", "ConsentState", "Decision", "consent_file_path",
+    "is_interactive_session", "maybe_prompt_for_consent", "prompt_user", "read_consent_record",
+    "read_persisted_consent", "render_prompt", "resolve_consent", "resolve_env_consent",
+    "resolve_initial_consent", "write_persisted_consent",
 ]
 
 DEFAULT_PRODUCT_NAME = "NeMo Agent Toolkit"
@@ -78,10 +57,9 @@ class ConsentState(str, enum.Enum):
 
 
 class ConsentRecord(NamedTuple):
-    """What the consent file says, and what it counts as: ``state`` is the decision
-    it stands for (the prompt-version gate applied); ``consent`` and
-    ``prompt_version`` the raw values found (None when absent); ``why`` explains,
-    in words, a file that does not count as written."""
+    """What the consent file says: ``state``, the decision it counts as (the
+    prompt-version gate applied); ``consent`` and ``prompt_version`` as found (None
+    when absent); ``why``, in words, a file that does not count as written."""
 
     state: ConsentState
     path: str
@@ -105,9 +83,7 @@ def _tool(tool: config.Tool | None) -> config.Tool:
 
 def consent_file_path(consent_file: str | os.PathLike[str] | None = None, *,
                       tool: config.Tool | None = None) -> Path:
-    """Where the decision lives: ``consent_file`` when given; else the tool's
-    ``*_TELEMETRY_CONSENT_FILE``; else ``$XDG_CONFIG_HOME/<tool>/telemetry.toml``
-    (``~/.config`` when unset or relative).  RuntimeError without a home folder."""
+    """Where the decision lives (see :meth:`.config.Tool.consent_file`)."""
     return Path(_tool(tool).consent_file(consent_file))
 
 
@@ -122,8 +98,8 @@ def resolve_env_consent(*, tool: config.Tool | None = None) -> bool | None:
 
 def read_consent_record(consent_file: str | os.PathLike[str] | None = None, *,
                         tool: config.Tool | None = None) -> ConsentRecord:
-    """Read the consent file and apply the prompt-version gate; never raises.
-    Anything unreadable, malformed or unknown counts as ``NEVER_ASKED``."""
+    """The consent file, read and gated; never raises (anything unusable counts as
+    ``NEVER_ASKED``)."""
     state, path, exists, consent, version, why = _tool(tool).read_consent(consent_file)
     return ConsentRecord(ConsentState(state), path, exists, consent, version, why)
 
@@ -136,9 +112,7 @@ def read_persisted_consent(consent_file: str | os.PathLike[str] | None = None, *
 
 def resolve_consent(consent_file: str | os.PathLike[str] | None = None, *,
                     tool: config.Tool | None = None) -> Decision:
-    """Whether telemetry is on, and the rule that decided: ``DO_NOT_TRACK`` (off);
-    the tool's ``*_TELEMETRY_ENABLED`` when set; a CI run (off); the consent file;
-    off by default."""
+    """Whether telemetry is on, and the rule that decided (see :mod:`.config`)."""
     return Decision(*_tool(tool).decide(consent_file))
 
 
@@ -160,13 +134,12 @@ def _toml_string(text: str) -> str:
 
 
 def toml_dumps(table: dict[str, str]) -> str:
-    """``[telemetry]`` with ``table``'s string values: tomli-w when it is installed,
-    else the same bytes written here (a vendored copy may not have it)."""
+    """``[telemetry]`` with ``table``'s strings: tomli-w's bytes, by hand without it
+    (a vendored copy may not have it)."""
     try:
         import tomli_w
     except ImportError:
-        return "[telemetry]\n" + "".join(f"{key} = {_toml_string(value)}\n"
-                                         for key, value in table.items())
+        return "[telemetry]\n" + "".join(f"{k} = {_toml_string(v)}\n" for k, v in table.items())
     text: str = tomli_w.dumps({"telemetry": table})
     return text
 
@@ -193,7 +166,7 @@ def _render_consent_file(state: ConsentState, product_name: str, change_command:
     return header + toml_dumps({
         "consent": state.value,
         "consented_at": datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ"),
-        "prompt_version": config.PROMPT_VERSION,
+        "prompt_version": config.PROMPT_VERSION,  # read live: it may be reassigned
     })
 
 
@@ -202,10 +175,9 @@ def write_persisted_consent(state: ConsentState | str,
                             product_name: str = DEFAULT_PRODUCT_NAME,
                             change_command: str = DEFAULT_CHANGE_COMMAND,
                             tool: config.Tool | None = None) -> bool:
-    """Store ``state``; True when it reached the disk, False otherwise (logged at
-    debug level, never raised: a read-only home must not break the command).
-    ``product_name`` and ``change_command`` shape the comment at the top of the
-    file.  ``NEVER_ASKED`` is not a decision: nothing is written for it."""
+    """Store ``state`` (not ``NEVER_ASKED``, which is no decision); True when it reached
+    the disk, else False, logged at debug level: a read-only home must not break the
+    command.  ``product_name`` and ``change_command`` shape the file's comment."""
     import tempfile
 
     tmp_name: str | None = None
@@ -216,9 +188,8 @@ def write_persisted_consent(state: ConsentState | str,
         content = _render_consent_file(state, product_name, change_command, _tool(tool))
         path = consent_file_path(consent_file, tool=tool)
         folder = path.parent
-        missing = [p for p in (folder, *folder.parents) if not p.exists()]
-        for created in reversed(missing):  # each folder made here private, as XDG asks
-            try:
+        for created in reversed([p for p in (folder, *folder.parents) if not p.exists()]):
+            try:  # each folder made here private, as XDG asks
                 created.mkdir(mode=0o700)
             except FileExistsError:
                 pass
@@ -285,11 +256,8 @@ def _fill(text: str) -> str:
 def render_prompt(*, product_name: str = DEFAULT_PRODUCT_NAME,
                   change_command: str = DEFAULT_CHANGE_COMMAND,
                   tool: config.Tool | None = None) -> str:
-    """The consent question, ending where the user types the answer: who asks
-    (``product_name``), what is collected, where it goes under the current
-    configuration, and how to change the decision later (``change_command``
-    followed by ``enable``/``disable``/``status``, the tool's variable, and
-    ``DO_NOT_TRACK``)."""
+    """The consent question, ending where the answer is typed: who asks, what is
+    collected, where it goes now, and how to change the decision later."""
     tool = _tool(tool)
     name = _clean(product_name, DEFAULT_PRODUCT_NAME)
     cmd = _clean(change_command, DEFAULT_CHANGE_COMMAND)
@@ -381,14 +349,11 @@ def maybe_prompt_for_consent(
     raise_on_interrupt: bool = False,
     tool: config.Tool | None = None,
 ) -> None:
-    """Ask the user, once, if nobody has decided yet and someone can answer.
-
-    Does nothing when the environment decides (``DO_NOT_TRACK``, the tool's
-    variable, a CI run), when a decision is stored, or without a terminal.  The
-    answer is saved, confirmed in one line, and applied to this process at once
-    (``config.TELEMETRY_ENABLED`` for the default tool).  With ``consent_file``
-    (a file of the caller's own), whatever that file or the environment decides
-    is applied too, so a tool calls this once, early, asked or not.
+    """Ask the user, once, when neither the environment nor a saved decision has
+    decided and someone is at a terminal.  The answer is saved, confirmed in one
+    line, and applied to this process at once.  With ``consent_file`` (a file of
+    the caller's own), what that file or the environment decides is applied too,
+    so a tool calls this once, early, asked or not.
 
     Ctrl-C at the prompt saves "no"; with ``raise_on_interrupt`` it then raises
     ``KeyboardInterrupt`` so the caller can stop.  Otherwise never raises.
@@ -398,9 +363,8 @@ def maybe_prompt_for_consent(
     try:
         if consent_file is not None:
             tool.enabled = tool.decide(consent_file)[0]
-        if tool.environment_decision() is not None or not is_interactive_session():
-            return
-        if read_persisted_consent(consent_file, tool=tool) is not ConsentState.NEVER_ASKED:
+        if (tool.environment_decision() is not None or not is_interactive_session()
+                or read_persisted_consent(consent_file, tool=tool) is not ConsentState.NEVER_ASKED):
             return
         try:
             state = prompt_user(product_name=product_name, change_command=change_command,

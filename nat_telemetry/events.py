@@ -409,6 +409,8 @@ def rebuild(name: str, schema_version: str | None,
     for cls in event_classes():
         if cls._event_name == name:
             return cls.model_validate(parameters)
+    if not isinstance(name, str):
+        raise ValueError(f"a spooled event named {name!r}, not by a string")
     if not isinstance(schema_version, str) or not isinstance(parameters, dict):
         raise ValueError(f"a spooled {name!r} event without its schema version")
     return RecordedEvent(name, schema_version, parameters)

@@ -23,16 +23,18 @@ otherwise, once, at the first POST, never at ``import nat_telemetry``.
 
 from __future__ import annotations
 
+import collections
 import os
-from typing import TYPE_CHECKING, Any, NamedTuple, Protocol, Union
 
 from . import _deadline, _process
 from ._process import import_guarded
 from .config import ca_location
 
+TYPE_CHECKING = False  # typing.TYPE_CHECKING without importing typing (a sender's start)
 if TYPE_CHECKING:
     import ssl
     from collections.abc import Mapping
+    from typing import Any, NamedTuple, Protocol, Union
 
 __all__ = [
     "MAX_RESPONSE_BYTES", "AutoClient", "HttpClient", "RequestsClient", "Response",
@@ -52,23 +54,30 @@ class TransportError(Exception):
         self.kind = kind
 
 
-class Response(NamedTuple):
-    """The status, the ``Retry-After`` header, and at most :data:`MAX_RESPONSE_BYTES`
-    of the body (empty when it had none, or reading it failed after the status)."""
+if TYPE_CHECKING:
+    class Response(NamedTuple):
+        """See below."""
 
-    status: int
-    retry_after: str | None
-    body: bytes = b""
+        status: int
+        retry_after: str | None
+        body: bytes = b""
 
+    class HttpClient(Protocol):
+        """What a transport needs from an HTTP client.  ``headers`` are passed only
+        when there are some, so a client written for three arguments keeps working."""
 
-class HttpClient(Protocol):
-    """What a transport needs from an HTTP client.  ``headers`` are passed only
-    when there are some, so a client written for three arguments keeps working."""
+        def post(self, url: str, body: bytes, timeout: float,
+                 headers: Mapping[str, str] | None = None) -> Response: ...
 
-    def post(self, url: str, body: bytes, timeout: float,
-             headers: Mapping[str, str] | None = None) -> Response: ...
+        def close(self) -> None: ...
 
-    def close(self) -> None: ...
+    ClientClass = Union[type["RequestsClient"], type["UrllibClient"]]
+else:  # the same, without importing typing at run time
+    Response = collections.namedtuple("Response", "status retry_after body", defaults=(b"",))
+    HttpClient = ClientClass = object
+Response.__doc__ = ("The status, the ``Retry-After`` header, and at most MAX_RESPONSE_BYTES "
+                    "of the body (empty when it had none, or reading it failed after the "
+                    "status).")
 
 
 # ------------------------------------------------------------------ trust
@@ -271,6 +280,9 @@ class UrllibClient(_Client):
 
     _library = "urllib.request"
 
+    def __init__(self) -> None:
+        self._openers: dict[tuple[Any, ...], Any] = {}
+
     def _open(self, url: str, body: bytes, timeout: float,
               headers: dict[str, str]) -> tuple[Any, int]:
         import urllib.parse
@@ -280,16 +292,23 @@ class UrllibClient(_Client):
         if scheme not in ("http", "https"):
             # urllib would also open file:, ftp: and data: URLs; requests would not.
             raise TransportError(f"unsupported URL scheme {scheme!r}", "invalid")
-        # Built per POST, as requests does per request: ProxyHandler reads the
-        # environment when it is made.  No redirect, error or auth handler, so every
-        # status comes back as it is; UnknownHandler refuses any other scheme.
-        opener = urllib.request.OpenerDirector()
-        opener.add_handler(urllib.request.ProxyHandler())
-        opener.add_handler(urllib.request.UnknownHandler())
-        plain, secure = _deadline.watched_handler_classes()
-        opener.add_handler(plain())
-        if secure is not None:
-            opener.add_handler(secure(context=tls_context(ca_location())))
+        # The proxies are read from the environment at each POST, as requests does;
+        # an opener is made again only when they (or the certificates) change.
+        proxies = urllib.request.getproxies()
+        tls = "https" in (scheme, urllib.parse.urlsplit(proxies.get(scheme, "")).scheme)
+        key = (tuple(sorted(proxies.items())), ca_location() if tls else None, tls)
+        opener = self._openers.get(key)
+        if opener is None:
+            # No redirect, error or auth handler: every status comes back as it is;
+            # UnknownHandler refuses any other scheme.
+            opener = urllib.request.OpenerDirector()
+            opener.add_handler(urllib.request.ProxyHandler(proxies))
+            opener.add_handler(urllib.request.UnknownHandler())
+            plain, secure = _deadline.watched_handler_classes()
+            opener.add_handler(plain())
+            if tls and secure is not None:  # an HTTPS context only for what needs one
+                opener.add_handler(secure(context=tls_context(key[1])))
+            self._openers = {key: opener}
         request = urllib.request.Request(url, data=body, headers=headers, method="POST")
         reply = opener.open(request, timeout=timeout)
         return reply, reply.status
@@ -305,8 +324,6 @@ class UrllibClient(_Client):
 
 
 # ---------------------------------------------------------------- the choice
-
-ClientClass = Union[type[RequestsClient], type[UrllibClient]]
 
 # The process-wide choice, made at the first POST of any AutoClient (tests reset it to None).
 _default_class: ClientClass | None = None

@@ -25,10 +25,20 @@ if TYPE_CHECKING:
 
     from .events import TelemetryEvent
 
-try:
-    from _json import encode_basestring_ascii as _quote
-except ImportError:  # pragma: no cover - an interpreter without json's accelerator
-    from json.encoder import py_encode_basestring_ascii as _quote
+
+def _quote(text: str) -> str:
+    """``text`` as a JSON string, as json writes it (``ensure_ascii``).  Names,
+    versions and times need no escape: they are written here; anything else is
+    escaped by json's own function, loaded then (a library load a command line's
+    exit would otherwise pay for every batch)."""
+    if text.isascii() and text.isprintable() and '"' not in text and "\\" not in text:
+        return f'"{text}"'
+    try:
+        from _json import encode_basestring_ascii as escape
+    except ImportError:  # pragma: no cover - an interpreter without json's accelerator
+        from json.encoder import py_encode_basestring_ascii as escape
+    quoted: str = escape(text)
+    return quoted
 
 __all__ = [
     "ENVELOPE_KEYS", "ENVELOPE_TEXT_RULES", "EVENT_KEYS", "EVENT_PROTOCOL", "GDPR_FIELDS",

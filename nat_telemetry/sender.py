@@ -1,42 +1,32 @@
 """The detached sender: a short-lived process that delivers a spool's batches.
 
-**The caller's side.**  At exit, what a command line could not send is spooled
-for its destination (:func:`hand_off`) and :func:`start_sender` makes sure a
-sender will take it: when one is alive for that destination (its lock is
-held: a cheap ``flock`` test, no new interpreter) it takes the new batch too;
-otherwise one is started, detached, and the caller returns at once.  The
-process:
+**The caller's side.**  What a command line could not send is spooled, and at
+exit :func:`start_sender` makes sure a sender takes it: the one holding the
+destination's lock already (a cheap ``flock`` test, no new interpreter), or a
+new one, started detached while the caller returns at once.  That process:
 
-* runs ``sys.executable -I -S`` (no site-packages, no user site, no PYTHON*
-  variables) and finds this package through the folder it lives in, under its
-  own folder name, so a vendored copy works and its host's ``__init__`` is
-  never run; it sends with the standard library only;
+* runs ``sys.executable -I -S`` (no site-packages, no PYTHON* variables) and
+  imports this package from its own folder, under its own name, so a vendored
+  copy works and its host's ``__init__`` is never run; it needs only the
+  standard library;
 * gets an allow-listed environment: its endpoint and token (never on its
-  command line), the proxy variables, the certificates to trust as the caller
-  would (:func:`~.config.ca_location`, resolved by the caller and handed over
-  as ``SSL_CERT_FILE`` or ``SSL_CERT_DIR``), what consent is read from, and the
-  locale; nothing else of the tool's environment;
+  command line), the proxy variables, the certificates the caller would trust
+  (:func:`~.config.ca_location`), where consent is read, the locale; no more;
 * has its own session, ``/dev/null`` for its streams, no inherited descriptors,
   ``/`` as its folder and a lower priority, so ``$(tool)`` and ``tool | head``
   return as soon as the tool exits;
-* holds ``<destination>.lock`` in the spool: one sender per destination; a
-  sender stuck on a dead endpoint never holds back another destination.
+* holds ``<destination>.lock``: one sender per destination, and one stuck on a
+  dead endpoint never holds back another destination.
 
-**The sender's side** (:func:`run_sender`): claims its destination's batches
-oldest first, rebuilds and validates their events, and sends them through the
-same transport and the same :func:`~.transport.deliver` loop as a handler's
-worker.  A batch is deleted once every event in it is settled; what failed for
-now is put back.  After ``max_retries`` consecutive transient failures, or a
-certificate failure (a configuration problem, not worth retrying), it leaves
-the rest for a later sender.  A ``Retry-After`` is honoured across processes
-(``<destination>.backoff``).  When the spool is empty it lingers a moment for
-batches of runs still finishing, then exits; after letting the lock go it looks
-once more, so a batch spooled while the lock was held (its own run saw the
-lock taken) never waits for the next run.  Consent is read again before each
-batch: a "no" given meanwhile deletes what waits.  The last delivery and the
-last failure, with its kind, are recorded for ``status``.  It lives at most
-``lifetime_seconds`` (every POST fits in what is left, and an alarm ends the
-process a few seconds after), and writes nothing to standard output or error.
+**The sender's side** (:func:`run_sender`) sends its destination's batches,
+oldest first, validated again, with the handler's transport and
+:func:`~.transport.deliver`; what failed for now is put back.  After
+``max_retries`` transient failures in a row, or a certificate failure (a
+configuration problem), it leaves the rest for later; a ``Retry-After`` holds
+across processes (``<destination>.backoff``).  Consent is read before each
+batch: a "no" given meanwhile deletes what waits.  It lives at most
+``lifetime_seconds`` (an alarm ends it a few seconds after) and writes nothing
+to standard output or error.
 """
 
 from __future__ import annotations
@@ -48,7 +38,7 @@ import time
 
 from . import _process, config
 from .config import destination_id, redact
-from .spool import Spool, encode_batch, open_regular, pid_alive, read_small, write_atomically
+from .spool import Spool, _quietly, encode_batch, open_regular, pid_alive, read_small
 
 TYPE_CHECKING = False  # typing.TYPE_CHECKING without importing typing at run time
 if TYPE_CHECKING:
@@ -61,17 +51,8 @@ if TYPE_CHECKING:
     from .transport import Transport
 
 __all__ = [
-    "DEFAULT_LIFETIME_SECONDS",
-    "ENDPOINT_ENV_VAR",
-    "TOKEN_ENV_VAR",
-    "Outlet",
-    "acquire_lock",
-    "identity",
-    "main",
-    "record_of",
-    "run_sender",
-    "sender_environment",
-    "start_detached_sender",
+    "DEFAULT_LIFETIME_SECONDS", "ENDPOINT_ENV_VAR", "TOKEN_ENV_VAR", "Outlet", "acquire_lock",
+    "identity", "main", "record_of", "run_sender", "sender_environment", "start_detached_sender",
     "start_sender",
 ]
 
@@ -91,26 +72,24 @@ _KEPT_VARIABLES = ("LANG", "LANGUAGE", "TZ", "SYSTEMROOT", config.DO_NOT_TRACK_E
                    *config.CI_ENV_VARS)
 
 _children: list[Any] = []  # started senders not yet reaped (pids, or Popen objects)
+_leftovers_checked: set[tuple[str, str]] = set()  # (spool, destination) looked at
 
 
 # ------------------------------------------------------------ the caller side
 
 class Outlet:
-    """Where one tool's events go when they cannot be sent from here: the spool, as a
-    batch for the destination of an endpoint (with the token sent to it), and a
-    sender for that destination started at exit (delivering in-process for at most
-    ``budget`` seconds where none can be started).  Used by the handler and by
-    ``track_command``'s recorder."""
+    """Where a tool's events go when they cannot be sent from here (for the handler and
+    ``track_command``'s recorder): the spool, as a batch for an endpoint's destination,
+    and a sender started at exit (where none can be, delivery here for ``budget`` s)."""
 
     def __init__(self, tool: config.Tool, directory: str | None,
                  budget: float = config.DEFAULT_SHUTDOWN_TIMEOUT_SECONDS) -> None:
         self.tool, self.directory, self.budget = tool, directory, budget
         self.refused = False  # the spool could not take a batch at exit: not tried again
-        self._noted_at = float("-inf")
+        self._noted: tuple[str | None, float] = ("", float("-inf"))  # what, when
 
     def takes(self, endpoint: str | None) -> bool:
-        """Batches for ``endpoint`` (a transport's ``spool_endpoint``) may be spooled:
-        a URL, a spool, telemetry still allowed."""
+        """Batches for ``endpoint`` (a transport's ``spool_endpoint``) may be spooled."""
         return (endpoint is not None and self.directory is not None and not self.refused
                 and self.tool.enabled)
 
@@ -128,16 +107,18 @@ class Outlet:
         return result
 
     def note(self, endpoint: str | None, token: str, problem: str | None) -> None:
-        """Record a delivery (or a failure's kind) for ``status``, at most once a minute."""
+        """Record a delivery (or a failure's kind) for ``status``: at once when it is
+        news, and the same news at most once a minute."""
         now = time.monotonic()
-        if endpoint is not None and self.takes(endpoint) and now - self._noted_at >= 60.0:
-            self._noted_at = now
+        if endpoint is not None and self.takes(endpoint) and (
+                problem != self._noted[0] or now - self._noted[1] >= 60.0):
+            self._noted = (problem, now)
             Spool(str(self.directory)).note(destination_id(endpoint, token), redact(endpoint),
                                             problem)
 
     def leftovers(self, endpoint: str | None, token: str) -> None:
-        """Once per process and destination: start a sender when earlier runs left
-        batches for it (a handler starting up, in case nobody else will)."""
+        """Once per process and destination, start a sender for batches earlier runs
+        left (a handler starting up, in case nobody else will)."""
         if endpoint is None or not self.takes(endpoint):
             return
         directory, destination = str(self.directory), destination_id(endpoint, token)
@@ -149,8 +130,7 @@ class Outlet:
 
 def identity(session_id: str, client_version: str,
              product: tuple[str, str] | None) -> dict[str, Any]:
-    """Who recorded a batch, as the sender encodes it: the envelope's session id,
-    client version and product."""
+    """Who recorded a batch: the envelope's session id, client version and product."""
     return {"session_id": session_id, "client_version": client_version,
             "product": list(product) if product else None}
 
@@ -162,18 +142,13 @@ def record_of(queued: QueuedEvent) -> list[Any]:
             queued.retry_count, event.model_dump(by_alias=True)]
 
 
-_leftovers_checked: set[tuple[str, str]] = set()
-
-
 def start_sender(spool_dir: str, endpoint: str, token: str = "",
                  budget: float = config.DEFAULT_SHUTDOWN_TIMEOUT_SECONDS,
                  tool: config.Tool | None = None) -> None:
-    """Make sure a sender takes the batches for ``endpoint``: one alive already, or
-    a new detached one; where none can be started, deliver here for ``budget`` s.
-
-    The lock is taken here and handed to the new sender, held all along: a burst
-    of command lines finishing together starts one sender, not one each.
-    """
+    """Make sure a sender takes the batches for ``endpoint``: one alive already, or a
+    new detached one (where none can be started, deliver here for ``budget`` s).  The
+    lock is taken here and handed to it, so a burst of command lines finishing
+    together starts one sender, not one each."""
     try:
         lock = acquire_lock(spool_dir, destination_id(endpoint, token))
     except OSError:  # a lock that cannot be used: a sender says why, in status
@@ -214,16 +189,14 @@ def start_detached_sender(spool_dir: str, endpoint: str, *, token: str = "",
                           lifetime_seconds: float = DEFAULT_LIFETIME_SECONDS,
                           environ: Mapping[str, str] | None = None,
                           tool: config.Tool | None = None, lock: _Lock | None = None) -> bool:
-    """Start a sender for ``spool_dir`` that POSTs to ``endpoint``, holding ``lock``
-    (the destination's, taken by the caller) from its first instant; never waits,
-    never raises.  False when none could be started (no usable interpreter, as in
-    a frozen application, or the spawn failed)."""
+    """Start a sender for ``spool_dir`` that POSTs to ``endpoint``, holding ``lock`` (the
+    destination's) from its first instant; never waits or raises.  False when none
+    could be started (no usable interpreter, as in a frozen application, or no spawn)."""
     tool = config.NAT if tool is None else tool
     try:
         _reap()
         executable = sys.executable
-        here = os.path.dirname(os.path.abspath(__file__))
-        parent, package = os.path.split(here)
+        parent, package = os.path.split(os.path.dirname(os.path.abspath(__file__)))
         if (not executable or getattr(sys, "frozen", False) or not os.access(executable, os.X_OK)
                 or not package.isidentifier()):
             return False
@@ -250,48 +223,37 @@ _HAVE_POSIX_SPAWN = hasattr(os, "posix_spawn") and hasattr(os, "POSIX_SPAWN_OPEN
 
 def _spawn_posix(argv: list[str], env: dict[str, str], keep: int | None) -> int | None:
     """``os.posix_spawn``: no ``import subprocess`` (~3 ms) on the caller's exit path.
-    Every inherited descriptor is closed in the child but ``keep`` (the lock)."""
-    inherited = _inheritable_fds()
-    if inherited is None:
-        return None
-    actions: list[tuple[Any, ...]] = [
-        (os.POSIX_SPAWN_OPEN, fd, os.devnull, os.O_RDWR, 0) for fd in (0, 1, 2)]
-    actions += [(os.POSIX_SPAWN_CLOSE, fd) for fd in inherited if fd != keep]
-    try:
-        return os.posix_spawn(argv[0], argv, env, file_actions=actions, setsid=True)
-    except (NotImplementedError, TypeError, ValueError):
-        return None  # no setsid support here: the subprocess path has it
-
-
-def _inheritable_fds() -> list[int] | None:
-    """Descriptors above 2 an exec would pass on; None when they cannot be listed."""
+    Every descriptor an exec would pass on is closed in the child but ``keep`` (the
+    lock); None (use subprocess) when they cannot be listed or setsid is missing."""
     for folder in ("/proc/self/fd", "/dev/fd"):
         try:
             names = os.listdir(folder)
         except OSError:
             continue
-        found = []
+        actions: list[tuple[Any, ...]] = [
+            (os.POSIX_SPAWN_OPEN, fd, os.devnull, os.O_RDWR, 0) for fd in (0, 1, 2)]
         for fd in (int(name) for name in names if name.isdigit()):
             try:
-                if fd > 2 and os.get_inheritable(fd):
-                    found.append(fd)
+                if fd > 2 and fd != keep and os.get_inheritable(fd):
+                    actions.append((os.POSIX_SPAWN_CLOSE, fd))
             except OSError:
                 pass  # the listing's own descriptor, closed by now
-        return found
+        try:
+            return os.posix_spawn(argv[0], argv, env, file_actions=actions, setsid=True)
+        except (NotImplementedError, TypeError, ValueError):
+            return None
     return None
 
 
 def _spawn_subprocess(argv: list[str], env: dict[str, str], keep: int | None) -> Any:
     import subprocess
 
-    options: dict[str, Any] = {"start_new_session": True}
-    if os.name == "nt":
-        options = {"creationflags": getattr(subprocess, "DETACHED_PROCESS", 0)
-                   | getattr(subprocess, "CREATE_NEW_PROCESS_GROUP", 0)}
+    detached = (getattr(subprocess, "DETACHED_PROCESS", 0)  # 0 but on Windows
+                | getattr(subprocess, "CREATE_NEW_PROCESS_GROUP", 0))
     return subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
                             stderr=subprocess.DEVNULL, close_fds=True, env=env,
-                            pass_fds=() if keep is None else (keep,),
-                            cwd=os.path.abspath(os.sep), **options)
+                            pass_fds=() if keep is None else (keep,), start_new_session=True,
+                            creationflags=detached, cwd=os.path.abspath(os.sep))
 
 
 def _reap() -> None:
@@ -319,10 +281,9 @@ class _Lock:
         if self.fd is not None:
             os.close(self.fd)  # the last descriptor of it closed drops the flock
             self.fd = None
-        if self._pidfile is not None:
-            if _read_pid(self._pidfile) == os.getpid():
-                _remove(self._pidfile)
-            self._pidfile = None
+        if self._pidfile is not None and _read_pid(self._pidfile) == os.getpid():
+            _remove(self._pidfile)
+        self._pidfile = None
 
 
 class LockUnusable(OSError):
@@ -340,14 +301,11 @@ def _remove(path: str) -> None:
 
 def acquire_lock(directory: str, destination: str, *,
                  use_fcntl: bool | None = None) -> _Lock | None:
-    """The sender lock of ``destination``, or None when another sender holds it.
-
-    ``fcntl.flock`` on ``<destination>.lock`` where it exists (released by the
-    kernel when the holder dies); elsewhere an ``O_EXCL`` pid file, taken over
-    when its owner is gone or it is older than PIDFILE_STALE_SECONDS.  Something
-    else in the lock's place (a FIFO, a folder) is removed; :class:`LockUnusable`
-    when that fails, or the lock cannot be made at all.
-    """
+    """The sender lock of ``destination``, or None when another sender holds it:
+    ``fcntl.flock`` on ``<destination>.lock`` (the kernel releases it when the holder
+    dies), or without fcntl an ``O_EXCL`` pid file, taken over when its owner is gone
+    or it is older than PIDFILE_STALE_SECONDS.  :class:`LockUnusable` when it cannot
+    be made (something in its place that cannot be removed...)."""
     if use_fcntl is None:
         use_fcntl = os.name == "posix"
     if not use_fcntl:
@@ -355,21 +313,16 @@ def acquire_lock(directory: str, destination: str, *,
     import fcntl
 
     path = os.path.join(directory, f"{destination}.lock")
-    for attempt in range(2):
-        try:
+    try:
+        fd = open_regular(path, os.O_RDWR | os.O_CREAT)
+    except OSError as exc:
+        if exc.errno not in (errno.EISDIR, errno.EACCES, errno.ENOTDIR, errno.ELOOP):
+            raise LockUnusable(f"the sender's lock cannot be made: {exc}") from None
+        try:  # a FIFO, folder or symbolic link in its place: removed, once
+            _remove(path)
             fd = open_regular(path, os.O_RDWR | os.O_CREAT)
-            break
-        except OSError as exc:
-            # Something else in the lock's place (a FIFO, a folder, a symbolic link):
-            # removed once; a lock that still cannot be made is reported.
-            if exc.errno not in (errno.EISDIR, errno.EACCES, errno.ENOTDIR, errno.ELOOP):
-                raise LockUnusable(f"the sender's lock cannot be made: {exc}") from None
-            try:
-                if attempt:
-                    raise exc
-                _remove(path)
-            except OSError as failure:
-                raise LockUnusable(f"the sender's lock cannot be used: {failure}") from None
+        except OSError as failure:
+            raise LockUnusable(f"the sender's lock cannot be used: {failure}") from None
     try:
         fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
     except OSError:
@@ -383,7 +336,12 @@ def _pidfile_lock(path: str) -> _Lock | None:
         try:
             fd = open_regular(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL)
         except FileExistsError:
-            if not _pidfile_stale(path):
+            try:
+                age = time.time() - os.stat(path).st_mtime
+            except OSError:
+                return None
+            pid = _read_pid(path)
+            if age <= PIDFILE_STALE_SECONDS and (pid is None or pid_alive(pid)):
                 return None
             _remove(path)
             continue  # two takers may race here; claims still keep each batch single
@@ -405,26 +363,13 @@ def _read_pid(path: str) -> int | None:
     return int(text) if text.isdigit() else None
 
 
-def _pidfile_stale(path: str) -> bool:
-    try:
-        age = time.time() - os.stat(path).st_mtime
-    except OSError:
-        return False
-    pid = _read_pid(path)
-    return age > PIDFILE_STALE_SECONDS or (pid is not None and not pid_alive(pid))
-
-
 # ---------------------------------------------------------- the sender side
 
 def main(argv: Sequence[str] | None = None) -> int:
-    """The sender process's entry point: ``SPOOL_DIR [LIFETIME [TOOL PREFIX [LOCK_FD]]]``
-    (``LOCK_FD``: the destination's lock, taken by the caller and inherited).
-
-    Meant for the process :func:`start_detached_sender` starts: it changes the
-    folder, the priority and the alarm of the process it runs in.  Returns 0
-    after a run, 1 when another sender holds the lock, 2 for bad arguments, 3
-    for anything unexpected, 4 when the lock cannot be used; prints nothing.
-    """
+    """The sender process: ``SPOOL_DIR [LIFETIME [TOOL PREFIX [LOCK_FD]]]`` (the
+    destination's lock, taken by the caller and inherited).  It changes the process's
+    folder, priority and alarm.  Returns 0 after a run, 1 when another sender holds
+    the lock, 2 for bad arguments, 3 for anything unexpected, 4 for an unusable lock."""
     try:
         args = list(sys.argv[1:] if argv is None else argv)
         endpoint = os.environ.get(ENDPOINT_ENV_VAR, "")
@@ -432,7 +377,16 @@ def main(argv: Sequence[str] | None = None) -> int:
         if not args or not endpoint or not 0 < lifetime < 86400:
             return 2
         tool = config.Tool(args[2], env_prefix=args[3]) if len(args) > 3 else config.NAT
-        _settle_in(lifetime)
+        os.chdir(os.path.abspath(os.sep))  # never keep the caller's folder busy
+        if hasattr(os, "nice"):
+            _quietly(os.nice, NICENESS)
+        try:
+            import signal
+
+            signal.signal(signal.SIGALRM, signal.SIG_DFL)  # the default action ends the process
+            signal.alarm(int(lifetime) + 1 + WATCHDOG_GRACE_SECONDS)
+        except (ImportError, AttributeError, ValueError, OSError):
+            pass  # no SIGALRM here: every POST is still bounded by the lifetime
         held = _Lock(fd=int(args[4])) if len(args) > 4 and args[4].isdigit() else None
         result = run_sender(args[0], endpoint, token=os.environ.get(TOKEN_ENV_VAR, ""),
                             tool=tool, lifetime_seconds=lifetime, lock=held)
@@ -441,41 +395,22 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 3
 
 
-def _settle_in(lifetime: float) -> None:
-    os.chdir(os.path.abspath(os.sep))  # never keep the caller's folder busy
-    if hasattr(os, "nice"):
-        try:
-            os.nice(NICENESS)
-        except OSError:
-            pass
-    try:
-        import signal
-
-        signal.signal(signal.SIGALRM, signal.SIG_DFL)  # the default action ends the process
-        signal.alarm(int(lifetime) + 1 + WATCHDOG_GRACE_SECONDS)
-    except (ImportError, AttributeError, ValueError, OSError):
-        pass  # no SIGALRM here: every POST is still bounded by the lifetime
-
-
 _RESULT_KEYS = ("locked", "busy", "unusable_lock", "deferred", "batches_sent", "events_sent",
                 "events_rejected", "events_too_large", "events_invalid", "events_unusable",
                 "events_revoked", "events_unspooled", "transient_failures")
 
 
 def run_sender(spool_dir: str, endpoint: str, *, token: str | None = None,
-               tool: config.Tool | None = None,
-               lifetime_seconds: float = DEFAULT_LIFETIME_SECONDS,
+               tool: config.Tool | None = None, lifetime_seconds: float = DEFAULT_LIFETIME_SECONDS,
                linger_seconds: float = LINGER_SECONDS, transport: Transport | None = None,
-               policy: RetryPolicy | None = None,
-               request_timeout: float = REQUEST_TIMEOUT_SECONDS,
+               policy: RetryPolicy | None = None, request_timeout: float = REQUEST_TIMEOUT_SECONDS,
                clock: Callable[[], float] = time.monotonic,
                sleep: Callable[[float], None] = time.sleep,
                lock: _Lock | None = None) -> dict[str, int]:
-    """Deliver the batches of ``endpoint``'s destination for at most ``lifetime_seconds``:
-    the loop of :func:`main`, usable in-process (``lock``: the destination's lock,
-    already held).  Returns what it did, in the counts of :data:`_RESULT_KEYS`
-    (``locked``: it held the lock; ``busy``: another sender did; ``deferred``: a
-    Retry-After kept it from posting)."""
+    """Deliver the batches of ``endpoint``'s destination for at most ``lifetime_seconds``
+    (``lock``: the destination's, already held), in-process or in :func:`main`.  Returns
+    the counts of :data:`_RESULT_KEYS` (``locked``: it held the lock; ``busy``: another
+    sender did; ``deferred``: a Retry-After kept it from posting)."""
     from .retry import RetryPolicy
     from .transport import transport_for
 
@@ -511,10 +446,9 @@ def run_sender(spool_dir: str, endpoint: str, *, token: str | None = None,
             finally:
                 lock.release()
                 lock = None
-            # A batch spooled after the last look, while the lock was held, had its
-            # own run find the lock taken: look once more after letting go.  Only
-            # at batches newer than this round, and a few times: one it cannot
-            # take (a newer format's, one dated ahead) must not keep it going.
+            # A batch spooled while the lock was held had its run find the lock taken:
+            # look again after letting go, for batches newer than this round only and a
+            # few times, so one it cannot take (a newer format's) cannot keep it going.
             if (not drained or clock() >= run.deadline
                     or not spool.waiting(run.destination, since_ns=started_ns)):
                 break
@@ -536,12 +470,17 @@ class _Run:
         self.clock, self.sleep = clock, sleep
         self.failures = 0
         self.noted_delivery = False
+        self.noted_problem: str | None = None
         self.backoff_path = spool.path(f"{destination}.backoff")
 
     def send_all(self) -> bool:
         """Send batches until none is left and none came for ``linger`` seconds (True),
         or it must stop (False)."""
-        if time.time() < self._backoff_until():
+        try:  # a Retry-After of an earlier run (an absurd one is ignored)
+            wait = float(read_small(self.backoff_path, 64)) - time.time()
+        except (OSError, ValueError):
+            wait = 0.0
+        if 0 < wait <= self.policy.retry_after_max:
             self.result["deferred"] = 1
             return False
         idle_until = None
@@ -598,8 +537,11 @@ class _Run:
                 if not self.noted_delivery:
                     self.noted_delivery = True
                     self.spool.note(self.destination, self.shown)
-                    _quiet_remove(self.backoff_path)
+                    _quietly(os.unlink, self.backoff_path)
         if not outcome.failed:
+            if outcome.problem and outcome.problem != self.noted_problem:  # a rejection
+                self.noted_problem = outcome.problem
+                self.spool.note(self.destination, self.shown, outcome.problem)
             claim.complete()
             return "next"
         if outcome.settled:  # part of it went: only what failed goes back
@@ -630,9 +572,8 @@ class _Run:
             try:
                 name, schema, stamp, retries, parameters = record
                 event: Any = rebuild(name, schema, parameters)  # or a RecordedEvent
-                queued.append(QueuedEvent(event,
-                                          datetime.fromtimestamp(stamp, timezone.utc),
-                                          int(retries)))
+                when = datetime.fromtimestamp(stamp, timezone.utc)
+                queued.append(QueuedEvent(event, when, int(retries)))
             except (ValueError, TypeError, OverflowError, OSError):
                 self.result["events_invalid"] += 1
         return queued, identity
@@ -640,6 +581,7 @@ class _Run:
     def _failed(self, delivery: Any) -> bool:
         """A transient failure: note it, back off; False when the run must stop."""
         from .retry import parse_retry_after
+        from .spool import write_atomically
 
         self.failures += 1
         self.result["transient_failures"] += 1
@@ -649,10 +591,7 @@ class _Run:
         asked = parse_retry_after(retry_after)
         if asked is not None:
             until = repr(time.time() + min(asked, self.policy.retry_after_max)).encode()
-            try:
-                write_atomically(self.spool.directory, f"{self.destination}.backoff", until)
-            except OSError:
-                pass
+            _quietly(write_atomically, self.spool.directory, f"{self.destination}.backoff", until)
         if problem == "tls":  # a configuration problem: retrying now cannot help
             return False
         wait = self.policy.delay(self.failures, retry_after)
@@ -660,18 +599,3 @@ class _Run:
             return False
         self.sleep(wait)
         return True
-
-    def _backoff_until(self) -> float:
-        """The epoch time a Retry-After forbids posting before (0: none, or absurd)."""
-        try:
-            until = float(read_small(self.backoff_path, 64))
-        except (OSError, ValueError):
-            return 0.0
-        return until if until - time.time() <= self.policy.retry_after_max else 0.0
-
-
-def _quiet_remove(path: str) -> None:
-    try:
-        os.unlink(path)
-    except OSError:
-        pass

@@ -1,44 +1,38 @@
 """A bounded on-disk spool of batches, each for one destination.
 
 What a process could not deliver before it exits is written here, one file per
-batch, and sent later by a detached sender (:mod:`.sender`).  A batch holds
-the events as they were recorded (each one's name, time, retry count and
-parameters) and who recorded them (session id, client version, product): the
-sender validates and encodes them with the same code as the handler.  Each
-batch is for one destination, named by :func:`~.config.destination_id`
-(a hash: never an endpoint's credentials in clear); a sender takes only the
-batches of its own destination.
+batch, for a detached sender (:mod:`.sender`).  A batch holds the events as
+recorded and who recorded them: the sender validates and encodes them with the
+handler's code.  Its destination is a :func:`~.config.destination_id` (a hash:
+never an endpoint's credentials in clear); a sender takes only its own.
 
-* Writing is atomic (a temporary file, mode 0600, renamed into place).
-* The folder is created 0700 and used only if it belongs to this user and is
-  not writable by group or others; files not named like ours are never
-  touched, so a folder of the user's choosing is safe.
-* Every file is opened with ``O_NONBLOCK`` and checked with ``fstat``: a FIFO,
-  device or folder named like one of ours is removed or skipped, never waited on.
+* Files are written atomically, 0600, into a folder that is created 0700 and
+  used only if it is this user's and not writable by others.  Files not named
+  like ours are never touched, so a folder of the user's choosing is safe; one
+  named like ours but not a regular file is removed or skipped, never waited on.
 * Caps (events, bytes, age) are enforced before each write, oldest batches
-  dropped first, and every event that leaves other than by being sent is
-  counted under a named reason (the ``DROPPED_SPOOL_*`` constants).  A batch
-  whose destination nobody sends to any more ages out by the same rules.
+  dropped first; an event that leaves other than by being sent is counted
+  under a ``DROPPED_SPOOL_*`` reason.  A destination nobody sends to ages out.
 * Sending starts with a claim: an atomic rename to a name carrying the
   claimant's pid, so two processes never send one file.  A claim whose owner
   died, or older than :data:`STALE_CLAIM_SECONDS`, is taken back.
 * Nothing here raises for a filesystem problem: the result says what happened.
 
 A ready file is named ``created_ns.pid.seq.random.destination.events.size.nsp``
-(``size`` is the whole file's), so the caps and a destination's batches are
-known from a listing; a claimed one appends ``.claim.<pid>.<claim time ns>``.
-Its content is ``NATSPOOL 2 <destination> <events> <created_ns> <body bytes>``,
-a newline, and the body (JSON: see :func:`encode_batch`).
+(``size``: the whole file's), so the caps and a destination's batches are known
+from a listing; a claim appends ``.claim.<pid>.<claim time ns>``.  The content:
+``NATSPOOL 2 <destination> <events> <created_ns> <body bytes>``, a newline, the body.
 """
 
 from __future__ import annotations
 
 import _thread
-import errno
 import itertools
 import os
 import stat
 import time
+
+from . import config
 
 TYPE_CHECKING = False  # typing.TYPE_CHECKING without importing typing at run time
 if TYPE_CHECKING:
@@ -47,21 +41,10 @@ if TYPE_CHECKING:
     from typing import Any, Callable
 
 __all__ = [
-    "DEFAULT_MAX_AGE_SECONDS",
-    "DEFAULT_MAX_BYTES",
-    "DEFAULT_MAX_EVENTS",
-    "DROPPED_SPOOL_ERROR",
-    "DROPPED_SPOOL_EXPIRED",
-    "DROPPED_SPOOL_FULL",
-    "DROPPED_SPOOL_OVERSIZE",
-    "DROPPED_SPOOL_UNTRUSTED",
-    "STALE_CLAIM_SECONDS",
-    "Claim",
-    "Spool",
-    "SpoolWriteResult",
-    "decode_batch",
-    "encode_batch",
-    "open_regular",
+    "DEFAULT_MAX_AGE_SECONDS", "DEFAULT_MAX_BYTES", "DEFAULT_MAX_EVENTS", "DROPPED_SPOOL_ERROR",
+    "DROPPED_SPOOL_EXPIRED", "DROPPED_SPOOL_FULL", "DROPPED_SPOOL_OVERSIZE",
+    "DROPPED_SPOOL_UNTRUSTED", "STALE_CLAIM_SECONDS", "Claim", "Spool", "SpoolWriteResult",
+    "decode_batch", "encode_batch", "open_regular",
 ]
 
 DEFAULT_MAX_EVENTS = 1000
@@ -102,13 +85,9 @@ def _quietly(function: Callable[..., Any], *args: Any) -> bool:
 
 
 def open_regular(path: str, flags: int = os.O_RDONLY, mode: int = 0o600) -> int:
-    """A descriptor of ``path`` when it is a regular file (never waiting on a FIFO or
-    device); OSError otherwise (``IsADirectoryError`` for anything not regular)."""
-    fd = os.open(path, flags | getattr(os, "O_NONBLOCK", 0) | _NOFOLLOW | _BINARY, mode)
-    if not stat.S_ISREG(os.fstat(fd).st_mode):
-        os.close(fd)
-        raise IsADirectoryError(errno.EISDIR, "not a regular file", os.path.basename(path))
-    return fd
+    """:func:`.config.open_regular`, never through a symbolic link: the spool's files
+    are its own."""
+    return config.open_regular(path, flags | _NOFOLLOW, mode)
 
 
 def read_small(path: str, limit: int = 4096) -> bytes:
@@ -151,7 +130,7 @@ def pid_alive(pid: int) -> bool:
     except ProcessLookupError:
         return False
     except OSError:
-        return True  # exists, but is someone else's (EPERM)
+        pass  # exists, but is someone else's (EPERM)
     return True
 
 
@@ -226,12 +205,9 @@ class SpoolWriteResult:
 
 
 class Spool:
-    """A folder of batches waiting to be sent; see the module docstring.
-
-    Safe to share between threads and processes.  ``clock_ns`` (wall clock,
-    nanoseconds) is injectable for tests; ``fsync`` makes each write durable
-    across a power loss at the cost of a disk flush.
-    """
+    """A folder of batches waiting to be sent, safe to share between threads and
+    processes.  ``clock_ns``: the wall clock in nanoseconds (for tests); ``fsync``
+    makes each write survive a power loss, at the cost of a disk flush."""
 
     def __init__(self, directory: str, *, max_events: int = DEFAULT_MAX_EVENTS,
                  max_bytes: int = DEFAULT_MAX_BYTES,
@@ -248,10 +224,9 @@ class Spool:
         self.last_error: str | None = None
 
     def counters(self) -> dict[str, int]:
-        """What this object did, cumulative: ``written_batches``, ``written_events``,
-        the ``dropped_spool_*`` reasons (in events) and, in files, ``spool_corrupt``
-        (unreadable files deleted), ``spool_foreign`` (files of a newer format, left
-        alone) and ``spool_reclaimed`` (claims taken back from dead or stale owners)."""
+        """What this object did: ``written_batches``, ``written_events``, the drop
+        reasons (in events) and, in files, ``spool_corrupt`` (unreadable, deleted),
+        ``spool_foreign`` (a newer format's, left) and ``spool_reclaimed`` (claims)."""
         with self._lock:
             return dict(self._counters)
 
@@ -262,8 +237,6 @@ class Spool:
 
     def path(self, name: str) -> str:
         return os.path.join(self.directory, name)
-
-    # ------------------------------------------------------------ the folder
 
     def problem(self, create: bool = False) -> tuple[str, str] | None:
         """``(drop reason, why in words)`` when the folder cannot be used, else None.
@@ -309,8 +282,12 @@ class Spool:
         for name in os.listdir(self.directory):
             entry = _entry(name)
             if entry is None:
-                if name.startswith(".") and name.endswith(".tmp"):
-                    self._remove_abandoned_tmp(name, now)
+                if name.startswith(".") and name.endswith(".tmp"):  # left by a dead writer?
+                    try:
+                        if now - os.stat(self.path(name)).st_mtime_ns > STALE_CLAIM_SECONDS * NS:
+                            os.unlink(self.path(name))
+                    except OSError:
+                        pass
                 continue
             if entry.claimant is not None:
                 if now - entry.claim_ns < STALE_CLAIM_SECONDS * NS and pid_alive(entry.claimant):
@@ -323,28 +300,14 @@ class Spool:
         ready.sort(key=lambda e: e.name)
         return ready
 
-    def _remove_abandoned_tmp(self, name: str, now: int) -> None:
-        # A writer that died between creating and renaming its temporary file.
-        try:
-            if now - os.stat(self.path(name)).st_mtime_ns > STALE_CLAIM_SECONDS * NS:
-                os.unlink(self.path(name))
-        except OSError:
-            pass
-
-    def _expired(self, entry: _Entry, now: int) -> bool:
-        return abs(now - entry.created_ns) > self.max_age_ns
-
     def _drop(self, entry: _Entry, reason: str, tally: dict[str, int]) -> None:
         if _quietly(os.unlink, self.path(entry.name)):  # counted by whoever removed it
             tally[reason] = tally.get(reason, 0) + entry.events
             self._count(reason, entry.events)
 
-    # ------------------------------------------------------------------ write
-
     def write(self, body: bytes, events: int, destination: str) -> SpoolWriteResult:
         """Spool one batch (see :func:`encode_batch`) of ``events`` events for
-        ``destination``.  Never raises for a filesystem problem; ValueError only for
-        arguments no caller should pass."""
+        ``destination``; ValueError only for arguments no caller should pass."""
         if not destination.isalnum() or not destination.isascii():
             raise ValueError(f"a destination is a short name of letters and digits, "
                              f"not {destination!r}")
@@ -380,7 +343,7 @@ class Spool:
     def _make_room(self, now: int, events: int, size: int, evicted: dict[str, int]) -> None:
         kept: list[_Entry] = []
         for entry in self._scan(now):
-            if self._expired(entry, now):
+            if abs(now - entry.created_ns) > self.max_age_ns:
                 self._drop(entry, DROPPED_SPOOL_EXPIRED, evicted)
             else:
                 kept.append(entry)
@@ -393,17 +356,11 @@ class Spool:
             total_events -= entry.events
             total_bytes -= entry.size
 
-    # ------------------------------------------------------------------ claim
-
     def claim(self, destination: str, limit: int | None = None) -> Iterator[Claim]:
-        """Claim ready batches for ``destination``, oldest first, at most ``limit``.
-
-        Each :class:`Claim` is this process's alone until it calls ``complete()``
-        or ``release()`` (or dies).  On the way, expired batches are deleted
-        (counted), unreadable ones and anything not a regular file named like a
-        batch deleted (``spool_corrupt``), ones of a newer format left alone
-        (``spool_foreign``).  Yields nothing when the folder cannot be used.
-        """
+        """Claim ready batches for ``destination``, oldest first, at most ``limit``:
+        each this process's alone until settled (or it dies).  Expired batches met on
+        the way are deleted, unreadable ones too (``spool_corrupt``), a newer
+        format's left alone (``spool_foreign``).  Nothing when the folder is unusable."""
         try:
             now = self._clock_ns()
             if self.problem() is not None:
@@ -416,7 +373,7 @@ class Spool:
         for entry in ready:
             if limit is not None and taken >= limit:
                 return
-            if self._expired(entry, now):
+            if abs(now - entry.created_ns) > self.max_age_ns:
                 self._drop(entry, DROPPED_SPOOL_EXPIRED, {})
             elif entry.destination == destination:
                 claim = self._take(entry)
@@ -443,23 +400,13 @@ class Spool:
 
     def _read(self, path: str, entry: _Entry) -> bytes:
         """The body of a batch file: a regular file of ours, whole, matching its name."""
-        fd = open_regular(path)
-        try:
-            info = os.fstat(fd)
+        with open(open_regular(path), "rb") as file:
+            info = os.fstat(file.fileno())
             if _POSIX and info.st_uid != os.geteuid():
                 raise ValueError("not written by this user")
             if info.st_size > max(self.max_bytes, DEFAULT_MAX_BYTES) + HEADER_MAX:
                 raise ValueError("larger than any batch")
-            chunks, remaining = [], info.st_size + 1  # one byte more tells a file that grew
-            while remaining > 0:
-                chunk = os.read(fd, remaining)
-                if not chunk:
-                    break
-                chunks.append(chunk)
-                remaining -= len(chunk)
-        finally:
-            os.close(fd)
-        data = b"".join(chunks)
+            data = file.read(info.st_size + 1)  # one byte more tells a file that grew
         end = data.find(b"\n", 0, HEADER_MAX)
         fields = data[:end].split(b" ") if end > 0 else []
         if len(fields) < 2 or fields[0] != MAGIC or not fields[1].isdigit():
@@ -474,18 +421,14 @@ class Spool:
             raise ValueError("bad header or truncated body")
         return body
 
-    # ----------------------------------------------------------- status, clear
-
     def waiting(self, destination: str, since_ns: int = 0) -> bool:
-        """A batch for ``destination`` spooled at or after ``since_ns`` waits,
-        unclaimed.  Reads only the listing."""
+        """A batch for ``destination`` spooled at or after ``since_ns`` waits, unclaimed."""
         return any(entry.claimant is None and entry.destination == destination
                    and entry.created_ns >= since_ns for entry in self._listed())
 
     def summary(self) -> dict[str, tuple[int, int, int, float | None]]:
-        """Per destination: ``(files, events, bytes, oldest_created_at)`` of every
-        batch, claimed ones included (``oldest_created_at`` in seconds since the
-        epoch).  Reads only the listing; changes nothing."""
+        """Per destination: ``(files, events, bytes, oldest_created_at)`` of every batch,
+        claimed ones included (seconds since the epoch); reads only the listing."""
         found: dict[str, tuple[int, int, int, float | None]] = {}
         for entry in self._listed():
             files, events, size, oldest = found.get(entry.destination, (0, 0, 0, None))
@@ -495,10 +438,9 @@ class Spool:
         return found
 
     def note(self, destination: str, endpoint: str, problem: str | None = None) -> None:
-        """Record, for ``status``, a delivery to ``destination`` now, or (with
-        ``problem``: ``refused``, ``timeout``, ``tls``, ``http 401``...) a failure.
-        ``endpoint`` must already be redacted.  Only into a folder that exists;
-        quietly does nothing on failure."""
+        """Record for ``status`` a delivery to ``destination`` now, or a failure's
+        ``problem`` (``refused``, ``tls``, ``http 401``...).  ``endpoint`` must be
+        redacted already.  Only into a folder that exists; never fails."""
         if not os.path.isdir(self.directory):
             return
         state = self.states().get(destination, {})
@@ -512,9 +454,8 @@ class Spool:
                  dumps(state).encode())
 
     def states(self) -> dict[str, dict[str, Any]]:
-        """What was recorded per destination (see :meth:`note`): ``endpoint``,
-        ``delivered_at``, ``failed_at`` and ``failure``, the times in seconds since
-        the epoch; an unreadable record is left out."""
+        """Per destination, what :meth:`note` recorded: ``endpoint``, ``delivered_at``,
+        ``failed_at`` (seconds since the epoch), ``failure``; unreadable ones left out."""
         import json
 
         found: dict[str, dict[str, Any]] = {}
@@ -535,9 +476,8 @@ class Spool:
         return found
 
     def clear(self) -> int:
-        """Delete every batch (claimed ones too), the senders' files, and the folder
-        itself when that leaves it empty; returns the number of events deleted.
-        Files not named like ours are left alone."""
+        """Delete every batch (claimed ones too), the senders' files, and the folder if
+        that empties it; returns the events deleted.  Others' files are left alone."""
         try:
             names = os.listdir(self.directory)
         except OSError:
@@ -559,13 +499,9 @@ class _FutureVersion(ValueError):
 
 
 class Claim:
-    """A batch this process took from the spool.
-
-    Send ``body``, then :meth:`complete` it (delivered, or the endpoint will never
-    take it) or :meth:`release` it (try again later).  As a context manager, a
-    claim not settled by the end of the block is released.  ``created_at`` is
-    when the batch was spooled, in seconds since the epoch.
-    """
+    """A batch this process took from the spool: send ``body``, then :meth:`complete`
+    it (delivered, or never will be) or :meth:`release` it (for later); one not settled
+    by the end of a ``with`` block is released.  ``created_at``: when it was spooled."""
 
     __slots__ = ("_path", "_ready_path", "_settled", "body", "created_at", "destination",
                  "events")
@@ -587,17 +523,15 @@ class Claim:
 
     def complete(self) -> bool:
         """Delete the batch.  False if it was gone already (e.g. the spool was cleared)."""
-        if self._settled:
-            return False
-        self._settled = True
-        return _quietly(os.unlink, self._path)
+        return self._settle(os.unlink, self._path)
 
     def release(self) -> bool:
         """Put the batch back for a later sender.  False if it is gone."""
-        if self._settled:
-            return False
-        self._settled = True
-        return _quietly(os.rename, self._path, self._ready_path)
+        return self._settle(os.rename, self._path, self._ready_path)
+
+    def _settle(self, function: Callable[..., Any], *args: Any) -> bool:
+        settled, self._settled = self._settled, True
+        return not settled and _quietly(function, *args)
 
     def __enter__(self) -> Claim:
         return self

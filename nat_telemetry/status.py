@@ -1,17 +1,15 @@
-"""Seeing and changing the decision: ``status [--json]``, ``enable``, ``disable``
-and ``reset``, for any tool.
+"""Seeing and changing the decision, for any tool: ``status [--json]``, ``enable``,
+``disable`` and ``reset``.
 
-:func:`gather` collects the state as plain data (what ``status --json``
-prints) and :func:`render` turns it into the lines ``status`` shows; looking
-changes nothing (the spool folder is listed, never created), and every value
-that comes from a setting is shown with its control characters escaped, so an
-endpoint or a path cannot forge a line or drive the terminal.  The commands
-say plainly where the effective answer comes from: a variable silently
-overriding a saved "no" is exactly the surprise an opt-in system must not
-spring.  ``nat-telemetry`` mounts them for the NeMo Agent Toolkit
-(:mod:`.cli`); a tool embedding this package runs them as its own with
-:func:`tool_main`, or mounts them in click, Typer or argparse (see
-:class:`~.track.ToolTelemetry`; click and typer are imported only there).
+:func:`gather` collects the state as plain data (what ``status --json`` prints) and
+:func:`render` turns it into the lines ``status`` shows.  Looking changes nothing (the
+spool folder is listed, never created), and every value from a setting is shown with its
+control characters escaped, so an endpoint or a path cannot forge a line or drive the
+terminal.  The commands say where the effective answer comes from: a variable silently
+overriding a saved "no" is the surprise an opt-in system must not spring.
+``nat-telemetry`` mounts them for the NeMo Agent Toolkit (:mod:`.cli`); a tool embedding
+the package runs them with :func:`tool_main` or mounts them in click, Typer or argparse
+(the adapters at the end, the only place click and typer are imported).
 """
 
 from __future__ import annotations
@@ -22,11 +20,10 @@ import sys
 import time
 
 from . import _process, config
-from .config import destination_id, endpoint_problem, redact
+from .config import destination_id, endpoint_hint, endpoint_problem, redact
 from .outcome import EXIT_CODE_INTERRUPTED
 
-# The rest is imported by what needs it: a tool mounting the commands (the
-# adapters at the end) loads this module at every start.
+# The rest is imported where needed: a tool mounting the commands loads this at every start.
 TYPE_CHECKING = False  # typing.TYPE_CHECKING without importing typing at run time
 if TYPE_CHECKING:
     import argparse
@@ -34,7 +31,10 @@ if TYPE_CHECKING:
     from pathlib import Path
     from typing import Any, Protocol
 
-    from .consent import ConsentState
+    import click
+    import typer
+
+    _Subparsers = argparse._SubParsersAction[argparse.ArgumentParser]
 
     class ToolTelemetry(Protocol):  # what the adapters use of track.ToolTelemetry
         tool: config.Tool
@@ -45,24 +45,13 @@ if TYPE_CHECKING:
         def record(self, command: str, subcommand: str, task_status: str, exit_code: int,
                    error_class: str, duration_ms: int) -> None: ...
 
-__all__ = [
-    "ENVELOPE_ADDS",
-    "add_argparse_commands",
-    "add_consent_commands",
-    "click_group",
-    "gather",
-    "printable",
-    "render",
-    "run_parser",
-    "tool_main",
-    "tracked_click_group",
-    "typer_app",
-]
+__all__ = ["ENVELOPE_ADDS", "add_argparse_commands", "add_consent_commands", "click_group",
+           "gather", "printable", "render", "run_parser", "tool_main", "tracked_click_group",
+           "typer_app"]
 
 # What the envelope adds to each event's own fields (see payload).
 ENVELOPE_ADDS = ("sessionId (random per process)", "timestamps", "cpuArchitecture",
                  "clientVer")
-_RECOGNISED_VALUES = ("1", "true", "yes", "0", "false", "no", "")
 _FAILURES = {"refused": "connection refused", "timeout": "timed out",
              "tls": "TLS certificate verification failed", "dns": "host name not found",
              "connection": "connection failed", "no answer": "no answer"}
@@ -73,24 +62,14 @@ def printable(text: str) -> str:
     return text if text.isprintable() else text.encode("unicode_escape").decode("ascii")
 
 
-def _event_fields() -> list[str]:
-    from .events import CliCommandEvent
-
-    return [info.alias or name for name, info in CliCommandEvent.model_fields.items()]
-
-
 def _utc(stamp: float | None) -> str | None:
     return None if stamp is None else time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(stamp))
 
 
-def _stamp(value: Any) -> float | None:
-    return float(value) if type(value) in (int, float) and math.isfinite(value) \
-        and value > 0 else None
-
-
 def _moment(value: Any, kind: str | None = None) -> dict[str, Any]:
     """``{"at", "unix"}`` of a recorded time (``kind`` too, for a failure)."""
-    unix = _stamp(value)
+    fine = type(value) in (int, float) and math.isfinite(value) and value > 0
+    unix = float(value) if fine else None
     found: dict[str, Any] = {"at": _utc(unix), "unix": unix}
     if kind is not None:
         found["kind"] = printable(kind) if unix is not None and kind else None
@@ -136,32 +115,30 @@ def _spool(tool: config.Tool, current: str) -> dict[str, Any]:
 def gather(tool: config.Tool | None = None) -> dict[str, Any]:
     """The state of ``tool``'s telemetry in this process's environment, as JSON-ready data."""
     from .consent import read_consent_record, resolve_consent
+    from .events import CliCommandEvent
 
     tool = config.NAT if tool is None else tool
-    decision = resolve_consent(tool=tool)
-    record = read_consent_record(tool=tool)
-    variable = tool.var("ENABLED")
+    decision, record = resolve_consent(tool=tool), read_consent_record(tool=tool)
+    variable, endpoint = tool.var("ENABLED"), tool.endpoint
     env_value = os.environ.get(variable)
-    endpoint = tool.endpoint
+    fields = [info.alias or name for name, info in CliCommandEvent.model_fields.items()]
     info: dict[str, Any] = {
-        "enabled": decision.enabled,
-        "rule": decision.rule,
-        "detail": printable(decision.detail),
-        "do_not_track": config.do_not_track(),
-        "ci": config.ci_env_var(),
+        "enabled": decision.enabled, "rule": decision.rule, "detail": printable(decision.detail),
+        "do_not_track": config.do_not_track(), "ci": config.ci_env_var(),
         "env_var": {"name": variable, "value": env_value and printable(env_value),
-                    "recognised": env_value is None
-                    or env_value.strip().lower() in _RECOGNISED_VALUES},
+                    "recognised": config.is_truthy(env_value) or not config.is_set(env_value)},
         "consent_file": {
-            "path": printable(record.path), "exists": record.exists, "consent": record.consent
-            and printable(record.consent), "prompt_version": record.prompt_version
-            and printable(record.prompt_version), "current_prompt_version": config.PROMPT_VERSION,
+            "path": printable(record.path), "exists": record.exists,
+            "consent": record.consent and printable(record.consent),
+            "prompt_version": record.prompt_version and printable(record.prompt_version),
+            "current_prompt_version": config.PROMPT_VERSION,
             "counts_as": record.state.value, "note": printable(record.why),
         },
         "endpoint": redact(endpoint) if endpoint else None,
         "endpoint_problem": endpoint_problem(endpoint),
+        "endpoint_hint": endpoint_hint(endpoint),
         "dry_run": tool.dry_run,
-        "collected": {"event": _event_fields(), "envelope": list(ENVELOPE_ADDS)},
+        "collected": {"event": fields, "envelope": list(ENVELOPE_ADDS)},
     }
     info["spool"] = _spool(tool, destination_id(endpoint, tool.token()))
     mine = [d for d in info["spool"]["destinations"] if d["current"]]
@@ -170,10 +147,9 @@ def gather(tool: config.Tool | None = None) -> dict[str, Any]:
     return info
 
 
-def _when(stamp: str, unix: float, now: float) -> str:
+def _when(unix: float) -> str:
     """``2024-05-01 12:00:00 UTC (3 h ago)``."""
-    text = stamp.replace("T", " ").replace("Z", " UTC")
-    age = now - unix
+    text, age = time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime(unix)), time.time() - unix
     if age < 0:
         return text
     for size, unit in ((86400, "d"), (3600, "h"), (60, "min")):
@@ -182,15 +158,15 @@ def _when(stamp: str, unix: float, now: float) -> str:
     return f"{text} ({int(age)} s ago)"
 
 
-def _failure(moment: dict[str, Any], now: float) -> str:
+def _failure(moment: dict[str, Any]) -> str:
     kind = moment["kind"] or ""
     words = _FAILURES.get(kind) or (f"HTTP status {kind[5:]}" if kind.startswith("http ")
                                     else kind)
-    return f"{_when(moment['at'], moment['unix'], now)}: {words}"
+    return f"{_when(moment['unix'])}: {words}"
 
 
 def _spool_lines(info: dict[str, Any]) -> list[str]:
-    spool, now = info["spool"], time.time()
+    spool = info["spool"]
     if not spool["enabled"]:
         lines = [f"Spool: off ({spool['off_because']})"]
     elif spool["events"] == 0:
@@ -198,28 +174,27 @@ def _spool_lines(info: dict[str, Any]) -> list[str]:
     else:
         count = spool["events"]
         lines = [f"Spool: {count} event{'s' if count != 1 else ''} waiting in {spool['dir']} "
-                 f"(oldest from {_when(spool['oldest'], spool['oldest_unix'], now)})"]
+                 f"(oldest from {_when(spool['oldest_unix'])})"]
     if spool["problem"]:
         lines.append(f"Spool cannot be used: {spool['dir']} is {spool['problem']}; events are "
                      "sent before the command exits instead, within its shutdown budget")
     for destination in spool["destinations"]:
+        delivered, failed = destination["last_delivery"], destination["last_failure"]
         if destination["current"]:
             continue
         parts = [f"{destination['events']} waiting"]
-        if destination["last_delivery"]["at"]:
-            parts.append("last delivery " + _when(destination["last_delivery"]["at"],
-                                                  destination["last_delivery"]["unix"], now))
-        if destination["last_failure"]["at"]:
-            parts.append("last failure " + _failure(destination["last_failure"], now))
+        if delivered["at"]:
+            parts.append("last delivery " + _when(delivered["unix"]))
+        if failed["at"]:
+            parts.append("last failure " + _failure(failed))
         lines.append(f"  for {destination['endpoint'] or destination['id']}: "
                      + "; ".join(parts))
     delivered, failed = info["last_delivery"], info["last_failure"]
     lines.append("Last successful delivery: " + (
-        "never recorded" if delivered["at"] is None
-        else _when(delivered["at"], delivered["unix"], now)))
+        "never recorded" if delivered["at"] is None else _when(delivered["unix"])))
     if failed["at"] is not None and (delivered["unix"] is None
                                      or failed["unix"] > delivered["unix"]):
-        lines.append("Last failure: " + _failure(failed, now))
+        lines.append("Last failure: " + _failure(failed))
     return lines
 
 
@@ -265,11 +240,13 @@ def render(info: dict[str, Any], prog: str, run: bool = True) -> list[str]:
         suffix = f"; not used while {env['name']} is set." if rule == "environment" else ""
         lines.append(f"Consent file: {file_line}{suffix}")
     if info["endpoint"] is None:
-        lines.append("Endpoint: none set (events are built, then dropped: nothing is sent)")
+        lines.append("Endpoint: none set (" + ("the dry run prints each payload to stderr"
+                     if info["dry_run"] else "events are built, then dropped") + "; nothing "
+                     "is sent)")
     else:
-        problem = info["endpoint_problem"]
+        problem, hint = info["endpoint_problem"], info["endpoint_hint"]
         lines.append(f"Endpoint: {info['endpoint']}" + (f" (unusable: {problem})" if problem
-                                                       else ""))
+                                                       else f" (note: {hint})" if hint else ""))
     lines.append(f"Dry run: {'on (nothing is sent)' if info['dry_run'] else 'off'}")
     collected = info["collected"]
     lines.append("Collected per event: " + ", ".join(collected["event"]))
@@ -283,70 +260,49 @@ def render(info: dict[str, Any], prog: str, run: bool = True) -> list[str]:
 
 # ------------------------------------------------------------------ commands
 
-def _err(args: argparse.Namespace | None, message: str) -> None:
+def _err(prog: str, message: str) -> None:
     """One line on stderr, prefixed with the command's name."""
-    prog = "nat-telemetry" if args is None else args.prog
     print(f"{prog}: {' '.join(message.split())}", file=sys.stderr)
-
-
-def _word(enabled: bool | None) -> str:
-    return "enabled" if enabled else "disabled"
 
 
 def add_consent_commands(commands: Any, tool: config.Tool, prog: str) -> None:
     """Add ``status [--json]``, ``enable``, ``disable`` and ``reset`` for ``tool`` to
     ``commands`` (an argparse sub-parsers object); ``prog`` is how users type them."""
-    variable = tool.var("ENABLED")
-    status = commands.add_parser(
-        "status",
-        help="show whether telemetry is enabled and why (the default)",
-        description="Show whether anonymous usage telemetry is enabled and the rule that "
-        f"decides it (DO_NOT_TRACK, a CI run, the {variable} environment variable, "
-        "the saved decision in the consent file, or the default: disabled, never asked), "
-        "where events would go, and what each one contains.",
-    )
-    status.add_argument("--json", action="store_true",
-                        help="print the same as one JSON object, for scripts")
-    enable = commands.add_parser(
-        "enable",
-        help="allow anonymous usage telemetry and save that decision",
-        description="Allow anonymous usage telemetry: save the decision in the consent file "
-        f"and check that it was saved. {variable}, when set, still overrides it.",
-    )
-    disable = commands.add_parser(
-        "disable",
-        help="turn anonymous usage telemetry off and save that decision",
-        description="Turn anonymous usage telemetry off: save the decision in the consent file, "
-        "check that it was saved, and delete the events waiting in the spool. "
-        f"{variable}, when set, still overrides it.",
-    )
-    reset = commands.add_parser(
-        "reset",
-        help="forget the decision (back to never asked) and empty the spool",
-        description="Delete the consent file, so telemetry is off and you are asked again, "
-        "and delete the events waiting in the spool.",
-    )
-    for parser, command in ((status, _cmd_status), (enable, _cmd_enable),
-                            (disable, _cmd_disable), (reset, _cmd_reset)):
-        parser.set_defaults(func=command, tool=tool, prog=prog, parser=parser, json=False)
+    overrides = f"{tool.var('ENABLED')}, when set, still overrides it."
+    for name, func, words, description in (
+        ("status", _cmd_status, "show whether telemetry is enabled and why (the default)",
+         "Show whether anonymous usage telemetry is enabled and the rule that decides it "
+         f"(DO_NOT_TRACK, a CI run, the {tool.var('ENABLED')} environment variable, the saved "
+         "decision in the consent file, or the default: disabled, never asked), where events "
+         "would go, and what each one contains."),
+        ("enable", _cmd_enable, "allow anonymous usage telemetry and save that decision",
+         "Allow anonymous usage telemetry: save the decision in the consent file and check "
+         f"that it was saved. {overrides}"),
+        ("disable", _cmd_disable, "turn anonymous usage telemetry off and save that decision",
+         "Turn anonymous usage telemetry off: save the decision in the consent file, check that "
+         f"it was saved, and delete the events waiting in the spool. {overrides}"),
+        ("reset", _cmd_reset, "forget the decision (back to never asked) and empty the spool",
+         "Delete the consent file, so telemetry is off and you are asked again, and delete the "
+         "events waiting in the spool."),
+    ):
+        parser = commands.add_parser(name, help=words, description=description)
+        parser.set_defaults(func=func, tool=tool, prog=prog, parser=parser, json=False)
+        if name == "status":
+            parser.add_argument("--json", action="store_true",
+                                help="print the same as one JSON object, for scripts")
 
 
-def _tool_parser(tool: config.Tool, prog: str) -> argparse.ArgumentParser:
+def tool_main(tool: config.Tool, prog: str, argv: Sequence[str] | None = None) -> int:
+    """Run ``tool``'s consent commands as ``prog``; returns the exit status.  Prints
+    exactly what ``nat-telemetry`` prints, for the tool's file, spool, variables and name."""
     import argparse
 
     parser = argparse.ArgumentParser(
         prog=prog, description="See and change your anonymous usage telemetry decision. "
         "Without a command, shows the current status.")
     add_consent_commands(parser.add_subparsers(dest="command", metavar="COMMAND"), tool, prog)
-    return parser
-
-
-def tool_main(tool: config.Tool, prog: str, argv: Sequence[str] | None = None) -> int:
-    """Run ``tool``'s consent commands (``status [--json]``, ``enable``, ``disable``,
-    ``reset``) as ``prog``; returns the exit status.  Prints exactly what
-    ``nat-telemetry`` prints, for the tool's file, spool, variables and name."""
     try:
-        return run_parser(_tool_parser(tool, prog), argv, tool, prog)
+        return run_parser(parser, argv, tool, prog)
     except SystemExit as exc:  # --help, or a usage error: an exit status, not an exit
         return exc.code if isinstance(exc.code, int) else 0 if exc.code is None else 2
 
@@ -357,7 +313,6 @@ def run_parser(parser: argparse.ArgumentParser, argv: Sequence[str] | None, tool
     every failure is one line on stderr and a non-zero status, never a traceback."""
     from ._process import reader_went_away
 
-    args: argparse.Namespace | None = None
     try:
         args, extra = parser.parse_known_args(argv)  # --help, usage errors: SystemExit
         if extra:  # the subcommand's own usage, not the top level's
@@ -373,7 +328,7 @@ def run_parser(parser: argparse.ArgumentParser, argv: Sequence[str] | None, tool
         return reader_went_away()
     except Exception as exc:  # one line, never a traceback
         _process.debug("%s failed", prog, exc_info=True)
-        _err(args, f"error: {exc}" if str(exc) else f"error: {type(exc).__name__}")
+        _err(prog, f"error: {exc}" if str(exc) else f"error: {type(exc).__name__}")
         return 1
 
 
@@ -399,36 +354,35 @@ def _cmd_status(args: argparse.Namespace) -> int:
     return 0
 
 
-def _warn_about_environment(args: argparse.Namespace, state: ConsentState) -> None:
+def _warn_about_environment(args: argparse.Namespace, enabled: bool) -> None:
     """Say so when the tool's variable decides instead of what was just done."""
-    from .consent import ConsentState, resolve_env_consent
-
     variable = args.tool.var("ENABLED")
     env_value = os.environ.get(variable)
     if env_value is None:
         return
-    from_env = resolve_env_consent(tool=args.tool)
-    if from_env != (state is ConsentState.ENABLED):
-        _err(args, f"warning: {variable}={env_value!r} is set and overrides this "
-             f"decision: telemetry stays {_word(from_env)} until you unset it")
+    from_env = config.is_truthy(env_value)
+    if from_env != enabled:
+        _err(args.prog, f"warning: {variable}={env_value!r} is set and overrides this decision: "
+             f"telemetry stays {'enabled' if from_env else 'disabled'} until you unset it")
     else:
-        _err(args, f"note: {variable}={env_value!r} is set and takes precedence over "
+        _err(args.prog, f"note: {variable}={env_value!r} is set and takes precedence over "
              "the saved decision until you unset it")
 
 
-def _save_decision(args: argparse.Namespace, state: ConsentState) -> int:
-    from .consent import read_persisted_consent, write_persisted_consent
+def _save_decision(args: argparse.Namespace, enabled: bool) -> int:
+    from .consent import ConsentState, read_persisted_consent, write_persisted_consent
 
+    state = ConsentState.ENABLED if enabled else ConsentState.DISABLED
     path, path_text = _consent_path(args.tool)
     saved = write_persisted_consent(state, tool=args.tool, change_command=args.prog)
     if not saved or read_persisted_consent(tool=args.tool) is not state:
         why = ("it is a folder, not a file" if path is not None and path.is_dir()
                else "check that its folder is writable and the disk is not full")
-        _err(args, f"could not save the decision to {path_text}: {why} (the previous "
+        _err(args.prog, f"could not save the decision to {path_text}: {why} (the previous "
              "decision is unchanged)")
         return 1
     print(f"Telemetry {state.value}. Decision saved to {path_text}.")
-    _warn_about_environment(args, state)
+    _warn_about_environment(args, enabled)
     return 0
 
 
@@ -446,17 +400,13 @@ def _events(count: int) -> str:
 
 
 def _cmd_enable(args: argparse.Namespace) -> int:
-    from .consent import ConsentState
-
-    return _save_decision(args, ConsentState.ENABLED)
+    return _save_decision(args, True)
 
 
 def _cmd_disable(args: argparse.Namespace) -> int:
-    from .consent import ConsentState
-
     # Emptied even if the decision cannot be saved: "no" must stop what is queued.
     _, deleted = _empty_spool(args.tool)
-    result = _save_decision(args, ConsentState.DISABLED)
+    result = _save_decision(args, False)
     if deleted:
         print(f"Deleted {_events(deleted)} waiting in the spool.")
     return result
@@ -465,7 +415,7 @@ def _cmd_disable(args: argparse.Namespace) -> int:
 def _cmd_reset(args: argparse.Namespace) -> int:
     path, path_text = _consent_path(args.tool)
     if path is None:
-        _err(args, f"could not find the consent file {path_text}")
+        _err(args.prog, f"could not find the consent file {path_text}")
         return 1
     try:
         path.unlink()
@@ -473,7 +423,7 @@ def _cmd_reset(args: argparse.Namespace) -> int:
     except FileNotFoundError:
         forgotten = f"No decision was saved ({path_text})."
     except OSError as exc:
-        _err(args, f"could not delete {path_text}: {exc.strerror or type(exc).__name__} "
+        _err(args.prog, f"could not delete {path_text}: {exc.strerror or type(exc).__name__} "
              "(the decision is unchanged)")
         return 1
     folder, deleted = _empty_spool(args.tool)
@@ -484,22 +434,19 @@ def _cmd_reset(args: argparse.Namespace) -> int:
     asks = (f", or answer the question an interactive `{prog} run` asks"
             if args.tool is config.NAT else "")
     print(f"Telemetry is off until you decide: `{prog} enable` or `{prog} disable`{asks}.")
-    from .consent import ConsentState
-
-    _warn_about_environment(args, ConsentState.DISABLED)
+    _warn_about_environment(args, False)
     return 0
 
 
 # ------------------------------------------------- a tool's commands, mounted
 #
-# Each adapter runs the tool's consent commands through tool_main, so a click,
-# Typer or argparse tool prints exactly what `nat-telemetry` prints; click and
-# typer are imported only here, by the tools that use them.
+# Each adapter runs the tool's consent commands through tool_main, so a click, Typer
+# or argparse tool prints exactly what `nat-telemetry` prints.
 
 _HELP = "See or change your anonymous usage telemetry decision."
 
 
-def click_group(telemetry: ToolTelemetry, name: str) -> Any:
+def click_group(telemetry: ToolTelemetry, name: str) -> click.Group:
     """A click group with ``status [--json]``, ``enable``, ``disable`` and ``reset``."""
     import click
 
@@ -514,27 +461,41 @@ def click_group(telemetry: ToolTelemetry, name: str) -> Any:
     def status(as_json: bool) -> None:
         sys.exit(telemetry.main(["status", "--json"] if as_json else ["status"]))
 
-    for command, words in (("enable", "Allow anonymous usage telemetry."),
-                           ("disable", "Turn telemetry off and empty the spool."),
-                           ("reset", "Forget the decision and empty the spool.")):
-        group.command(command, help=words)(lambda command=command: sys.exit(
-            telemetry.main([command])))
+    for command, words in _DECISIONS:
+        group.command(command, help=words)(_runner(sys.exit, telemetry, command))
     return group
 
 
-def typer_app(telemetry: ToolTelemetry, name: str) -> Any:
+_DECISIONS = (("enable", "Allow anonymous usage telemetry."),
+              ("disable", "Turn telemetry off and empty the spool."),
+              ("reset", "Forget the decision and empty the spool."))
+
+
+def _runner(end: Any, telemetry: ToolTelemetry, command: str) -> Any:
+    # A function of no parameters: Typer makes an option of every parameter,
+    # a defaulted one included.
+    return lambda: end(telemetry.main([command]))
+
+
+def typer_app(telemetry: ToolTelemetry, name: str) -> typer.Typer:
     """A Typer app with ``status [--json]``, ``enable``, ``disable`` and ``reset``."""
     import typer
 
     app = typer.Typer(name=name, help=_HELP, add_completion=False)
 
+    def end(code: int) -> None:
+        raise typer.Exit(code)
+
+    def run(argv: list[str]) -> None:
+        end(telemetry.main(argv))
+
     def everything(ctx: Any) -> None:
         if ctx.invoked_subcommand is None:
-            raise typer.Exit(telemetry.main([]))
+            run([])
 
     def status(as_json: bool = typer.Option(False, "--json", help="Print one JSON object.")
                ) -> None:
-        raise typer.Exit(telemetry.main(["status", "--json"] if as_json else ["status"]))
+        run(["status", "--json"] if as_json else ["status"])
 
     # Real objects, not the strings `from __future__ import annotations` leaves:
     # Typer reads the annotations to build its options.
@@ -542,16 +503,13 @@ def typer_app(telemetry: ToolTelemetry, name: str) -> Any:
     status.__annotations__ = {"as_json": bool, "return": None}
     app.callback(invoke_without_command=True)(everything)
     app.command("status", help="Show whether telemetry is enabled and why.")(status)
-    for command in ("enable", "disable", "reset"):
-        app.command(command)(lambda command=command: _typer_exit(typer, telemetry, command))
+    for command, words in _DECISIONS:
+        app.command(command, help=words)(_runner(end, telemetry, command))
     return app
 
 
-def _typer_exit(typer: Any, telemetry: ToolTelemetry, command: str) -> None:
-    raise typer.Exit(telemetry.main([command]))
-
-
-def add_argparse_commands(telemetry: ToolTelemetry, subparsers: Any, name: str) -> Any:
+def add_argparse_commands(telemetry: ToolTelemetry, subparsers: _Subparsers, name: str
+                          ) -> argparse.ArgumentParser:
     """Add ``name`` to an argparse sub-parsers object; ``args.func(args)`` runs it."""
     import argparse
 
@@ -561,17 +519,46 @@ def add_argparse_commands(telemetry: ToolTelemetry, subparsers: Any, name: str) 
     return parser
 
 
-def tracked_click_group(telemetry: ToolTelemetry, base: Any = None) -> Any:
+def tracked_click_group(telemetry: ToolTelemetry, base: type[Any] | None = None) -> type[Any]:
     """A click group class that records every command invoked under it: the first
     name after the program as the command, the next as the subcommand when it is
-    one the command's group registered (see :func:`~.subcommand.resolve_subcommand`)."""
-    import click
+    one the command's group registered (see :func:`~.subcommand.resolve_subcommand`).
+    Typer's own copy of click is recognised as click is: by the names of the classes."""
+    if base is None:
+        import click
 
+        base = click.Group
+    from ._rules import is_token
+    from .outcome import outcome_of
     from .subcommand import resolve_subcommand
 
     key = f"{__package__}.invoked"
 
-    class TrackedGroup(base or click.Group):  # type: ignore[misc]
+    def record(invoked: Any, exc: BaseException | None, start: float) -> None:
+        try:
+            if (not invoked or not isinstance(invoked[0], str) or not is_token(invoked[0])
+                    or invoked[0] in telemetry.mounted):
+                return  # nothing invoked, a name not to send, or the consent commands
+            name, command, rest = invoked
+            names = getattr(command, "commands", None)
+            sub = resolve_subcommand({name: list(names)}, name, [name, *rest]) if names else None
+            # click's (and Typer's own) ways to end a command with a status, or Ctrl-C.
+            code, kind = getattr(exc, "exit_code", None), type(exc).__name__
+            ended = exc
+            if isinstance(code, int) and (kind == "Exit" or any(
+                    cls.__name__ == "ClickException" for cls in type(exc).__mro__)):
+                ended = SystemExit(code) if code else None
+            elif kind == "Abort":
+                ended = KeyboardInterrupt()
+            status, exit_code, error_class = outcome_of(ended)
+            if ended is not exc and kind != "Exit":
+                error_class = kind  # the click exception's class, not the one standing in
+            duration_ms = max(0, int((time.perf_counter() - start) * 1000))
+            telemetry.record(name, sub or "undefined", status, exit_code, error_class, duration_ms)
+        except Exception:  # telemetry must not break the command
+            _process.debug("could not record a click command", exc_info=True)
+
+    class TrackedGroup(base):  # type: ignore[misc,valid-type]
         def resolve_command(self, ctx: Any, args: list[str]) -> Any:
             found = super().resolve_command(ctx, args)
             ctx.meta.setdefault(key, found)
@@ -582,39 +569,9 @@ def tracked_click_group(telemetry: ToolTelemetry, base: Any = None) -> Any:
             try:
                 result = super().invoke(ctx)
             except BaseException as exc:
-                _record_click(ctx.meta.get(key), exc, start, telemetry, click,
-                              resolve_subcommand)
+                record(ctx.meta.get(key), exc, start)
                 raise
-            _record_click(ctx.meta.get(key), None, start, telemetry, click, resolve_subcommand)
+            record(ctx.meta.get(key), None, start)
             return result
 
     return TrackedGroup
-
-
-def _record_click(invoked: Any, exc: BaseException | None, start: float,
-                  telemetry: ToolTelemetry, click: Any, resolve_subcommand: Any) -> None:
-    from ._rules import is_token
-    from .outcome import outcome_of
-
-    try:
-        if (not invoked or not isinstance(invoked[0], str) or not is_token(invoked[0])
-                or invoked[0] in telemetry.mounted):
-            return  # nothing invoked, a name not to send, or the consent commands themselves
-        name, command, rest = invoked
-        names = getattr(command, "commands", None)
-        sub = resolve_subcommand({name: list(names)}, name, [name, *rest]) if names else None
-        # click's (and Typer's own) ways to end a command with a status, or Ctrl-C.
-        code, kind = getattr(exc, "exit_code", None), type(exc).__name__
-        if isinstance(code, int) and (kind == "Exit" or isinstance(exc, click.ClickException)):
-            status, exit_code, error_class = outcome_of(SystemExit(code) if code else None)
-            if kind != "Exit":
-                error_class = kind
-        elif kind == "Abort":
-            status, exit_code, _ = outcome_of(KeyboardInterrupt())
-            error_class = kind
-        else:
-            status, exit_code, error_class = outcome_of(exc)
-        duration_ms = max(0, int((time.perf_counter() - start) * 1000))
-        telemetry.record(name, sub or "undefined", status, exit_code, error_class, duration_ms)
-    except Exception:  # telemetry must not break the command
-        _process.debug("could not record a click command", exc_info=True)

@@ -1,35 +1,23 @@
 """``track_command``: one telemetry event per command, without writing a handler.
 
-A plain script or a small command line wants to say "this is the ``convert``
-command" and nothing more; the outcome, the duration and the exit code follow
-from how the block ends.  So :func:`track_command` is both a context manager
-and a decorator, and everything it sends comes from two places only: the
-names the caller passed (validated as short tokens when the tracker is
-created, so a typo or a path is a bug the developer sees at once) and the
-*class* of the exception that ended the block.  Arguments, messages and paths
-never reach it.  Telemetry must never change the program it measures: the
-block's exception is re-raised untouched, and anything going wrong while
-recording is logged at debug level and swallowed.
+A script or small command line only names its command; the outcome, duration and
+exit code follow from how the block ends.  Only the caller's names (validated as
+short tokens when the tracker is made, so a path or a typo fails at once) and the
+*class* of the ending exception are sent: never arguments, messages or paths.
+Telemetry must not change the program: the block's exception is re-raised untouched,
+and a failure while recording is logged at debug level and swallowed.
 
-Without a handler of the caller's, the events go to the process's
-:class:`Recorder` (one per tool and session id, made on first use with a
-random session id).  A command line records an event or two and exits within
-milliseconds, and a handler's worker thread, queue and event classes would
-cost it more than its whole run, so the recorder keeps the events' fields in
-memory, with the time each was recorded, and:
-
-* at exit, spools them as one batch for the tool's destination and has a
-  detached sender started (see :mod:`.sender`), which validates and encodes
-  them with the same code as a handler: the command pays for one small file;
-* hands them to a :class:`~.handler.NATTelemetryHandler` with the same session
-  id as soon as the process shows it is no such command line (it still runs one
-  flush interval after its first event, or it records a batch's worth), or at
-  exit when they cannot be spooled (no spool, a spool that cannot be written,
-  or a destination that is not a URL: none, ``stdout``, a dry run); the handler
-  then delivers them in-process.
-
-Telemetry turned off before exit drops what was kept (``dropped_disabled``).
-A forked child starts with no recorder: the parent's events are the parent's.
+Without a handler of the caller's, events go to the process's :class:`Recorder` (one per
+tool and session id).  A command line exits within milliseconds, and a handler's thread,
+queue and event classes would cost more than its whole run, so the recorder only keeps
+each event's fields and time, and at exit spools them as one batch for a detached sender
+(:mod:`.sender`, which validates and encodes them as a handler would).  It hands them to
+a :class:`~.handler.NATTelemetryHandler` with the same session id instead once the
+process shows it is no short command line (still running one flush interval after its
+first event, or a batch's worth recorded), or at exit when they cannot be spooled (no
+usable spool, or a destination that is not a URL).  Telemetry turned off before exit
+drops what was kept; a forked child starts with no recorder (the parent's events are
+the parent's).
 """
 
 from __future__ import annotations
@@ -43,55 +31,40 @@ from ._rules import is_token
 
 TYPE_CHECKING = False  # typing.TYPE_CHECKING without importing typing at run time
 if TYPE_CHECKING:
+    import argparse
     from collections.abc import Sequence
     from types import TracebackType
-    from typing import Any, Callable, Literal, TypeVar
+    from typing import Any, Callable, Literal, TypeVar, overload
+
+    import click  # the adapters' types; click and Typer are the tool's own dependencies
+    import typer
 
     from .handler import NATTelemetryHandler
 
     _F = TypeVar("_F", bound=Callable[..., Any])
+    _G = TypeVar("_G")
+    _Subparsers = argparse._SubParsersAction[argparse.ArgumentParser]
 
 __all__ = ["Recorder", "ToolTelemetry", "record_command", "recorder_for", "track_command"]
-
-_TIMER_START_WAIT = 5.0  # seconds; a thread starts in microseconds
-
-
-# ------------------------------------------------------------------- tracker
 
 
 class track_command:  # used like a function: `with track_command("x"):`
     """Record one ``CliCommandEvent`` per use, as a context manager or a decorator.
 
-    ``command`` and ``subcommand`` are validated here, at construction, with
-    the event's own rules: a name that is not a short token (a path, a
-    sentence, an argument) raises :class:`~nat_telemetry.ValidationError` at
-    the call site instead of silently never being recorded.
-
-    ``handler`` receives the events; without one they go to the process's
-    :class:`Recorder` for ``tool`` (the NeMo Agent Toolkit unless given), which
-    spools them at exit for a detached sender, or hands them to a handler of its
-    own when the program runs long.  ``session_id`` picks the session of that
-    recorder (one per distinct id, made on first use); it cannot be combined
-    with ``handler``, whose session id is its own.
-
-    Every ``with`` block and every call of a decorated function is timed on
-    its own, so one tracker may be nested, reused, and shared by threads.
+    A ``command`` or ``subcommand`` that is not a short token raises
+    :class:`~nat_telemetry.ValidationError` here, at the call site, instead of
+    silently never being recorded.  ``handler`` receives the events; without one
+    they go to the :class:`Recorder` for ``tool`` (default: the NeMo Agent Toolkit)
+    and ``session_id`` (which a handler, having its own, excludes).  Every block and
+    call is timed on its own, so one tracker may be nested, reused and shared by threads.
     """
 
-    def __init__(
-        self,
-        command: str,
-        subcommand: str | None = None,
-        *,
-        handler: NATTelemetryHandler | None = None,
-        session_id: str | None = None,
-        tool: config.Tool | None = None,
-    ) -> None:
+    def __init__(self, command: str, subcommand: str | None = None, *,
+                 handler: NATTelemetryHandler | None = None, session_id: str | None = None,
+                 tool: config.Tool | None = None) -> None:
         if handler is not None and session_id is not None:
-            raise ValueError(
-                "track_command: pass either handler= or session_id=, not both "
-                "(a handler reports under its own session id)"
-            )
+            raise ValueError("track_command: pass either handler= or session_id=, not both "
+                             "(a handler reports under its own session id)")
         if session_id is not None and not isinstance(session_id, str):
             raise TypeError(f"session_id must be a string, got {type(session_id).__name__}")
         self.command = command
@@ -100,9 +73,8 @@ class track_command:  # used like a function: `with track_command("x"):`
         self.session_id = session_id
         self.tool = config.NAT if tool is None else tool
         self._local = _thread._local()
-        # The event's own rule for the names, checked now, so a bad name fails
-        # loudly where it is written, telemetry on or off.  The check itself
-        # imports nothing; only a bad name builds the event, for its error.
+        # Checked now, telemetry on or off, with the event's own rule; only a bad
+        # name pays for building the event, for its error.
         if not (isinstance(command, str) and is_token(command)
                 and isinstance(self.subcommand, str) and is_token(self.subcommand)):
             from .events import CliCommandEvent
@@ -111,8 +83,6 @@ class track_command:  # used like a function: `with track_command("x"):`
             CliCommandEvent(**command_fields(command, self.subcommand, "success", 0,
                                              "undefined", -1))  # raises ValidationError
 
-    # ----------------------------------------------------- context manager
-
     def __enter__(self) -> track_command:
         stack: list[float] | None = getattr(self._local, "starts", None)
         if stack is None:
@@ -120,23 +90,18 @@ class track_command:  # used like a function: `with track_command("x"):`
         stack.append(time.perf_counter())
         return self
 
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        traceback: TracebackType | None,
-    ) -> Literal[False]:
+    def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
+                 traceback: TracebackType | None) -> Literal[False]:
         stack: list[float] | None = getattr(self._local, "starts", None)
-        start = stack.pop() if stack else None
-        self._record(start, exc)
+        self._record(stack.pop() if stack else None, exc)
         return False  # never swallow the block's exception
-
-    # ----------------------------------------------------------- decorator
 
     def __call__(self, func: _F) -> _F:
         import functools
         import inspect  # only for decorators: costly, and a `with` block needs neither
 
+        # Coroutines and generators interleave on one thread, so they keep their own
+        # start time instead of the thread's stack that `with self` uses.
         if inspect.iscoroutinefunction(func):
 
             @functools.wraps(func)
@@ -153,18 +118,15 @@ class track_command:  # used like a function: `with track_command("x"):`
             return async_wrapper  # type: ignore[return-value]
 
         if inspect.isgeneratorfunction(func):
-            # Timed across the whole iteration: the generator's work happens
-            # while it is consumed, not when it is called.
+            # Timed across the whole iteration, where the generator's work happens.
             @functools.wraps(func)
             def generator_wrapper(*args: Any, **kwargs: Any) -> Any:
                 start = time.perf_counter()
                 try:
                     result = yield from func(*args, **kwargs)
-                except GeneratorExit:
-                    self._record(start, None)  # the consumer stopped early: not a failure
-                    raise
                 except BaseException as exc:
-                    self._record(start, exc)
+                    # A consumer that stops early (GeneratorExit) is not a failure.
+                    self._record(start, None if isinstance(exc, GeneratorExit) else exc)
                     raise
                 self._record(start, None)
                 return result
@@ -173,44 +135,33 @@ class track_command:  # used like a function: `with track_command("x"):`
 
         @functools.wraps(func)
         def wrapper(*args: Any, **kwargs: Any) -> Any:
-            start = time.perf_counter()
-            try:
-                result = func(*args, **kwargs)
-            except BaseException as exc:
-                self._record(start, exc)
-                raise
-            self._record(start, None)
-            return result
+            with self:
+                return func(*args, **kwargs)
 
         return wrapper  # type: ignore[return-value]
-
-    # -------------------------------------------------------------- record
 
     def _record(self, start: float | None, exc: BaseException | None) -> None:
         """Record the event; never raises."""
         try:
             duration_ms = -1 if start is None else max(0, int((time.perf_counter() - start) * 1000))
             if self.handler is None and not self.tool.enabled:
-                return  # no thread, no handler, no event, for a user who said no
-            from .outcome import command_fields, outcome_of  # not for a user who said no
+                return  # a user who said no pays for no import, thread or event
+            from .outcome import command_fields, outcome_of
 
             status, exit_code, error_class = outcome_of(exc)
             if self.handler is None:
                 record_command(self.command, self.subcommand, status, exit_code, error_class,
                                duration_ms, session_id=self.session_id, tool=self.tool)
-            else:
-                from .events import CliCommandEvent
+                return
+            from .events import CliCommandEvent
 
-                self.handler.enqueue(CliCommandEvent(**command_fields(
-                    self.command, self.subcommand, status, exit_code, error_class, duration_ms,
-                    self._nemo_source())))
+            self.handler.enqueue(CliCommandEvent(**command_fields(
+                self.command, self.subcommand, status, exit_code, error_class, duration_ms,
+                None if self.tool is config.NAT else self.tool.nemo_source)))
         except Exception:  # telemetry must not break the command
             from . import _process
 
             _process.debug("could not record the %r command", self.command, exc_info=True)
-
-    def _nemo_source(self) -> str | None:
-        return None if self.tool is config.NAT else self.tool.nemo_source
 
     def __repr__(self) -> str:
         return f"track_command({self.command!r}, {self.subcommand!r})"
@@ -223,7 +174,7 @@ def record_command(command: str, subcommand: str, task_status: str, exit_code: i
     (nothing at all when telemetry is off for it)."""
     tool = config.NAT if tool is None else tool
     if not tool.enabled:
-        return  # no thread, no handler, no event, for a user who said no
+        return
     from .outcome import command_fields
 
     nemo_source = None if tool is config.NAT else tool.nemo_source
@@ -231,13 +182,13 @@ def record_command(command: str, subcommand: str, task_status: str, exit_code: i
         command, subcommand, task_status, exit_code, error_class, duration_ms, nemo_source))
 
 
-# ------------------------------------------------------------------ recorder
-
 class Recorder:
-    """The events of one tool's session, kept until exit or handed to a handler
-    (see the module docstring).  Every event kept is, at any moment, still kept,
-    handed over, spooled, or dropped (telemetry turned off before exit, or
-    recorded after the exit hook); :meth:`stats` counts them."""
+    """One tool's session's events, kept until exit or handed to a handler (see the
+    module docstring).  Each event kept is at any moment still kept, handed over,
+    spooled, or dropped (telemetry turned off before exit, or recorded after the
+    exit hook ran): :meth:`stats` counts them."""
+
+    exit_budget = config.DEFAULT_SHUTDOWN_TIMEOUT_SECONDS
 
     def __init__(self, session_id: str, tool: config.Tool) -> None:
         self._session_id = session_id  # as given: the tool adds the prefix itself
@@ -253,20 +204,17 @@ class Recorder:
 
         _process.register(self)  # one exit hook and one fork hook for the whole package
 
-    exit_budget = config.DEFAULT_SHUTDOWN_TIMEOUT_SECONDS
-
     @property
     def session_id(self) -> str:
         return self.tool.session_id(self._session_id)
 
     def stats(self) -> dict[str, int]:
-        """``kept`` (on their way to the spool included), ``handed_over``, ``spooled``,
-        ``dropped_disabled`` and ``dropped_shutdown`` event counts."""
+        """Event counts: ``kept`` (those on their way to the spool too), and one per fate."""
         with self._lock:
             return {"kept": len(self._kept) + self._closing, **self._counts}
 
     def record(self, fields: dict[str, Any]) -> None:
-        """Keep the event (``CliCommandEvent``'s keyword arguments), or pass it to the
+        """Keep the event (``CliCommandEvent``'s keyword arguments), or pass it on to the
         handler once there is one."""
         with self._lock:
             if self._closed:
@@ -287,8 +235,7 @@ class Recorder:
 
     def handler(self) -> NATTelemetryHandler:
         """The handler that takes over: made, and given what was kept, on the first call."""
-        handler = self._handler
-        return handler if handler is not None else self._hand_over([])
+        return self._handler if self._handler is not None else self._hand_over([])
 
     def _hand_over(self, taken: list[tuple[dict[str, Any], float]],
                    spool: bool = True) -> NATTelemetryHandler:
@@ -297,13 +244,12 @@ class Recorder:
         from .events import CliCommandEvent, ValidationError
         from .handler import DEFAULT_SPOOL, NATTelemetryHandler
 
-        with self._lock:
+        with self._lock:  # so that no event is handed over twice, nor out of order
             if self._handler is None:
                 self._handler = NATTelemetryHandler(
                     session_id=self._session_id, tool=self.tool,
                     spool_dir=DEFAULT_SPOOL if spool else None)
             events, self._kept, self._closing = taken + self._kept, [], 0
-            # Under the lock, so that no event is handed over twice, nor out of order.
             for fields, recorded_at in events:
                 try:
                     self._handler._offer(CliCommandEvent(**fields), recorded_at)
@@ -313,22 +259,21 @@ class Recorder:
             return self._handler
 
     def _start_timer(self) -> None:
-        # A plain thread, not threading's (whose import a command line would pay):
-        # it sleeps one flush interval, then hands over what is still kept.
+        # A bare thread (threading's import would cost a command line) that hands
+        # over, one flush interval on, whatever is still kept.
         running = _thread.allocate_lock()
         running.acquire()
         try:
-            _thread.start_new_thread(self._hand_over_later,
-                                     (config.DEFAULT_FLUSH_INTERVAL_SECONDS, running))
+            _thread.start_new_thread(self._hand_over_later, (running,))
         except Exception:  # no thread to be had: the exit hook still takes them
             return
-        # Returns once the thread runs, as threading's start() does: an interpreter
-        # that exits while a thread is still starting can crash.
-        running.acquire(True, _TIMER_START_WAIT)
+        # Wait until it runs, as threading's start() does: an interpreter exiting
+        # while a thread is still starting can crash.
+        running.acquire(True, 5.0)  # seconds; a thread starts in microseconds
 
-    def _hand_over_later(self, delay: float, running: _thread.LockType) -> None:
+    def _hand_over_later(self, running: _thread.LockType) -> None:
         running.release()
-        time.sleep(delay)
+        time.sleep(config.DEFAULT_FLUSH_INTERVAL_SECONDS)
         try:
             with self._lock:
                 due = self._kept and self._handler is None and not self._closed
@@ -349,16 +294,15 @@ class Recorder:
         if not kept:
             return  # nothing kept, or a handler has it all (and is closed on its own)
         if not self.tool.enabled or self.tool.refused_since():
-            with self._lock:  # turned off since: nothing is sent, or spooled
-                self._counts["dropped_disabled"] += len(kept)
-                self._closing = 0
+            fate = "dropped_disabled"  # turned off since: nothing is sent, or spooled
+        elif self._spool(kept):
+            fate = "spooled"
+        else:
+            self._hand_over(kept, spool=False)  # the exit hook closes this handler next
             return
-        if self._spool(kept):
-            with self._lock:
-                self._counts["spooled"] += len(kept)
-                self._closing = 0
-            return
-        self._hand_over(kept, spool=False)  # the exit hook closes this handler next
+        with self._lock:
+            self._counts[fate] += len(kept)
+            self._closing = 0
 
     def _spool(self, kept: list[tuple[dict[str, Any], float]]) -> bool:
         """Spool ``kept`` as one batch; False when the spool cannot take them (no spool,
@@ -394,8 +338,7 @@ class Recorder:
         return f"<Recorder {self.tool.name} session={self.session_id!r}: {state}>"
 
 
-# Keyed by tool name and the session id the caller asked for (None: the
-# process's own random id).  Almost always just one entry.
+# By tool name and the session id asked for (None: a random one); almost always one.
 _recorders: dict[tuple[str, str | None], Recorder] = {}
 _recorders_lock = _thread.allocate_lock()
 
@@ -404,35 +347,28 @@ def recorder_for(session_id: str | None, tool: config.Tool | None = None) -> Rec
     """The recorder for ``tool`` and ``session_id``, made once, thread-safely."""
     tool = config.NAT if tool is None else tool
     key = (tool.name, session_id)
-    recorder = _recorders.get(key)
-    if recorder is None:
-        with _recorders_lock:
-            recorder = _recorders.get(key)
-            if recorder is None:
-                # 128 random bits, as uuid4().hex would give without its import.
-                recorder = Recorder(os.urandom(16).hex() if session_id is None else session_id,
-                                    tool)
-                _recorders[key] = recorder
+    with _recorders_lock:
+        recorder = _recorders.get(key)
+        if recorder is None:
+            # 128 random bits, as uuid4().hex would give without its import.
+            recorder = _recorders[key] = Recorder(
+                os.urandom(16).hex() if session_id is None else session_id, tool)
     return recorder
 
 
-# ------------------------------------------------------------------ a tool
-
 class ToolTelemetry:
-    """Telemetry for a tool that embeds this package: its name, version, settings,
-    consent, spool, prompt and commands.
+    """Telemetry for a tool that embeds this package.
 
     ``name`` (lowercase letters, digits, ``-``, ``_``) names the tool's folders
     (``$XDG_CONFIG_HOME/<name>/telemetry.toml``, ``$XDG_STATE_HOME/<name>/telemetry-spool``)
-    and its events (``productName``; OTLP ``service.name``); ``version`` is its
-    ``productVersion`` and ``clientVer``.  Every ``NAT_TELEMETRY_*`` setting is
-    read as ``<PREFIX>_TELEMETRY_*`` (``env_prefix``, default: the name upper-cased,
-    ``-`` made ``_``), ``_ENDPOINT`` over ``endpoint`` and ``_TOKEN`` over
-    ``token``; ``DO_NOT_TRACK`` and the CI rule apply to every tool.  The prompt
-    names ``display_name`` and ``change_command`` (default: ``"<name> telemetry"``),
-    which the consent commands answer to (:meth:`main`, or mounted with
-    :meth:`click_group`, :meth:`typer_app` or :meth:`add_argparse_commands`).
-    ``nemo_source`` is the NeMo product the tool is, if it is one.
+    and its events (``productName``; OTLP ``service.name``); ``version`` is their
+    ``productVersion`` and ``clientVer``.  Settings are read as ``<PREFIX>_TELEMETRY_*``
+    (``env_prefix``, default: the name upper-cased, ``-`` made ``_``; ``_ENDPOINT`` and
+    ``_TOKEN`` over ``endpoint`` and ``token``); ``DO_NOT_TRACK`` and the CI rule apply
+    to every tool.  The prompt names ``display_name`` and
+    ``change_command`` (default: ``"<name> telemetry"``), where the consent commands
+    answer (:meth:`main`, or mounted in click, Typer or argparse).  ``nemo_source``
+    is the NeMo product the tool is, if it is one.
     """
 
     def __init__(self, name: str, *, version: str, endpoint: str = "",
@@ -456,8 +392,7 @@ class ToolTelemetry:
         return self.tool.enabled
 
     def maybe_prompt_for_consent(self, *, raise_on_interrupt: bool = False) -> None:
-        """The first-run prompt, naming the tool and its command (see
-        :func:`~.consent.maybe_prompt_for_consent`)."""
+        """The first-run prompt (see :func:`~.consent.maybe_prompt_for_consent`)."""
         from .consent import maybe_prompt_for_consent
 
         maybe_prompt_for_consent(product_name=self.display_name,
@@ -467,7 +402,7 @@ class ToolTelemetry:
     def track_command(self, command: str, subcommand: str | None = None, *,
                       handler: NATTelemetryHandler | None = None,
                       session_id: str | None = None) -> track_command:
-        """:func:`track_command` for this tool (a context manager and a decorator)."""
+        """:func:`track_command` for this tool."""
         return track_command(command, subcommand, handler=handler, session_id=session_id,
                              tool=self.tool)
 
@@ -489,32 +424,40 @@ class ToolTelemetry:
 
         return tool_main(self.tool, self.change_command, argv)
 
-    def click_group(self, name: str = "telemetry") -> Any:
-        """A click group ``name`` with the consent commands (click imported here)."""
+    def click_group(self, name: str = "telemetry") -> click.Group:
+        """A click group ``name`` with the consent commands."""
         from .status import click_group
 
         self.mounted.add(name)
         return click_group(self, name)
 
-    def typer_app(self, name: str = "telemetry") -> Any:
-        """A Typer app ``name`` with the consent commands (typer imported here)."""
+    def typer_app(self, name: str = "telemetry") -> typer.Typer:
+        """A Typer app ``name`` with the consent commands."""
         from .status import typer_app
 
         self.mounted.add(name)
         return typer_app(self, name)
 
-    def add_argparse_commands(self, subparsers: Any, name: str = "telemetry") -> Any:
-        """Add ``name`` (with the consent commands) to an argparse sub-parsers object;
+    def add_argparse_commands(self, subparsers: _Subparsers,
+                              name: str = "telemetry") -> argparse.ArgumentParser:
+        """Add ``name`` (the consent commands) to an argparse sub-parsers object;
         the parsed namespace's ``func(args)`` runs it and returns the exit status."""
         from .status import add_argparse_commands
 
         self.mounted.add(name)
         return add_argparse_commands(self, subparsers, name)
 
-    def tracked_click_group(self, base: Any = None) -> Any:
+    if TYPE_CHECKING:  # without typing imported, at run time
+        @overload
+        def tracked_click_group(self, base: None = None) -> type[click.Group]: ...
+
+        @overload
+        def tracked_click_group(self, base: type[_G]) -> type[_G]: ...
+
+    def tracked_click_group(self, base: type[Any] | None = None) -> type[Any]:
         """A click ``Group`` class (``base``, default ``click.Group``; Typer's
-        ``TyperGroup`` works too) that records every command invoked under it with
-        :meth:`track_command`, without touching the commands."""
+        ``TyperGroup`` works too, click installed or not) recording every command
+        invoked under it."""
         from .status import tracked_click_group
 
         return tracked_click_group(self, base)

@@ -81,15 +81,17 @@ COUNTERS = {Outcome.SENT: "sent", Outcome.SKIPPED: "skipped",
 class Result:
     """What :func:`deliver` made of a batch: ``settled`` (counter, events) pairs, in
     order; ``failed``, the events of the body that failed for now, and
-    ``untried``, those not sent after it; ``last``, the delivery that decided."""
+    ``untried``, those not sent after it; ``last``, the delivery that decided;
+    ``problem``, the last thing that went wrong (a rejection too), for ``status``."""
 
-    __slots__ = ("failed", "last", "settled", "untried")
+    __slots__ = ("failed", "last", "problem", "settled", "untried")
 
     def __init__(self) -> None:
         self.settled: list[tuple[str, list[QueuedEvent]]] = []
         self.failed: list[QueuedEvent] = []
         self.untried: list[QueuedEvent] = []
         self.last: Delivery | None = None
+        self.problem: str | None = None
 
 
 def deliver(transport: Transport, batch: list[QueuedEvent], timeout: Callable[[], float], *,
@@ -113,6 +115,8 @@ def deliver(transport: Transport, batch: list[QueuedEvent], timeout: Callable[[]
             _process.debug("telemetry transport failed unexpectedly", exc_info=True)
             delivery = Delivery(Outcome.TRANSIENT, problem="error")
         result.last = delivery
+        if delivery.problem:
+            result.problem = delivery.problem
         if delivery.outcome == Outcome.TOO_LARGE and len(part) > 1:
             middle = len(part) // 2
             parts += [part[middle:], part[:middle]]  # the first half goes first
@@ -220,7 +224,8 @@ class DryRun(Transport):
         self.url = url
 
     def send(self, body: bytes, timeout: float) -> Delivery:
-        _to_stderr(f"{self.PREFIX}POST {redact(self.target())}: {body.decode('utf-8')}")
+        where = f"POST {redact(self.target())}" if self.url else "no endpoint set, nothing sent"
+        _to_stderr(f"{self.PREFIX}{where}: {body.decode('utf-8')}")
         return Delivery(Outcome.SKIPPED)
 
     def target(self) -> str:

@@ -286,6 +286,20 @@ def test_dry_run_shows_each_payload_and_sends_nothing(
     assert loopback_endpoint.requests == 0
 
 
+def test_a_dry_run_without_an_endpoint_still_shows_the_payload(machine: Machine) -> None:
+    # What someone trying the package first does: no endpoint, only the dry run.
+    result = machine.cli("run", "--name", "build", "--", sys.executable, "-c", "pass",
+                         NAT_TELEMETRY_ENABLED="1", NAT_TELEMETRY_DRY_RUN="1")
+    assert result.returncode == 0
+    (line,) = result.stderr.splitlines()
+    start = "nat-telemetry dry run: no endpoint set, nothing sent: "
+    assert line.startswith(start)
+    validator().validate(json.loads(line[len(start):]))
+    status = machine.cli("status", NAT_TELEMETRY_DRY_RUN="1").stdout
+    assert "Endpoint: none set (the dry run prints each payload to stderr; nothing is sent)" \
+        in status
+
+
 def test_dry_run_counts_every_event_skipped(
     make_handler: Callable[..., NATTelemetryHandler], loopback_endpoint: LoopbackEndpoint,
     monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str],

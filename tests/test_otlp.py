@@ -101,7 +101,8 @@ def test_messages_never_repeat_credentials(endpoint: str) -> None:
 ])
 def test_what_an_endpoint_asks_for(endpoint: str, expected: str) -> None:
     assert destination(endpoint, False) == expected
-    dry = {"otlp": "otlp-dry-run", "nemo": "dry-run"}.get(expected, expected)
+    # A dry run shows what would be sent, with an endpoint or without one.
+    dry = {"otlp": "otlp-dry-run", "nemo": "dry-run", "none": "dry-run"}.get(expected, expected)
     assert destination(endpoint, True) == dry
 
 

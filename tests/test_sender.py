@@ -211,6 +211,8 @@ def test_every_record_is_validated_again_and_bad_ones_are_never_sent(
         [name, None, stamp, 0, {**parameters, "hostname": "mine"}],  # an unknown field
         ["my_tool_event", "2.1", stamp, 0, {"colour": "red"}],  # a class of another program
         ["my_tool_event", None, stamp, 0, {"colour": "red"}],  # ... without its version
+        [123, "2.1", stamp, 0, {"colour": "red"}],  # a name that is not one
+        [None, "2.1", stamp, 0, {"colour": "red"}],
         [name, None, "yesterday", 0, parameters],
         [name, None, 1e300, 0, parameters],
         ["too", "short"],
@@ -222,7 +224,7 @@ def test_every_record_is_validated_again_and_bad_ones_are_never_sent(
                                     destination_id(loopback_endpoint.url, "")).written
     result = run(folder, loopback_endpoint.url)
     assert (result["events_sent"], result["events_invalid"], result["batches_sent"]) == (
-        3, 7 + 3, 2)
+        3, 9 + 3, 2)
     first, second = loopback_endpoint.envelopes
     assert [(e["name"], e["parameters"]) for e in first["events"]] == [
         ("nat_cli_command", parameters), ("my_tool_event", {"colour": "red"})]

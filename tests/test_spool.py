@@ -164,6 +164,15 @@ def test_default_folder_follows_xdg_then_home() -> None:
         "/h/.local/state/mytool/telemetry-spool")
 
 
+def test_a_tilde_in_the_variable_is_the_given_home(monkeypatch: pytest.MonkeyPatch) -> None:
+    spool_dir = config.NAT.spool_dir
+    assert spool_dir({"HOME": "/h", "NAT_TELEMETRY_SPOOL_DIR": "~/spool"}) == "/h/spool"
+    # No home folder known at all: no spool, never a folder named "~" here.
+    monkeypatch.delenv("HOME", raising=False)
+    monkeypatch.setattr(config.os.path, "expanduser", lambda path: path)
+    assert spool_dir({"NAT_TELEMETRY_SPOOL_DIR": "~/spool"}) is None
+
+
 def test_environment_variable_overrides_or_turns_off(tmp_path: Path) -> None:
     spool_dir = config.NAT.spool_dir
     env = {"HOME": "/h", "NAT_TELEMETRY_SPOOL_DIR": str(tmp_path / "mine")}

@@ -29,8 +29,8 @@ EVENT_FIELDS = ["nemoSource", "command", "subcommand", "taskStatus", "durationMs
 ENVELOPE_ADDS = ["sessionId (random per process)", "timestamps", "cpuArchitecture",
                  "clientVer"]
 TOP_KEYS = {"enabled", "rule", "detail", "do_not_track", "ci", "env_var", "consent_file",
-            "endpoint", "endpoint_problem", "dry_run", "collected", "spool", "last_delivery",
-            "last_failure"}
+            "endpoint", "endpoint_problem", "endpoint_hint", "dry_run", "collected", "spool",
+            "last_delivery", "last_failure"}
 NEVER = {"at": None, "unix": None}
 NO_FAILURE = {"at": None, "unix": None, "kind": None}
 # Where events go without an endpoint (what the spool's files are named by).
@@ -298,6 +298,24 @@ def test_endpoint_is_shown_without_credentials(machine: Machine) -> None:
     for text in (human, json.dumps(info)):
         assert "hunter2" not in text and "alice" not in text and "s3cret" not in text
         assert "frag" not in text
+
+
+@pytest.mark.parametrize("endpoint", ["http://127.0.0.1:4318/v1/logs",
+                                      "https://otel.example/v1/logs/?key=s3cret"])
+def test_a_plain_url_of_an_otlp_receiver_gets_a_hint(machine: Machine, endpoint: str) -> None:
+    info, human = machine.status(NAT_TELEMETRY_ENDPOINT=endpoint)
+    scheme = endpoint.partition(":")[0]
+    assert info["endpoint_problem"] is None
+    assert info["endpoint_hint"].endswith(f"for OTLP write otlp+{scheme}://")
+    assert "(note: the path ends in /v1/logs, as an OTLP receiver's does" in human
+    assert "s3cret" not in human
+
+
+@pytest.mark.parametrize("endpoint", ["otlp+http://127.0.0.1:4318", "http://h/v1/logsx",
+                                      "http://h/ingest?path=/v1/logs"])
+def test_no_hint_where_none_is_needed(machine: Machine, endpoint: str) -> None:
+    info, human = machine.status(NAT_TELEMETRY_ENDPOINT=endpoint)
+    assert info["endpoint_hint"] is None and "(note:" not in human
 
 
 def test_values_from_settings_are_printed_escaped(machine: Machine) -> None:

@@ -378,6 +378,10 @@ def deploy(target: str):
 def other():
     raise typer.Exit(3)
 
+@app.command()
+def check():
+    raise typer.BadParameter("not checked")
+
 app()
 """
 
@@ -395,6 +399,29 @@ args = parser.parse_args()
 with acme.track_command(args.command) if args.command != "telemetry" else open(__file__):
     sys.exit(args.func(args))
 """
+
+
+def test_a_typer_tool_without_click_installed_records_its_exits(
+        machine: Machine, loopback_endpoint: LoopbackEndpoint) -> None:
+    # Typer ships its own copy of click (since 0.2x); a tool may have no click at all.
+    pytest.importorskip("typer")
+    script = machine.root / "acme.py"
+    script.write_text('import sys\nsys.modules["click"] = None  # not installed\n' + TYPER_TOOL)
+    env = dict(machine.env, ACME_TELEMETRY_ENDPOINT=loopback_endpoint.url,
+               ACME_TELEMETRY_ENABLED="1")
+    probe = subprocess.run([sys.executable, "-c", 'import sys; sys.modules["click"] = None; '
+                            'import typer.core'], env=env, capture_output=True, timeout=60)
+    if probe.returncode != 0:
+        pytest.skip("this Typer needs click")
+    for args, code in ((["check"], 2), (["deploy", "prod"], 0)):
+        result = subprocess.run([sys.executable, str(script), *args], env=env,
+                                capture_output=True, text=True, timeout=60)
+        assert result.returncode == code and "Traceback" not in result.stderr, result.stderr
+    assert wait_until(lambda: len(loopback_endpoint.events) == 2, timeout=15)
+    assert sorted((e["parameters"]["command"], e["parameters"]["taskStatus"],
+                   e["parameters"]["exitCode"], e["parameters"]["errorClass"])
+                  for e in loopback_endpoint.events) == [
+        ("check", "failure", 2, "BadParameter"), ("deploy", "success", 0, "undefined")]
 
 
 @pytest.mark.parametrize("tool", ["click", "typer", "argparse"])
@@ -436,5 +463,9 @@ def test_the_consent_commands_mount_in_a_real_command_line(
         assert commands == [("db", 1, "ClickException"), ("deploy", 0, "undefined")]
     if tool == "typer":
         assert commands == [("deploy", 0, "undefined"), ("other", 3, "SystemExit")]
+    # A decision command takes no option: nothing can turn "enable" into another one.
+    stray = acme("telemetry", "enable", "--command", "disable")
+    assert stray.returncode == 2 and "--command" in stray.stderr
+    assert json.loads(acme("telemetry", "status", "--json").stdout)["enabled"] is True
     assert acme("telemetry", "disable").returncode == 0
     assert "Telemetry is disabled." in acme("telemetry").stdout

@@ -128,8 +128,9 @@ def _add_demo(commands: argparse._SubParsersAction[Any]) -> None:
         "demo",
         help="run the whole pipeline locally: workload -> handler -> collector -> report",
         description="Start an in-process collector on a free loopback port (SQLite file in "
-                    "a temporary folder removed afterwards, unless --db names one), send a small multi-threaded workload "
-                    "through a real handler, then print the report. Telemetry is enabled "
+                    "a temporary folder removed afterwards, unless --db names one), send a "
+                    "small multi-threaded workload through a real handler, then print the "
+                    "report. Telemetry is enabled "
                     "for this process only; your consent file is neither read nor written.",
     )
     parser.add_argument("--threads", type=_positive_int, default=4,
