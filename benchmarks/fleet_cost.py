@@ -120,8 +120,9 @@ def run_fleet(python: str, script: Path, env: dict[str, str], runs: int, paralle
         processes += 1
     if collector is not None:
         names = subcommands(collector, tag)
-    return Fleet(cpu * 1000 / runs, sender_cpu * 1000, processes / runs, wall, arrived_after, len(set(names)),
-                 len(names) - len(set(names)), waiting_events(spool) if spool.exists() else 0,
+    return Fleet(cpu * 1000 / runs, sender_cpu * 1000, processes / runs, wall, arrived_after,
+                 len(set(names)), len(names) - len(set(names)),
+                 waiting_events(spool) if spool.exists() else 0,
                  alive if time.monotonic() >= deadline else 0)
 
 
