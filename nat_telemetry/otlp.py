@@ -128,11 +128,11 @@ def encode_logs(events: Sequence[QueuedEvent], *, service_name: str | None = Non
 def encode_logs_body(events: Sequence[QueuedEvent], *, service_name: str | None = None,
                      service_version: str, session_id: str) -> bytes:
     """:func:`encode_logs` as compact JSON bytes, ready to POST."""
-    from .payload import dumps
+    import json
 
     request = encode_logs(events, service_name=service_name,
                           service_version=service_version, session_id=session_id)
-    return dumps(request).encode("utf-8")
+    return json.dumps(request, separators=(",", ":")).encode("utf-8")
 
 
 # ------------------------------------------------------------------- answers

@@ -152,17 +152,16 @@ class Transport:
 
     def encode(self, batch: Sequence[QueuedEvent], *, source_client_version: str,
                session_id: str) -> bytes:
-        from .payload import build_payload, dumps
+        import json  # a worker's or a sender's: json's C encoder is three times faster
+
+        from .payload import build_payload
 
         name, version = self.product or ("undefined", "undefined")
         payload = build_payload(batch, source_client_version=source_client_version,
                                 session_id=session_id, product_name=name,
                                 product_version=version)
-        if self.formatted:
-            import json
-
-            return json.dumps(payload).encode("utf-8")
-        return dumps(payload).encode("utf-8")
+        return json.dumps(payload, separators=None if self.formatted else (",", ":")
+                          ).encode("utf-8")
 
     def send(self, body: bytes, timeout: float) -> Delivery:
         raise NotImplementedError
