@@ -5,21 +5,21 @@
 
 import platform
 
-from nat_telemetry import CliCommandEvent, NATTelemetryHandler, config
+from nat_telemetry import CliCommandEvent, NATTelemetryHandler, TaskStatusEnum, config
 
 
 def main() -> None:
     python_version = platform.python_version()
     with NATTelemetryHandler() as handler:
-        for command, status, error_class in [
-            ("run", "success", "undefined"),
-            ("serve", "failure", "ValueError"),
-            ("eval", "interrupted", "undefined"),
+        # The exit codes track_command records: 0, 1 for an exception, 130 for Ctrl-C.
+        for command, status, exit_code, error_class in [
+            ("run", TaskStatusEnum.SUCCESS, 0, "undefined"),
+            ("serve", TaskStatusEnum.FAILURE, 1, "ValueError"),
+            ("eval", TaskStatusEnum.INTERRUPTED, 130, "KeyboardInterrupt"),
         ]:
             handler.enqueue(CliCommandEvent(
                 command=command, task_status=status, error_class=error_class,
-                duration_ms=12, exit_code=0 if status == "success" else 1,
-                python_version=python_version,
+                duration_ms=12, exit_code=exit_code, python_version=python_version,
             ))
     if not config.TELEMETRY_ENABLED:
         print("telemetry is disabled: set NAT_TELEMETRY_ENABLED=1 to see payloads")
