@@ -39,8 +39,10 @@ times ``--python`` itself.
 ``--importtime`` adds, for the disabled and the enabled path, the modules the
 tool imports that a bare interpreter does not (``python -X importtime``,
 medians of several runs), by self time, and the top-level imports by
-cumulative time.  The original package (``nvidia-nat-core``) is measured too
-when it is installed; it is detected, never installed.
+cumulative time.  Each row is measured for ``track_command`` and for a tool's
+own ``ToolTelemetry(...).track_command``; the original package
+(``nvidia-nat-core``) is measured too when it is installed; it is detected,
+never installed.
 """
 
 from __future__ import annotations
@@ -93,6 +95,13 @@ CONSENT_FILES = {"file_disabled": "disabled", "file_answers": "enabled"}
 class Subject(NamedTuple):
     name: str
     import_line: str
+    ours: bool = False  # reads this project's consent file
+
+
+# A tool embedding the package: its own Tool, read from the same NAT_TELEMETRY_*
+# variables and nat/ folders as the rows set up, so every row applies.
+TOOL_IMPORT = ('from nat_telemetry import ToolTelemetry\n'
+               'track_command = ToolTelemetry("nat", version="1.0").track_command')
 
 
 def tool_script(subject: Subject, subcommand: str = "x") -> str:
@@ -422,7 +431,7 @@ def measure_subject(subject: Subject, python: str, folder: Path, pairs: int,
                      "refused": f"http://127.0.0.1:{refused.getsockname()[1]}/v1.1/events/json"}
         endpoints["file_answers"] = collector.url
         for key, _label in ROWS:
-            if key in CONSENT_FILES and subject.import_line != OURS_IMPORT:
+            if key in CONSENT_FILES and not subject.ours:
                 rows.append(Row(key, [], [], ["not measured: a consent file of this project"]))
                 continue
             if key == "disabled":
@@ -625,7 +634,9 @@ def main(argv: list[str] | None = None) -> int:
     with tempfile.TemporaryDirectory(prefix="cli-cost-") as scratch:
         if not args.as_is:
             python = clean_interpreter(python, Path(scratch) / "venv")
-        subjects = [Subject("this project (nat_telemetry)", OURS_IMPORT)]
+        subjects = [Subject("this project (nat_telemetry)", OURS_IMPORT, ours=True),
+                    Subject("this project, as a tool embeds it (ToolTelemetry)", TOOL_IMPORT,
+                            ours=True)]
         original, skipped = original_subject(python, args.original_import)
         if original is not None:
             subjects.append(original)
