@@ -152,16 +152,18 @@ class Transport:
 
     def encode(self, batch: Sequence[QueuedEvent], *, source_client_version: str,
                session_id: str) -> bytes:
-        import json  # a worker's or a sender's: json's C encoder is three times faster
-
         from .payload import build_payload
+
+        # A worker's or a sender's (json's C encoder is three times faster than
+        # payload.dumps), imported under the fork guard like every first-POST import.
+        json = _process.import_guarded("json")
 
         name, version = self.product or ("undefined", "undefined")
         payload = build_payload(batch, source_client_version=source_client_version,
                                 session_id=session_id, product_name=name,
                                 product_version=version)
-        return json.dumps(payload, separators=None if self.formatted else (",", ":")
-                          ).encode("utf-8")
+        text: str = json.dumps(payload, separators=None if self.formatted else (",", ":"))
+        return text.encode("utf-8")
 
     def send(self, body: bytes, timeout: float) -> Delivery:
         raise NotImplementedError
@@ -315,6 +317,7 @@ class _Otlp(Transport):
     def encode(self, batch: Sequence[QueuedEvent], *, source_client_version: str,
                session_id: str) -> bytes:
         otlp = _process.import_guarded(f"{_process.PACKAGE}.otlp")
+        _process.import_guarded("json")  # what otlp's encoder imports, under the fork guard
         body: bytes = otlp.encode_logs_body(batch, service_name=self.service_name,
                                             service_version=source_client_version,
                                             session_id=session_id)

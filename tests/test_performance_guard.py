@@ -59,30 +59,42 @@ class Work:
     """What the calls of one function did, per call, on this thread."""
 
     def __init__(self, function: Callable[[], Any], calls: int = 200) -> None:
-        python = builtin = 0
-
-        def profile(frame: Any, event: str, arg: Any) -> None:
-            nonlocal python, builtin
-            if event == "call":
-                python += 1
-            elif event == "c_call":
-                builtin += 1
-
         function()  # warm: first-use work (a lazy import, a worker started) is not counted
         imports_before = set(sys.modules)
         threads_before = threading.active_count()
-        previous = sys.getprofile()
-        sys.setprofile(profile)
-        try:
-            for _ in range(calls):
-                function()
-        finally:
-            sys.setprofile(previous)
-        # The profiler also sees the call of ``function`` itself and of setprofile.
-        self.python = (python - calls) / calls
-        self.builtin = (builtin - 1) / calls
+        python, builtin = _counted(function, calls)
+        # What counting itself adds (the calls of ``function``, of setprofile: which
+        # of these a profiler sees differs between Python versions), counted the same way.
+        idle_python, idle_builtin = _counted(_nothing, calls)
+        self.python = (python - idle_python) / calls
+        self.builtin = (builtin - idle_builtin) / calls
         self.imported = sorted(set(sys.modules) - imports_before)
         self.threads = threading.active_count() - threads_before
+
+
+def _nothing() -> None:
+    pass
+
+
+def _counted(function: Callable[[], Any], calls: int) -> tuple[int, int]:
+    """The Python function calls and built-in calls of ``calls`` calls of ``function``."""
+    python = builtin = 0
+
+    def profile(frame: Any, event: str, arg: Any) -> None:
+        nonlocal python, builtin
+        if event == "call":
+            python += 1
+        elif event == "c_call":
+            builtin += 1
+
+    previous = sys.getprofile()
+    sys.setprofile(profile)
+    try:
+        for _ in range(calls):
+            function()
+    finally:
+        sys.setprofile(previous)
+    return python, builtin
 
 
 def test_work_counting_sees_work() -> None:
