@@ -37,6 +37,9 @@ NO_FAILURE = {"at": None, "unix": None, "kind": None}
 NO_ENDPOINT = destination_id("", "")
 
 
+_CUT = "-" * 20 + " status, as text " + "-" * 20
+
+
 class Machine:
     def __init__(self, tmp_path: Path) -> None:
         self.tmp = tmp_path
@@ -56,14 +59,18 @@ class Machine:
         return result
 
     def status(self, **extra: str) -> tuple[dict[str, Any], str]:
-        """``status --json`` parsed, and the human ``status`` text."""
-        result = self.cli("status", "--json", **extra)
+        """``status --json`` parsed, and the human ``status`` text: both from one
+        fresh process, the command line's own ``main``, one after the other."""
+        result = subprocess.run(
+            [sys.executable, "-c", "import sys\nfrom nat_telemetry import cli\n"
+             "codes = [cli.main(['status', '--json']), print(SEPARATOR) or 0, "
+             "cli.main(['status'])]\nsys.exit(max(codes))".replace("SEPARATOR", repr(_CUT))],
+            env=dict(self.env, **extra), capture_output=True, text=True, timeout=60)
         assert result.returncode == 0 and result.stderr == "", result.stderr
-        human = self.cli("status", **extra)
-        assert human.returncode == 0 and human.stderr == "", human.stderr
-        info: dict[str, Any] = json.loads(result.stdout)
+        as_json, human = result.stdout.split(_CUT + "\n")
+        info: dict[str, Any] = json.loads(as_json)
         assert set(info) == TOP_KEYS
-        return info, human.stdout
+        return info, human
 
     def write_consent(self, consent: str) -> None:
         self.consent_file.parent.mkdir(parents=True, exist_ok=True)
