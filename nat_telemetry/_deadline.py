@@ -21,13 +21,14 @@ from __future__ import annotations
 import os
 import threading
 import time
-from typing import TYPE_CHECKING, Any
 
 from ._process import import_guarded
 
+TYPE_CHECKING = False  # typing.TYPE_CHECKING without importing typing (a sender's start)
 if TYPE_CHECKING:
     import socket
     from http.client import HTTPResponse
+    from typing import Any
     from urllib.request import Request
 
 __all__ = ["Deadline", "begin", "end", "watched_adapter_class", "watched_handler_classes"]

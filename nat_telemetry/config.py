@@ -1,21 +1,18 @@
 """Settings: the environment, the defaults, the paths, and the saved decision.
 
 A :class:`Tool` holds one tool's settings.  :data:`NAT`, the default tool (the
-NeMo Agent Toolkit), reads this module's attributes, kept live and assignable for
-code written for the original package: ``TELEMETRY_ENABLED``, resolved on first
-read (``import nat_telemetry`` never touches the consent file), then a plain
-attribute the consent prompt may flip, so every consumer reads it at call time;
-``NAT_TELEMETRY_ENDPOINT``, ``NAT_TELEMETRY_DRY_RUN`` and ``SESSION_PREFIX``
-(``NAT_SESSION_PREFIX``), read once at import from their variables.
+NeMo Agent Toolkit), reads this module's live, assignable attributes, as code
+written for the original expects: ``TELEMETRY_ENABLED`` (resolved on first read,
+so ``import nat_telemetry`` never reads the consent file; the prompt may flip it),
+``NAT_TELEMETRY_ENDPOINT``, ``NAT_TELEMETRY_DRY_RUN`` and ``SESSION_PREFIX``.
 
 The rules, in order: ``DO_NOT_TRACK`` set (:func:`is_set`) turns every tool off;
 then the tool's ``*_TELEMETRY_ENABLED`` (:func:`is_truthy`); then a CI run is off;
 then the consent file; then off.
 
 A command line loads this module at exit, so paths, URLs and the consent file are
-read by hand, without pathlib, urllib.parse or a TOML parser.  Text other than the
-lines :mod:`.consent` writes goes to tomllib/tomli, and counts as "never asked"
-without one: the safe answer for an opt-in setting.
+read by hand, without pathlib, urllib.parse or a TOML parser; text other than what
+:mod:`.consent` writes goes to tomllib/tomli, and is "never asked" without one.
 """
 
 from __future__ import annotations
@@ -155,10 +152,7 @@ def _xdg(variable: str, fallback: str, environ: Mapping[str, str]) -> str | None
     return os.path.join(home, fallback) if home and os.path.isabs(home) else None
 
 
-# ------------------------------------------------------------------ endpoints
-#
-# An endpoint setting of "" sends nothing, "stdout" prints, and one rule says
-# which strings are URLs both HTTP clients can send to.
+# ---------------------------- endpoints: "" sends nothing, "stdout" prints, URLs by one rule
 
 _SCHEMES = ("http", "https", "otlp+http", "otlp+https")
 _HOST_CHARACTERS = frozenset("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789.-_")
@@ -229,19 +223,6 @@ def endpoint_problem(endpoint: str) -> str | None:
             host.encode("idna")
         except UnicodeError:
             return f"endpoint {shown!r} has a host name no client can encode"
-    return None
-
-
-def endpoint_hint(endpoint: str) -> str | None:
-    """A word for a usable endpoint that is likely not what was meant: a plain
-    ``http(s)://`` URL of an OTLP logs receiver gets the NeMo envelope, not OTLP."""
-    scheme, _, rest = endpoint.partition("://")
-    scheme, parts = scheme.lower(), _split(rest)
-    if scheme not in ("http", "https") or isinstance(parts, str) or endpoint_problem(endpoint):
-        return None
-    if parts[2].partition("?")[0].partition("#")[0].rstrip("/").endswith(LOGS_PATH):
-        return (f"the path ends in {LOGS_PATH}, as an OTLP receiver's does, but a plain "
-                f"{scheme}:// URL is sent the NeMo envelope; for OTLP write otlp+{scheme}://")
     return None
 
 
@@ -353,13 +334,10 @@ _BARE_KEY = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_"
 
 
 def fast_loads(text: str) -> dict[str, Any] | None:
-    """The document, when ``text`` holds only the lines the writer uses; else None,
-    which means "ask a TOML parser", never "invalid".
-
-    Line by line (LF only): blank lines, comments, ``[telemetry]`` once, and below
-    it ``key = "value"`` (a bare key, a string without escapes, an optional
-    comment): what it accepts, a TOML parser reads the same way.
-    """
+    """The document, when ``text`` holds only the lines the writer uses (LF only:
+    blank lines, comments, ``[telemetry]`` once, then ``key = "value"`` with a bare
+    key, no escapes, an optional comment), read as a TOML parser reads them; else
+    None, which means "ask a TOML parser", never "invalid"."""
     document: dict[str, Any] = {}
     table: dict[str, str] | None = None
     for raw in text.split("\n"):
@@ -453,11 +431,8 @@ class Tool:
         prefix = name.upper().replace("-", "_") if env_prefix is None else env_prefix
         if not (prefix and prefix.isascii() and prefix.replace("_", "a").isalnum()):
             raise ValueError(f"an environment prefix is letters, digits and '_': {prefix!r}")
-        self._token = token
-        self.name = name
-        self.env_prefix = prefix
-        self.version = version
-        self.nemo_source = nemo_source
+        self.name, self.env_prefix, self.version = name, prefix, version
+        self.nemo_source, self._token = nemo_source, token
         self._endpoint = os.environ.get(self.var("ENDPOINT"), endpoint)
         self._dry_run = is_truthy(os.environ.get(self.var("DRY_RUN")))
         self._session_prefix = os.environ.get(f"{prefix}_SESSION_PREFIX") or None
@@ -468,8 +443,7 @@ class Tool:
         """The name of this tool's variable for ``setting`` (``ENDPOINT``...)."""
         return f"{self.env_prefix}_TELEMETRY_{setting}"
 
-    # Properties: the default tool reads these values from the module's attributes.
-    @property
+    @property  # these three: the default tool reads the module's attributes instead
     def endpoint(self) -> str:
         return self._endpoint
 
@@ -513,9 +487,6 @@ class Tool:
     def token(self) -> str:
         """The bearer token: ``*_TELEMETRY_TOKEN``, else the one given ("" for none)."""
         return os.environ.get(self.var("TOKEN"), "").strip() or self._token
-
-    def environment_decision(self) -> tuple[bool, str, str] | None:
-        return environment_decision(self.var("ENABLED"))
 
     def consent_file(self, consent_file: str | os.PathLike[str] | None = None) -> str:
         """``consent_file`` when given and non-empty; else ``*_TELEMETRY_CONSENT_FILE``;
@@ -571,7 +542,7 @@ class Tool:
     def decide(self, consent_file: str | os.PathLike[str] | None = None
                ) -> tuple[bool, str, str]:
         """``(enabled, rule, detail)``: the environment's rules, the consent file, then off."""
-        decided = self.environment_decision()
+        decided = environment_decision(self.var("ENABLED"))
         if decided is not None:
             return decided
         state, path = self.read_consent(consent_file)[:2]

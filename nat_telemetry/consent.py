@@ -363,7 +363,8 @@ def maybe_prompt_for_consent(
     try:
         if consent_file is not None:
             tool.enabled = tool.decide(consent_file)[0]
-        if (tool.environment_decision() is not None or not is_interactive_session()
+        decided = config.environment_decision(tool.var("ENABLED"))
+        if (decided is not None or not is_interactive_session()
                 or read_persisted_consent(consent_file, tool=tool) is not ConsentState.NEVER_ASKED):
             return
         try:

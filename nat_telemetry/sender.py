@@ -50,11 +50,9 @@ if TYPE_CHECKING:
     from .spool import Claim, SpoolWriteResult
     from .transport import Transport
 
-__all__ = [
-    "DEFAULT_LIFETIME_SECONDS", "ENDPOINT_ENV_VAR", "TOKEN_ENV_VAR", "Outlet", "acquire_lock",
-    "identity", "main", "record_of", "run_sender", "sender_environment", "start_detached_sender",
-    "start_sender",
-]
+__all__ = ["DEFAULT_LIFETIME_SECONDS", "ENDPOINT_ENV_VAR", "TOKEN_ENV_VAR", "Outlet",
+           "acquire_lock", "identity", "main", "record_of", "run_sender", "sender_environment",
+           "start_detached_sender", "start_sender"]
 
 ENDPOINT_ENV_VAR = "NAT_TELEMETRY_SENDER_ENDPOINT"
 TOKEN_ENV_VAR = "NAT_TELEMETRY_SENDER_TOKEN"

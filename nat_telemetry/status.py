@@ -20,7 +20,7 @@ import sys
 import time
 
 from . import _process, config
-from .config import destination_id, endpoint_hint, endpoint_problem, redact
+from .config import LOGS_PATH, destination_id, endpoint_problem, redact
 from .outcome import EXIT_CODE_INTERRUPTED
 
 # The rest is imported where needed: a tool mounting the commands loads this at every start.
@@ -112,6 +112,20 @@ def _spool(tool: config.Tool, current: str) -> dict[str, Any]:
     return info
 
 
+def _endpoint_hint(endpoint: str) -> str | None:
+    """A word for a usable endpoint likely not meant: a plain ``http(s)://`` URL of
+    an OTLP logs receiver is sent the NeMo envelope, not OTLP."""
+    from urllib.parse import urlsplit
+
+    scheme = endpoint.partition("://")[0].lower()
+    if scheme not in ("http", "https") or endpoint_problem(endpoint) is not None:
+        return None
+    if not urlsplit(endpoint).path.rstrip("/").endswith(LOGS_PATH):
+        return None
+    return (f"the path ends in {LOGS_PATH}, as an OTLP receiver's does, but a plain "
+            f"{scheme}:// URL is sent the NeMo envelope; for OTLP write otlp+{scheme}://")
+
+
 def gather(tool: config.Tool | None = None) -> dict[str, Any]:
     """The state of ``tool``'s telemetry in this process's environment, as JSON-ready data."""
     from .consent import read_consent_record, resolve_consent
@@ -136,7 +150,7 @@ def gather(tool: config.Tool | None = None) -> dict[str, Any]:
         },
         "endpoint": redact(endpoint) if endpoint else None,
         "endpoint_problem": endpoint_problem(endpoint),
-        "endpoint_hint": endpoint_hint(endpoint),
+        "endpoint_hint": _endpoint_hint(endpoint),
         "dry_run": tool.dry_run,
         "collected": {"event": fields, "envelope": list(ENVELOPE_ADDS)},
     }
