@@ -184,7 +184,10 @@ def test_a_sender_gets_an_allow_listed_environment(tmp_path: Path, black_hole: B
                                         lifetime_seconds=5, environ=caller)
     child = sender._children[-1]
     pid = child if isinstance(child, int) else child.pid
-    seen = (Path("/proc") / str(pid) / "environ").read_bytes()
+    # Until the child has exec'd, its environ is empty or its parent's: read the sender's.
+    environ = Path("/proc") / str(pid) / "environ"
+    seen = wait_until(lambda: b"NAT_TELEMETRY_SENDER_ENDPOINT=" in environ.read_bytes()
+                      and environ.read_bytes(), timeout=10)
     env = dict(item.split("=", 1) for item in seen.decode().split("\0") if item)
     assert env == {
         "LANG": "C.UTF-8", "LC_ALL": "C.UTF-8", "https_proxy": "http://proxy:3128",
