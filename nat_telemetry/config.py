@@ -165,6 +165,11 @@ def _cut(rest: str, marks: str = "/?#") -> int:
     return min((i for i in map(rest.find, marks) if i >= 0), default=len(rest))
 
 
+def printable(text: str) -> str:
+    """``text`` with its control characters escaped (``\\r``, ``\\x1b``...), fit to print."""
+    return text if text.isprintable() else text.encode("unicode_escape").decode("ascii")
+
+
 def redact(endpoint: str) -> str:
     """``endpoint`` fit to print: ``user:password@`` as ``***@``, a query as ``?***``,
     no fragment, control characters escaped."""
@@ -177,8 +182,7 @@ def redact(endpoint: str) -> str:
         authority = "***@" + authority.rpartition("@")[2]
     if "?" in tail:
         tail = tail.partition("?")[0] + "?***"
-    shown = f"{scheme}{sep}{authority}{tail}"
-    return shown if shown.isprintable() else shown.encode("unicode_escape").decode("ascii")
+    return printable(f"{scheme}{sep}{authority}{tail}")
 
 
 def _split(rest: str) -> tuple[str, str, str] | str:
@@ -318,15 +322,8 @@ def read_text(path: str) -> str | None:
         fd = open_regular(path)
     except IsADirectoryError:
         return None
-    try:
-        data = b""
-        while len(data) <= MAX_CONSENT_FILE_BYTES:
-            chunk = os.read(fd, MAX_CONSENT_FILE_BYTES + 1 - len(data))
-            if not chunk:
-                break
-            data += chunk
-    finally:
-        os.close(fd)
+    with open(fd, "rb") as file:  # one byte more than the cap tells a file too large
+        data = file.read(MAX_CONSENT_FILE_BYTES + 1)
     return None if len(data) > MAX_CONSENT_FILE_BYTES else data.decode("utf-8")
 
 

@@ -20,7 +20,7 @@ import sys
 import time
 
 from . import _process, config
-from .config import LOGS_PATH, destination_id, endpoint_problem, redact
+from .config import LOGS_PATH, destination_id, endpoint_problem, printable, redact
 from .outcome import EXIT_CODE_INTERRUPTED
 
 # The rest is imported where needed: a tool mounting the commands loads this at every start.
@@ -55,11 +55,6 @@ ENVELOPE_ADDS = ("sessionId (random per process)", "timestamps", "cpuArchitectur
 _FAILURES = {"refused": "connection refused", "timeout": "timed out",
              "tls": "TLS certificate verification failed", "dns": "host name not found",
              "connection": "connection failed", "no answer": "no answer"}
-
-
-def printable(text: str) -> str:
-    """``text`` with its control characters escaped (``\\r``, ``\\x1b``...)."""
-    return text if text.isprintable() else text.encode("unicode_escape").decode("ascii")
 
 
 def _utc(stamp: float | None) -> str | None:
@@ -104,7 +99,7 @@ def _spool(tool: config.Tool, current: str) -> dict[str, Any]:
             info["oldest_unix"], info["oldest"] = oldest, _utc(oldest)
         info["destinations"].append({
             "id": name, "current": name == current,
-            "endpoint": printable(redact(state.get("endpoint", ""))) or None,
+            "endpoint": redact(state.get("endpoint", "")) or None,
             "batches": files, "events": events, "oldest": _utc(oldest), "oldest_unix": oldest,
             "last_delivery": _moment(state.get("delivered_at")),
             "last_failure": _moment(state.get("failed_at"), state.get("failure", "")),
