@@ -128,11 +128,14 @@ def encode_logs(events: Sequence[QueuedEvent], *, service_name: str | None = Non
 def encode_logs_body(events: Sequence[QueuedEvent], *, service_name: str | None = None,
                      service_version: str, session_id: str) -> bytes:
     """:func:`encode_logs` as compact JSON bytes, ready to POST."""
-    import json
+    from . import _process
 
+    # A worker's first POST: imported under the fork guard, as every such import.
+    json = _process.import_guarded("json")
     request = encode_logs(events, service_name=service_name,
                           service_version=service_version, session_id=session_id)
-    return json.dumps(request, separators=(",", ":")).encode("utf-8")
+    text: str = json.dumps(request, separators=(",", ":"))
+    return text.encode("utf-8")
 
 
 # ------------------------------------------------------------------- answers

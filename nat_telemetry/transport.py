@@ -317,7 +317,6 @@ class _Otlp(Transport):
     def encode(self, batch: Sequence[QueuedEvent], *, source_client_version: str,
                session_id: str) -> bytes:
         otlp = _process.import_guarded(f"{_process.PACKAGE}.otlp")
-        _process.import_guarded("json")  # what otlp's encoder imports, under the fork guard
         body: bytes = otlp.encode_logs_body(batch, service_name=self.service_name,
                                             service_version=source_client_version,
                                             session_id=session_id)
