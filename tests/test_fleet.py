@@ -22,6 +22,8 @@ import trustme
 from support.endpoints import LoopbackEndpoint, Reply, free_port
 from support.helpers import subprocess_env, wait_until
 
+from nat_telemetry.spool import Spool
+
 pytestmark = pytest.mark.skipif(not sys.platform.startswith("linux"),
                                 reason="the burst driver is a subreaper (prctl, Linux only)")
 
@@ -119,10 +121,8 @@ class Fleet:
         return done.stdout
 
     def waiting(self) -> int:
-        if not self.spool.exists():
-            return 0
-        return sum(int(path.name.split(".")[-3]) for path in self.spool.iterdir()
-                   if path.name.endswith(".nsp"))
+        """Events waiting in the spool, whatever their destination."""
+        return sum(events for _, events, _, _ in Spool(str(self.spool)).summary().values())
 
 
 def subcommands(endpoint: LoopbackEndpoint, tag: str) -> list[str]:

@@ -26,7 +26,7 @@ from typing import Any
 
 import pytest
 from support.endpoints import BlackHole, LoopbackEndpoint, QuietHTTPServer, Reply
-from support.helpers import REPO_ROOT, event, ids, subprocess_env, wait_until
+from support.helpers import REPO_ROOT, event, ids, renames, subprocess_env, wait_until
 from support.otlp_receiver import Answer, OTLPReceiver, attributes_of
 
 from nat_telemetry import config, consent, sender
@@ -122,6 +122,19 @@ def run(folder: Path, endpoint: str, **kwargs: Any) -> dict[str, int]:
     kwargs.setdefault("policy", FAST_RETRIES)
     kwargs.setdefault("token", "")
     return sender.run_sender(str(folder), endpoint, **kwargs)
+
+
+def lock_rounds(monkeypatch: pytest.MonkeyPatch) -> list[int]:
+    """One entry per time a sender takes its destination's lock, from now on."""
+    rounds: list[int] = []
+    real_acquire = sender.acquire_lock
+
+    def counting(directory: str, destination: str, **kwargs: Any) -> Any:
+        rounds.append(1)
+        return real_acquire(directory, destination, **kwargs)
+
+    monkeypatch.setattr(sender, "acquire_lock", counting)
+    return rounds
 
 
 class NotStarted:
@@ -273,14 +286,7 @@ def test_a_batch_it_cannot_take_does_not_keep_it_going_round(
     created = time.time_ns() + (10**10 if dated == "ahead" else -(10**9))
     future = folder / f"{created:020d}.0.0.0badf00d.{destination}.1.30.nsp"
     future.write_bytes(b"NATSPOOL 3 %s 1 1 2 extra\n{}" % destination.encode())
-    real_acquire = sender.acquire_lock
-    rounds: list[int] = []
-
-    def counting(directory: str, destination: str, **kwargs: Any) -> Any:
-        rounds.append(1)
-        return real_acquire(directory, destination, **kwargs)
-
-    monkeypatch.setattr(sender, "acquire_lock", counting)
+    rounds = lock_rounds(monkeypatch)
     result = run(folder, url)
     assert received(loopback_endpoint) == [0] and result["batches_sent"] == 1
     assert len(rounds) == (1 if dated == "earlier" else 1 + sender._LATE_LOOKS)
@@ -302,14 +308,7 @@ def test_an_idle_sender_lingers_for_batches_of_runs_still_finishing(
         slept.append(seconds)
         now[0] += seconds
 
-    real_acquire = sender.acquire_lock
-    rounds: list[int] = []
-
-    def counting(directory: str, destination: str, **kwargs: Any) -> Any:
-        rounds.append(1)
-        return real_acquire(directory, destination, **kwargs)
-
-    monkeypatch.setattr(sender, "acquire_lock", counting)
+    rounds = lock_rounds(monkeypatch)
     result = run(folder, url, linger_seconds=0.5, sleep=sleep, clock=lambda: now[0])
     assert (result["batches_sent"], received(loopback_endpoint), len(rounds)) == (2, [0, 1], 1)
     # It looked again once before the late batch came, then waited the whole
@@ -509,15 +508,7 @@ def test_a_sender_takes_only_the_batches_of_its_destination(
     others = {destination_id(receiver.endpoint, ""): (1, 2),
               destination_id(url, "other-token"): (1, 1)}
     before = ready_names(folder)
-    renamed: list[str] = []
-    real_rename = os.rename
-
-    def watching(source: Any, target: Any) -> None:
-        renamed.append(os.path.basename(source))
-        real_rename(source, target)
-
-    with pytest.MonkeyPatch.context() as patch:
-        patch.setattr(os, "rename", watching)
+    with renames() as renamed:
         nemo = run(folder, url)
     assert (nemo["events_sent"], received(loopback_endpoint)) == (2, expected)
     assert waiting(folder) == others

@@ -24,7 +24,7 @@ from pathlib import Path
 from typing import Any, Callable
 
 import pytest
-from support.helpers import subprocess_env
+from support.helpers import renames, subprocess_env
 
 from nat_telemetry import config
 from nat_telemetry.spool import (
@@ -230,15 +230,7 @@ def test_a_claim_for_one_destination_never_takes_another_ones_batch(spool_dir: P
         assert spool.write(body(n), 1, HERE if n % 2 else THERE).written
     # Not even a corrupt batch of the other destination is touched.
     foreign = plant(spool_dir, b"not a batch", THERE, seq=99)
-    renamed: list[str] = []
-    real_rename = os.rename
-
-    def watching(source: Any, target: Any) -> None:
-        renamed.append(os.path.basename(source))
-        real_rename(source, target)
-
-    with pytest.MonkeyPatch.context() as patch:
-        patch.setattr(os, "rename", watching)
+    with renames() as renamed:
         taken = [json.loads(b)["n"] for b in drain(spool, HERE)]
     assert taken == [1, 3, 5]
     assert renamed and all(f".{HERE}." in name for name in renamed)

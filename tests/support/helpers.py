@@ -11,10 +11,14 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import time
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any, Callable
+
+import pytest
 
 from nat_telemetry.events import CliCommandEvent
 
@@ -90,6 +94,21 @@ def wait_until(predicate: Callable[[], Any], timeout: float = 3.0, interval: flo
         if value or time.monotonic() >= deadline:
             return value
         time.sleep(interval)
+
+
+@contextlib.contextmanager
+def renames() -> Iterator[list[str]]:
+    """The names of the files ``os.rename`` moves (a spool claim is one) while the block runs."""
+    renamed: list[str] = []
+    real_rename = os.rename
+
+    def watching(source: Any, target: Any) -> None:
+        renamed.append(os.path.basename(source))
+        real_rename(source, target)
+
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(os, "rename", watching)
+        yield renamed
 
 
 def subprocess_env(tmp_path: Path, **extra: str) -> dict[str, str]:
