@@ -18,7 +18,8 @@ a fork would stay half-initialised in the child for good: those imports hold
 :data:`import_lock`, which a fork waits for (a bounded time).  Fork hooks run
 newest first, so once :mod:`logging` is imported ours is registered again, to
 take the import lock before logging's hook takes logging's lock: the two never
-wait for each other.
+wait for each other.  While logging's own import is under way its hook is the
+newer one; ours then lends logging's lock back to that import while it waits.
 """
 
 from __future__ import annotations
@@ -189,19 +190,38 @@ def _before_fork() -> None:
         return
     logging_module = sys.modules.get("logging")
     had_logging = logging_module is not None and not _initializing(logging_module)
-    _held_for_fork = import_lock.acquire(timeout=_FORK_WAIT_SECONDS)
+    # Halfway through its import, logging has registered its own fork hook, newer
+    # than ours: it ran first and holds logging's lock, which the rest of that import
+    # needs.  Give the lock back while the import finishes, and take it again after.
+    lent = None
+    if logging_module is not None and not had_logging:
+        lent = _lock_held_here(logging_module)
+    if lent is not None:
+        lent.release()
+    try:
+        _held_for_fork = import_lock.acquire(timeout=_FORK_WAIT_SECONDS)
+    finally:
+        if lent is not None:
+            lent.acquire()
     logging_module = sys.modules.get("logging")
-    if had_logging or logging_module is None:
+    if had_logging or logging_module is None or lent is not None:
         return
     # Imported while this fork waited, logging's fork hook came too late to run, yet its
     # after-fork hooks will release its lock: take it, as its hook would have.
-    owned = getattr(getattr(logging_module, "_lock", None), "_is_owned", None)
-    if owned is None or owned():
+    lock = getattr(logging_module, "_lock", None)
+    if getattr(lock, "_is_owned", None) is None or _lock_held_here(logging_module):
         return  # unknown internals, or logging's own hook did run after all
     take = (getattr(logging_module, "_prepareFork", None)
             or getattr(logging_module, "_acquireLock", None))
     if take is not None:
         take()
+
+
+def _lock_held_here(logging_module: ModuleType) -> Any:
+    """Logging's module lock, if this thread holds it; else None."""
+    lock = getattr(logging_module, "_lock", None)
+    owned = getattr(lock, "_is_owned", None)
+    return lock if owned is not None and owned() else None
 
 
 def _after_fork() -> None:

@@ -213,3 +213,63 @@ def test_first_post_imports_nothing_outside_the_fork_guard(
     lines = {line.split()[0]: line.split()[1:] for line in result.stdout.splitlines()}
     assert lines["FLUSHED"] == ["True", "1", transport_class]  # the POST really went out
     assert lines["UNGUARDED"] == [], lines["UNGUARDED"]
+
+
+# A thread imports logging (guarded) and is past the line where logging registers
+# its own fork hook, which takes logging's lock, when the main thread forks.  The
+# rest of logging's import needs that lock (its handlers take it), so a fork hook
+# that waited for the import while logging's hook held the lock would wait its
+# whole bound, then fork with logging half-imported: every log call in the child
+# fails.  The slow part is a pause put into logging's own source, before
+# ``_defaultLastResort`` (its first handler), after its fork hook on every supported Python.
+LOGGING_IMPORT_AT_FORK = """\
+import importlib.abc, importlib.util, os, sys, threading, time
+from nat_telemetry import _process
+
+assert "logging" not in sys.modules
+found = importlib.util.find_spec("logging")
+source = open(found.origin, encoding="utf-8").read()
+first_handler = "\\n_defaultLastResort ="
+assert source.index("os.register_at_fork(") < source.index(first_handler)
+source = source.replace(first_handler, "\\n__import__('time').sleep(0.5)" + first_handler, 1)
+
+class Slow(importlib.abc.Loader):
+    def exec_module(self, module):
+        exec(compile(source, found.origin, "exec"), module.__dict__)
+
+class Finder(importlib.abc.MetaPathFinder):
+    def find_spec(self, name, path=None, target=None):
+        if name != "logging":
+            return None
+        return importlib.util.spec_from_file_location(
+            "logging", found.origin, loader=Slow(),
+            submodule_search_locations=found.submodule_search_locations)
+
+sys.meta_path.insert(0, Finder())
+importing = threading.Thread(target=_process.import_guarded, args=("logging",))
+importing.start()
+time.sleep(0.2)  # now in logging's import, its fork hook registered, its pause begun
+started = time.monotonic()
+pid = os.fork()
+if pid == 0:
+    logging = sys.modules["logging"]
+    whole = hasattr(logging, "getLogger") and not _process._initializing(logging)
+    os._exit(0 if whole else 7)
+took = time.monotonic() - started
+_, status = os.waitpid(pid, 0)
+importing.join(10)
+print("FORK", round(took, 2), "CHILD", os.waitstatus_to_exitcode(status), flush=True)
+"""
+
+
+@pytest.mark.skipif(not hasattr(os, "fork"), reason="needs os.fork")
+def test_a_fork_during_loggings_own_import_waits_for_it_whole(tmp_path: Path) -> None:
+    script = tmp_path / "logging_at_fork.py"
+    script.write_text(LOGGING_IMPORT_AT_FORK)
+    result = subprocess.run([sys.executable, str(script)], cwd=REPO_ROOT,
+                            env=subprocess_env(tmp_path), capture_output=True, text=True,
+                            timeout=60)
+    assert result.returncode == 0, result.stderr
+    _, took, _, child = result.stdout.split()
+    assert child == "0"  # the child got logging whole
+    assert float(took) < 2.0  # the fork waited for the import, not for its 5 s bound
