@@ -158,7 +158,9 @@ def test_a_run_that_ends_while_a_sender_is_busy_is_taken_by_that_sender(
     wait_until(lambda: len(subcommands(loopback_endpoint, "late")) == 2, timeout=10)
     assert time.monotonic() - ended < 10
     assert sorted(subcommands(loopback_endpoint, "late")) == ["late-0", "late-1"]
-    assert fleet.waiting() == 0
+    # The sender removes a batch once its answer is read: moments after the
+    # collector has seen it.
+    assert wait_until(lambda: fleet.waiting() == 0, timeout=10)
 
 
 def test_offline_then_online_one_later_run_delivers_everything(
@@ -177,7 +179,7 @@ def test_offline_then_online_one_later_run_delivers_everything(
         wait_until(lambda: len(subcommands(endpoint, "offline")) == 3
                    and subcommands(endpoint, "online") == ["online-0"], timeout=15)
         assert sorted(subcommands(endpoint, "offline")) == [f"offline-{n}" for n in range(3)]
-        wait_until(lambda: fleet.waiting() == 0, timeout=5)
+        assert wait_until(lambda: fleet.waiting() == 0, timeout=10)
         assert fleet.status(url)["last_delivery"]["at"] is not None
     finally:
         endpoint.close()
