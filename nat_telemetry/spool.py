@@ -32,7 +32,7 @@ import os
 import stat
 import time
 
-from . import config
+from . import _process, config
 
 TYPE_CHECKING = False  # typing.TYPE_CHECKING without importing typing at run time
 if TYPE_CHECKING:
@@ -221,7 +221,6 @@ class Spool:
         self._clock_ns = clock_ns
         self._lock = _thread.allocate_lock()
         self._counters: dict[str, int] = {}
-        self.last_error: str | None = None
 
     def counters(self) -> dict[str, int]:
         """What this object did: ``written_batches``, ``written_events``, the drop
@@ -336,7 +335,6 @@ class Spool:
 
     def _refused(self, reason: str, events: int, evicted: dict[str, int],
                  error: str | None) -> SpoolWriteResult:
-        self.last_error = error
         self._count(reason, events)
         return SpoolWriteResult(False, reason, evicted, None, error)
 
@@ -366,8 +364,8 @@ class Spool:
             if self.problem() is not None:
                 return
             ready = self._scan(now)
-        except Exception as exc:
-            self.last_error = f"{type(exc).__name__}: {exc}"
+        except Exception:  # the batches stay where they are, for a later claim
+            _process.debug("telemetry spool could not be listed", exc_info=True)
             return
         taken = 0
         for entry in ready:

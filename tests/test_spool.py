@@ -241,6 +241,23 @@ def test_a_claim_for_one_destination_never_takes_another_ones_batch(spool_dir: P
     assert [json.loads(b)["n"] for b in drain(spool, THERE)[:3]] == [0, 2, 4]
 
 
+def test_a_folder_that_cannot_be_listed_yields_no_claim_and_says_why(
+        spool_dir: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    spool = Spool(str(spool_dir))
+    assert spool.write(body(0), 1, HERE).written
+
+    def unlistable(path: str) -> list[str]:
+        raise PermissionError(13, "Permission denied", path)
+
+    with monkeypatch.context() as patched:
+        patched.setattr(os, "listdir", unlistable)
+        with caplog.at_level("DEBUG", logger="nat_telemetry"):
+            assert list(spool.claim(HERE)) == []
+    assert "spool could not be listed" in caplog.text and "Permission denied" in caplog.text
+    assert [json.loads(b)["n"] for b in drain(spool, HERE)] == [0]  # still there, for later
+
+
 def test_claims_come_oldest_first_and_honour_the_limit(spool_dir: Path) -> None:
     clock = Clock()
     spool = Spool(str(spool_dir), clock_ns=clock)
