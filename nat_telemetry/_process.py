@@ -193,9 +193,7 @@ def _before_fork() -> None:
     # Halfway through its import, logging has registered its own fork hook, newer
     # than ours: it ran first and holds logging's lock, which the rest of that import
     # needs.  Give the lock back while the import finishes, and take it again after.
-    lent = None
-    if logging_module is not None and not had_logging:
-        lent = _lock_held_here(logging_module)
+    lent = None if had_logging or logging_module is None else _lock_held_here(logging_module)
     if lent is not None:
         lent.release()
     try:
