@@ -109,17 +109,22 @@ print("PARENT", json.dumps({"stats": h.stats(), "produced": sum(produced),
 """
 
 
+
+def run_script(text: str, tmp_path: Path, *args: str,
+               timeout: float = 60) -> subprocess.CompletedProcess[str]:
+    """Run ``text`` as a script in a fresh interpreter, from the repository's root."""
+    script = tmp_path / "script.py"
+    script.write_text(text)
+    return subprocess.run([sys.executable, str(script), *args], cwd=REPO_ROOT,
+                          env=subprocess_env(tmp_path), capture_output=True, text=True,
+                          timeout=timeout)
+
 @pytest.mark.skipif(not hasattr(os, "fork"), reason="needs os.fork")
 def test_forks_while_producing_and_sending(tmp_path: Path) -> None:
     collector = Collector(tmp_path / "fork.db", delay_ms=80).start()
     try:
-        script = tmp_path / "fork_bound.py"
-        script.write_text(SCRIPT)
-        result = subprocess.run(
-            [sys.executable, str(script), collector.url, str(CHILDREN), str(CHILD_EVENTS)],
-            cwd=REPO_ROOT, env=subprocess_env(tmp_path), capture_output=True, text=True,
-            timeout=90,
-        )
+        result = run_script(SCRIPT, tmp_path, collector.url, str(CHILDREN), str(CHILD_EVENTS),
+                            timeout=90)
         rows = collector.rows()
         counts = collector.counts()
     finally:
@@ -199,14 +204,9 @@ def test_first_post_imports_nothing_outside_the_fork_guard(
     """
     collector = Collector(tmp_path / "audit.db").start()
     try:
-        script = tmp_path / "audit.py"
-        script.write_text(AUDIT_SCRIPT)
         # A host name (not an IP) makes the first connection reach for the idna codec.
         url = collector.url.replace("127.0.0.1", "localhost")
-        result = subprocess.run(
-            [sys.executable, str(script), url, library], cwd=REPO_ROOT,
-            env=subprocess_env(tmp_path), capture_output=True, text=True, timeout=60,
-        )
+        result = run_script(AUDIT_SCRIPT, tmp_path, url, library)
     finally:
         collector.stop()
     assert result.returncode == 0, result.stderr
@@ -264,11 +264,7 @@ print("FORK", round(took, 2), "CHILD", os.waitstatus_to_exitcode(status), flush=
 
 @pytest.mark.skipif(not hasattr(os, "fork"), reason="needs os.fork")
 def test_a_fork_during_loggings_own_import_waits_for_it_whole(tmp_path: Path) -> None:
-    script = tmp_path / "logging_at_fork.py"
-    script.write_text(LOGGING_IMPORT_AT_FORK)
-    result = subprocess.run([sys.executable, str(script)], cwd=REPO_ROOT,
-                            env=subprocess_env(tmp_path), capture_output=True, text=True,
-                            timeout=60)
+    result = run_script(LOGGING_IMPORT_AT_FORK, tmp_path)
     assert result.returncode == 0, result.stderr
     _, took, _, child = result.stdout.split()
     assert child == "0"  # the child got logging whole
