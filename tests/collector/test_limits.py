@@ -66,7 +66,8 @@ def end_child(proc: subprocess.Popen[str], timeout: float) -> None:
 def post_once(url: str) -> tuple[int, float]:
     """(status, seconds) of one POST on a fresh connection."""
     started = time.monotonic()
-    status = http().post(url, json=make_envelope(1), timeout=5).status_code
+    with http() as session:  # closed at once: no idle connection is left behind
+        status = session.post(url, json=make_envelope(1), timeout=5).status_code
     return status, time.monotonic() - started
 
 
@@ -246,7 +247,9 @@ def test_when_every_connection_is_busy_new_ones_wait_in_the_backlog(
     # it would have been answered moments after the others.)
     assert third[0] == 200 and third[1] >= 0.4
     assert third_answered - max(answered for _, answered in results) >= 0.3
-    assert collector.counts()["connections"]["evicted"] == 0
+    # No request was cut to make room.  (A connection idle after its answer may be
+    # closed for the third before its client's own close arrives: that is not one.)
+    assert collector.counts()["errors"]["evicted"] == 0
 
 
 # ------------------------------------------------------- bytes in flight
