@@ -7,7 +7,7 @@
 * ``fake_endpoint`` scripts HTTP answers with ``responses`` (no sockets);
 * ``loopback_endpoint`` is a real loopback HTTP server that records what it
   gets, ``black_hole`` a port that accepts connections and never answers,
-  ``refused_url`` a port nobody listens on;
+  ``refused_url`` a port that refuses connections;
 * ``dependency_mode`` runs a test with and without the optional dependencies.
 
 Test modules import helpers from ``support.helpers`` and ``support.endpoints``,
@@ -23,13 +23,13 @@ from typing import Any, Callable
 
 import pytest
 import responses
-from support.endpoints import BlackHole, FakeEndpoint, LoopbackEndpoint, free_port
+from support.endpoints import BlackHole, FakeEndpoint, LoopbackEndpoint, refusing_port
 from support.helpers import (
     PROXY_VARS,
     assert_balanced,
 )
 
-from nat_telemetry import config, consent
+from nat_telemetry import _process, config, consent
 from nat_telemetry.handler import NATTelemetryHandler
 from nat_telemetry.retry import RetryPolicy
 
@@ -58,7 +58,8 @@ def isolated_home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
 
 @pytest.fixture(autouse=True)
 def telemetry_config(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    """Enabled, no endpoint, no dry run, no prefix, private consent file, no proxy."""
+    """Enabled, no endpoint, no dry run, no prefix, private consent file, no proxy,
+    and nothing said once yet."""
     monkeypatch.setattr(config, "TELEMETRY_ENABLED", True, raising=False)
     monkeypatch.setenv("NAT_TELEMETRY_CONSENT_FILE", str(tmp_path / "consent" / "telemetry.toml"))
     # No spool unless a test asks for one (spool_dir=, or the variable).
@@ -68,6 +69,8 @@ def telemetry_config(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(config, "SESSION_PREFIX", None)
     for name in PROXY_VARS:
         monkeypatch.delenv(name, raising=False)
+    # What the process said once, each test hears again (tests run in any order).
+    monkeypatch.setattr(_process, "_said", set())
 
 
 class HandlerRegistry:
@@ -148,9 +151,10 @@ def black_hole(handler_registry: HandlerRegistry) -> Iterator[BlackHole]:
 
 
 @pytest.fixture
-def refused_url() -> str:
-    """A URL on a loopback port that was bound and closed: connection refused."""
-    return f"http://127.0.0.1:{free_port()}/ingest"
+def refused_url() -> Iterator[str]:
+    """A URL on a loopback port that refuses connections for the whole test."""
+    with refusing_port() as port:
+        yield f"http://127.0.0.1:{port}/ingest"
 
 
 # ------------------------------------------------------- dependency modes

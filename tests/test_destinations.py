@@ -13,7 +13,7 @@ import sys
 import time
 from pathlib import Path
 
-from support.endpoints import LoopbackEndpoint, free_port
+from support.endpoints import LoopbackEndpoint, refusing_port
 from support.helpers import subprocess_env, wait_until
 
 from nat_telemetry.spool import Spool
@@ -42,18 +42,18 @@ def subcommands(endpoint: LoopbackEndpoint) -> list[str]:
 
 def test_a_batch_goes_only_to_its_own_destination(tmp_path: Path) -> None:
     spool = tmp_path / "shared-spool"
-    port_a = free_port()
-    url_a = f"http://127.0.0.1:{port_a}/ingest"  # tool A's endpoint: down for now
     b = LoopbackEndpoint()
     try:
-        run(tmp_path, spool, url_a, "a-offline")
-        assert wait_until(lambda: destination_id(url_a) in Spool(str(spool)).summary())
-        # While A's batch waits (its sender retrying a refused port), B's arrive at
-        # once, and only B's.
-        for n in range(3):
-            returned = run(tmp_path, spool, b.url, f"b-{n}")
-            assert wait_until(lambda n=n: len(b.events) == n + 1, timeout=10)
-            assert b.times()[-1] - returned < 5.0
+        with refusing_port() as port_a:  # tool A's endpoint: down for now
+            url_a = f"http://127.0.0.1:{port_a}/ingest"
+            run(tmp_path, spool, url_a, "a-offline")
+            assert wait_until(lambda: destination_id(url_a) in Spool(str(spool)).summary())
+            # While A's batch waits (its sender retrying a refused port), B's arrive
+            # at once, and only B's.
+            for n in range(3):
+                returned = run(tmp_path, spool, b.url, f"b-{n}")
+                assert wait_until(lambda n=n: len(b.events) == n + 1, timeout=10)
+                assert b.times()[-1] - returned < 5.0
         assert subcommands(b) == ["b-0", "b-1", "b-2"]
         a = LoopbackEndpoint(port=port_a)
         try:

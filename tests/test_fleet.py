@@ -19,7 +19,7 @@ from typing import Any
 
 import pytest
 import trustme
-from support.endpoints import LoopbackEndpoint, Reply, free_port
+from support.endpoints import LoopbackEndpoint, Reply, refusing_port
 from support.helpers import subprocess_env, wait_until
 
 from nat_telemetry.spool import Spool
@@ -165,13 +165,13 @@ def test_a_run_that_ends_while_a_sender_is_busy_is_taken_by_that_sender(
 
 def test_offline_then_online_one_later_run_delivers_everything(
         fleet: Fleet) -> None:
-    port = free_port()
-    url = f"http://127.0.0.1:{port}/ingest"
-    for n in range(3):
-        fleet.run(url, f"offline-{n}")
-    # Each run's sender found the port refusing and left the events waiting.
-    info = wait_until(lambda: _settled(fleet.status(url), 3), timeout=30)
-    assert info["last_failure"]["kind"] == "refused"
+    with refusing_port() as port:
+        url = f"http://127.0.0.1:{port}/ingest"
+        for n in range(3):
+            fleet.run(url, f"offline-{n}")
+        # Each run's sender found the port refusing and left the events waiting.
+        info = wait_until(lambda: _settled(fleet.status(url), 3), timeout=30)
+        assert info["last_failure"]["kind"] == "refused"
 
     endpoint = LoopbackEndpoint(port=port)
     try:
@@ -209,11 +209,12 @@ def test_status_names_an_http_refusal_with_its_code(
 
 
 def test_status_names_a_refused_port(fleet: Fleet) -> None:
-    url = f"http://127.0.0.1:{free_port()}/ingest"
-    fleet.run(url, "refused-0")
-    info = wait_until(lambda: _noted(fleet.status(url)), timeout=30)
-    assert info["last_failure"]["kind"] == "refused"
-    assert ": connection refused" in fleet.status_text(url)
+    with refusing_port() as port:
+        url = f"http://127.0.0.1:{port}/ingest"
+        fleet.run(url, "refused-0")
+        info = wait_until(lambda: _noted(fleet.status(url)), timeout=30)
+        assert info["last_failure"]["kind"] == "refused"
+        assert ": connection refused" in fleet.status_text(url)
 
 
 def test_status_names_a_certificate_it_cannot_verify(fleet: Fleet) -> None:

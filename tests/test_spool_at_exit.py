@@ -16,7 +16,7 @@ import time
 from pathlib import Path
 
 import pytest
-from support.endpoints import BlackHole, free_port
+from support.endpoints import BlackHole, refusing_port
 from support.helpers import REPO_ROOT, assert_balanced, event, subprocess_env
 
 from nat_telemetry.collector import Collector
@@ -100,12 +100,12 @@ def test_silent_endpoint_holds_neither_the_exit_nor_the_pipe(tmp_path: Path) -> 
 
 
 def test_offline_then_online_delivers_both(tmp_path: Path) -> None:
-    port = free_port()
-    url = f"http://127.0.0.1:{port}/v1.1/events/json"
     spool = tmp_path / "spool"
-    result, took = run_tool(tmp_path, url, spool, subcommand="offline")  # refused
-    assert result.returncode == 0 and took < PROMPT_EXIT
-    assert wait_for(lambda: waiting(spool) == 1, timeout=5)
+    with refusing_port() as port:
+        url = f"http://127.0.0.1:{port}/v1.1/events/json"
+        result, took = run_tool(tmp_path, url, spool, subcommand="offline")  # refused
+        assert result.returncode == 0 and took < PROMPT_EXIT
+        assert wait_for(lambda: waiting(spool) == 1, timeout=5)
     with Collector(tmp_path / "events.db", port=port) as online:
         result, _ = run_tool(tmp_path, url, spool, subcommand="online")
         assert result.returncode == 0

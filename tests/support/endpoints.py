@@ -19,6 +19,7 @@ import json
 import socket
 import threading
 import time
+from collections.abc import Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any, Callable, Union
 
@@ -33,19 +34,25 @@ __all__ = [
     "Reply",
     "ReplyLike",
     "as_reply",
-    "free_port",
     "loopback_listener",
+    "refusing_port",
 ]
 
 
 # --------------------------------------------------------------- loopback ports
 
 
-def free_port() -> int:
-    """A loopback port that was just bound and let go: nothing listens on it."""
+@contextlib.contextmanager
+def refusing_port() -> Iterator[int]:
+    """A loopback port that refuses every connection while the block runs.
+
+    The port stays bound (never listening) until the block ends, so no other
+    socket can take it meanwhile: a port merely let go may be handed to another
+    test's server at once, when several suites run side by side.
+    """
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
         sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
+        yield int(sock.getsockname()[1])
 
 
 def loopback_listener(backlog: int, accept_timeout: float) -> tuple[socket.socket, int]:
