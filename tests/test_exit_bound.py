@@ -20,8 +20,8 @@ handlers sharing one budget and a POST already stuck at exit.)
 from __future__ import annotations
 
 import concurrent.futures
+import contextlib
 import json
-import socket
 import subprocess
 import sys
 import time
@@ -30,7 +30,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from support.endpoints import BlackHole
+from support.endpoints import BlackHole, refusing_port
 from support.helpers import REPO_ROOT, subprocess_env
 
 from nat_telemetry.collector import Collector
@@ -74,6 +74,7 @@ class Endpoint:
         self.kind = kind
         self.collector: Collector | None = None
         self.hole: BlackHole | None = None
+        self.held = contextlib.ExitStack()
         if kind in ("collector", "answers-after-10s"):
             delay = 10_000 if kind == "answers-after-10s" else 0
             self.collector = Collector(tmp_path / f"{kind}.db", delay_ms=delay).start()
@@ -82,9 +83,7 @@ class Endpoint:
             self.hole = BlackHole()
             self.url = self.hole.url
         elif kind == "refused":
-            with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-                sock.bind(("127.0.0.1", 0))
-                port = sock.getsockname()[1]
+            port = self.held.enter_context(refusing_port())
             self.url = f"http://127.0.0.1:{port}/v1.1/events/json"
         else:  # pragma: no cover - a typo in a parametrize list
             raise ValueError(kind)
@@ -94,6 +93,7 @@ class Endpoint:
             self.collector.stop()
         if self.hole is not None:
             self.hole.close()
+        self.held.close()
 
 
 @pytest.fixture
