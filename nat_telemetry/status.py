@@ -320,8 +320,6 @@ def run_parser(parser: argparse.ArgumentParser, argv: Sequence[str] | None, tool
                prog: str) -> int:
     """Parse ``argv`` with ``parser`` and run the command chosen (``status`` when none);
     every failure is one line on stderr and a non-zero status, never a traceback."""
-    from ._process import reader_went_away
-
     try:
         args, extra = parser.parse_known_args(argv)  # --help, usage errors: SystemExit
         if extra:  # the subcommand's own usage, not the top level's
@@ -334,7 +332,7 @@ def run_parser(parser: argparse.ArgumentParser, argv: Sequence[str] | None, tool
         print(file=sys.stderr)
         return EXIT_CODE_INTERRUPTED
     except BrokenPipeError:
-        return reader_went_away()
+        return _process.reader_went_away()
     except Exception as exc:  # one line, never a traceback
         _process.debug("%s failed", prog, exc_info=True)
         _err(prog, f"error: {exc}" if str(exc) else f"error: {type(exc).__name__}")

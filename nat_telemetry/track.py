@@ -157,7 +157,7 @@ class track_command:  # used like a function: `with track_command("x"):`
 
             self.handler.enqueue(CliCommandEvent(**command_fields(
                 self.command, self.subcommand, status, exit_code, error_class, duration_ms,
-                None if self.tool is config.NAT else self.tool.nemo_source)))
+                _nemo_source(self.tool))))
         except Exception:  # telemetry must not break the command
             from . import _process
 
@@ -177,9 +177,15 @@ def record_command(command: str, subcommand: str, task_status: str, exit_code: i
         return
     from .outcome import command_fields
 
-    nemo_source = None if tool is config.NAT else tool.nemo_source
     recorder_for(session_id, tool).record(command_fields(
-        command, subcommand, task_status, exit_code, error_class, duration_ms, nemo_source))
+        command, subcommand, task_status, exit_code, error_class, duration_ms,
+        _nemo_source(tool)))
+
+
+def _nemo_source(tool: config.Tool) -> str | None:
+    """The ``nemoSource`` an event of ``tool`` names; None for the default tool, whose
+    events keep the field's own default."""
+    return None if tool is config.NAT else tool.nemo_source
 
 
 class Recorder:
