@@ -299,6 +299,9 @@ class Spool:
         ready.sort(key=lambda e: e.name)
         return ready
 
+    def _expired(self, entry: _Entry, now: int) -> bool:
+        return abs(now - entry.created_ns) > self.max_age_ns
+
     def _drop(self, entry: _Entry, reason: str, tally: dict[str, int]) -> None:
         if _quietly(os.unlink, self.path(entry.name)):  # counted by whoever removed it
             tally[reason] = tally.get(reason, 0) + entry.events
@@ -341,7 +344,7 @@ class Spool:
     def _make_room(self, now: int, events: int, size: int, evicted: dict[str, int]) -> None:
         kept: list[_Entry] = []
         for entry in self._scan(now):
-            if abs(now - entry.created_ns) > self.max_age_ns:
+            if self._expired(entry, now):
                 self._drop(entry, DROPPED_SPOOL_EXPIRED, evicted)
             else:
                 kept.append(entry)
@@ -371,7 +374,7 @@ class Spool:
         for entry in ready:
             if limit is not None and taken >= limit:
                 return
-            if abs(now - entry.created_ns) > self.max_age_ns:
+            if self._expired(entry, now):
                 self._drop(entry, DROPPED_SPOOL_EXPIRED, {})
             elif entry.destination == destination:
                 claim = self._take(entry)
